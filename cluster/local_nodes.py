@@ -1,0 +1,193 @@
+"""A multi-node Ray cluster on one machine, made of real ``ray start`` processes.
+
+Used by the multi-node tests and for trying the cluster path without containers. Each node is a
+separate ``ray start --block`` process with its own CPUs, custom resources and ports, so tasks
+really cross node boundaries (distinct node ids, separate raylets and object stores).
+
+``ray stop`` would kill every Ray on the machine, including other people's; this module stops
+only what it started: the ``ray start`` process of a node (whose exit handler tears down that
+node's raylet and workers), and then any process left whose command line names this cluster's
+GCS port and the node's own manager port.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["LocalNode", "LocalRayCluster", "free_port"]
+
+READY_LINE = "Ray runtime started"
+
+
+def free_port() -> int:
+    """A TCP port free right now on loopback (the OS picks it, so parallel runs do not collide)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _ray_executable() -> str:
+    # The ray CLI of this interpreter's environment, not whatever `ray` is first on PATH.
+    candidate = Path(sys.executable).with_name("ray")
+    return str(candidate) if candidate.exists() else "ray"
+
+
+@dataclass
+class LocalNode:
+    name: str
+    process: subprocess.Popen
+    log_path: Path
+    node_manager_port: int
+    resources: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+
+class LocalRayCluster:
+    """A head and any number of extra nodes on 127.0.0.1, under one private temp dir."""
+
+    def __init__(self, root: Path | None = None, ready_timeout_s: float = 90.0) -> None:
+        self.root = Path(root or tempfile.mkdtemp(prefix="geonas-ray-"))
+        # Ray puts unix sockets under the temp dir; their paths must stay under ~107 bytes.
+        self.temp_dir = Path(tempfile.mkdtemp(prefix="rn", dir="/tmp"))
+        self.gcs_port = free_port()
+        self.dashboard_port = free_port()
+        self.ready_timeout_s = ready_timeout_s
+        self.nodes: list[LocalNode] = []
+        # Token auth on, with a token of this cluster's own: `ray start` turns auth on only when
+        # told to (or when ~/.ray/auth_token exists, which other Rays on this machine share).
+        self.auth_token = secrets.token_hex(32)
+        self._env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+        self._env.update(RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.auth_token)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.gcs_port}"
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    def client_env(self) -> dict[str, str]:
+        """What a driver, job client or API process needs in its environment to use this cluster."""
+        return {"RAY_ADDRESS": self.address, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.auth_token}
+
+    def start_head(self, num_cpus: int = 1, resources: dict[str, float] | None = None) -> LocalNode:
+        extra = [
+            "--head",
+            f"--port={self.gcs_port}",
+            "--include-dashboard=true",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={self.dashboard_port}",
+            f"--ray-client-server-port={free_port()}",
+        ]
+        return self._start("head", extra, num_cpus, resources)
+
+    def add_node(self, name: str, num_cpus: int = 1, resources: dict[str, float] | None = None) -> LocalNode:
+        if not self.nodes:
+            raise RuntimeError("start_head() first: a node joins an existing head")
+        return self._start(name, [f"--address={self.address}"], num_cpus, resources)
+
+    def _start(
+        self, name: str, role_args: list[str], num_cpus: int, resources: dict[str, float] | None
+    ) -> LocalNode:
+        node_manager_port = free_port()
+        log_path = self.root / f"{name}.log"
+        command = [
+            _ray_executable(),
+            "start",
+            "--block",
+            *role_args,
+            "--node-ip-address=127.0.0.1",
+            f"--temp-dir={self.temp_dir}",
+            f"--num-cpus={num_cpus}",
+            f"--resources={json.dumps(resources or {})}",
+            f"--node-manager-port={node_manager_port}",
+            f"--object-manager-port={free_port()}",
+            f"--dashboard-agent-listen-port={free_port()}",
+            f"--dashboard-agent-grpc-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}",
+            f"--metrics-export-port={free_port()}",
+            "--disable-usage-stats",
+            "--log-style=record",
+        ]
+        with open(log_path, "wb") as log:
+            # A new session: signals for this node never reach pytest or the other nodes.
+            process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env=self._env, start_new_session=True
+            )
+        node = LocalNode(name, process, log_path, node_manager_port, dict(resources or {}))
+        self.nodes.append(node)
+        self._wait_ready(node)
+        return node
+
+    def _wait_ready(self, node: LocalNode) -> None:
+        deadline = time.monotonic() + self.ready_timeout_s
+        while time.monotonic() < deadline:
+            if READY_LINE in node.log_path.read_text(errors="replace"):
+                return
+            if not node.alive:
+                break
+            time.sleep(0.2)
+        tail = node.log_path.read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"ray node {node.name!r} did not start; its log ends:\n{tail}")
+
+    def stop_node(self, node: LocalNode, timeout_s: float = 20.0) -> None:
+        """Stop one node: its ``ray start`` process tears down its raylet and workers."""
+        if node.alive:
+            node.process.send_signal(signal.SIGTERM)
+            try:
+                node.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(node.process.pid, signal.SIGKILL)
+                node.process.wait(timeout_s)
+        self._kill_leftovers(f"{node.node_manager_port}")
+
+    def shutdown(self) -> None:
+        """Stop the extra nodes, then the head, then anything of this cluster still running."""
+        for node in reversed(self.nodes):
+            self.stop_node(node)
+        self._kill_leftovers(f"{self.gcs_port}")
+
+    def _kill_leftovers(self, marker: str) -> None:
+        # Processes that outlived their ray start (workers mid-task, agents) and belong to this
+        # cluster: their command line names our GCS port and the marker (a port of ours).
+        for pid, cmdline in _processes():
+            if pid == os.getpid():
+                continue
+            if str(self.gcs_port) in cmdline and marker in cmdline and str(self.temp_dir) in cmdline:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+    def __enter__(self) -> LocalRayCluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+
+def _processes() -> list[tuple[int, str]]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        found.append((int(entry.name), raw.replace(b"\0", b" ").decode(errors="replace")))
+    return found
