@@ -1,0 +1,196 @@
+"""The searcher contract: propose token sequences, observe rewards, save and restore everything.
+
+A searcher knows only a :class:`~search_spaces.tokens.TokenSpace`; it never sees Ray, the store or
+the trainer. That keeps every searcher testable in milliseconds over a tabular benchmark, and lets one
+thin adapter (``tune.py``) put any of them behind Ray Tune. The contract, shared by all:
+
+- ``propose()`` returns a :class:`Proposal` or ``None`` when the searcher waits for results (the
+  caller asks again after the next ``observe``). Several proposals may be outstanding at once.
+- ``observe(proposal_id, reward)`` takes the reward of a proposal, in any order. ``None`` or NaN
+  means the trial failed; it becomes :meth:`Searcher.failure_reward` (a defined penalty), never an
+  exception.
+- ``state_dict()`` / ``load_state_dict()`` carry the whole state (model weights, optimiser, random
+  generators, pending proposals) as bytes, so a restored searcher makes the same next proposal.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from search_spaces.errors import SpecError
+from search_spaces.tokens import TokenSpace
+
+__all__ = [
+    "Proposal",
+    "Searcher",
+    "register_searcher",
+    "create_searcher",
+    "list_searchers",
+    "is_failed",
+]
+
+_STATE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """One architecture to evaluate: an id the searcher will recognise in ``observe``, and its tokens."""
+
+    id: str
+    tokens: tuple[int, ...]
+
+
+def is_failed(reward: float | None) -> bool:
+    """A reward that stands for a failed trial: missing or not a finite number."""
+    return reward is None or not math.isfinite(float(reward))
+
+
+class Searcher(ABC):
+    """Base class of every searcher; subclasses implement ``_propose``, ``_observe`` and their state.
+
+    The base class owns what all searchers share: proposal ids, the record of pending proposals, the
+    failure penalty and the (de)serialisation envelope.
+
+    ``failure_reward``: the reward a failed trial counts as. By default the lowest reward observed
+    so far (0.0 before any), which penalises failure on whatever scale the rewards have.
+    """
+
+    name: str = "base"
+
+    def __init__(self, space: TokenSpace, seed: int | None = None, *, failure_reward: float | None = None):
+        self.space = space
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+        self._failure_reward = failure_reward
+        self._min_reward: float | None = None
+        self._next_id = 0
+        self.pending: dict[str, tuple[int, ...]] = {}
+        self.num_observed = 0
+
+    # -- public contract -------------------------------------------------------------------------
+    def propose(self) -> Proposal | None:
+        """The next architecture to evaluate, or ``None`` while the searcher waits for results."""
+        tokens = self._propose()
+        if tokens is None:
+            return None
+        proposal = Proposal(id=str(self._next_id), tokens=tuple(int(t) for t in tokens))
+        self._next_id += 1
+        self.pending[proposal.id] = proposal.tokens
+        self._after_propose(proposal)
+        return proposal
+
+    def observe(self, proposal_id: str, reward: float | None) -> None:
+        """Record the reward of a pending proposal; ``None``/NaN means the trial failed."""
+        if proposal_id not in self.pending:
+            raise SpecError(
+                f"proposal {proposal_id!r} is not pending for this {self.name} searcher "
+                f"({len(self.pending)} pending); observe each proposal once, with the id propose() gave"
+            )
+        tokens = self.pending.pop(proposal_id)
+        value = self.failure_reward() if is_failed(reward) else float(reward)  # type: ignore[arg-type]
+        if not is_failed(reward):
+            self._min_reward = value if self._min_reward is None else min(self._min_reward, value)
+        self.num_observed += 1
+        self._observe(proposal_id, tokens, value, failed=is_failed(reward))
+
+    def failure_reward(self) -> float:
+        """The penalty a failed trial receives (see the class docstring)."""
+        if self._failure_reward is not None:
+            return float(self._failure_reward)
+        return 0.0 if self._min_reward is None else float(self._min_reward)
+
+    def state_dict(self) -> bytes:
+        """Everything needed to continue exactly where this searcher is, as bytes."""
+        state = {
+            "version": _STATE_VERSION,
+            "name": self.name,
+            "rng": self.rng.bit_generator.state,
+            "failure_reward": self._failure_reward,
+            "min_reward": self._min_reward,
+            "next_id": self._next_id,
+            "pending": dict(self.pending),
+            "num_observed": self.num_observed,
+            "own": self._get_state(),
+        }
+        return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def load_state_dict(self, data: bytes) -> None:
+        """Restore what :meth:`state_dict` saved (from a searcher of the same name and space).
+
+        The bytes are a pickle: load only state this service wrote itself.
+        """
+        state = pickle.loads(data)
+        if not isinstance(state, dict) or state.get("version") != _STATE_VERSION:
+            raise SpecError("searcher state is not from this version of geonas; start the search afresh")
+        if state["name"] != self.name:
+            raise SpecError(
+                f"searcher state was saved by {state['name']!r}, cannot load it into {self.name!r}; "
+                f"create the searcher with name {state['name']!r}"
+            )
+        self.rng.bit_generator.state = state["rng"]
+        self._failure_reward = state["failure_reward"]
+        self._min_reward = state["min_reward"]
+        self._next_id = state["next_id"]
+        self.pending = dict(state["pending"])
+        self.num_observed = state["num_observed"]
+        self._set_state(state["own"])
+
+    # -- for subclasses ---------------------------------------------------------------------------
+    @abstractmethod
+    def _propose(self) -> tuple[int, ...] | None:
+        """Tokens of the next proposal, or ``None`` to wait."""
+
+    @abstractmethod
+    def _observe(self, proposal_id: str, tokens: tuple[int, ...], reward: float, failed: bool) -> None:
+        """Learn from one result; ``reward`` is already the penalty when ``failed``."""
+
+    def _after_propose(self, proposal: Proposal) -> None:
+        """Hook: remember per-proposal data under the id just assigned."""
+        return None
+
+    def _get_state(self) -> Any:
+        return None
+
+    def _set_state(self, state: Any) -> None:
+        return None
+
+
+_REGISTRY: dict[str, type[Searcher]] = {}
+
+
+def register_searcher(name: str) -> Callable[[type[Searcher]], type[Searcher]]:
+    """Class decorator: make a searcher available to :func:`create_searcher` under ``name``."""
+
+    def decorate(cls: type[Searcher]) -> type[Searcher]:
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"searcher {name!r} is registered twice")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return decorate
+
+
+def list_searchers() -> list[str]:
+    """Names of the registered searchers, sorted."""
+    return sorted(_REGISTRY)
+
+
+def create_searcher(name: str, space: TokenSpace, seed: int | None = None, **options: Any) -> Searcher:
+    """Build the searcher registered as ``name`` over ``space``; ``options`` are its hyper-parameters."""
+    if name not in _REGISTRY:
+        raise SpecError(
+            f"unknown searcher {name!r}; valid searchers: {', '.join(list_searchers())}", "searcher"
+        )
+    cls = _REGISTRY[name]
+    try:
+        return cls(space, seed=seed, **options)
+    except TypeError as exc:
+        raise SpecError(f"bad options for searcher {name!r}: {exc}", "searcher") from exc

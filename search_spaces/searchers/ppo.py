@@ -1,0 +1,260 @@
+"""PPO over an autoregressive LSTM controller — the searcher of NAS-FPN, made asynchronous.
+
+The controller reads the token sequence left to right and emits one masked softmax per position, so
+the masks of any :class:`TokenSpace` are respected exactly. Each proposal stores the log-probabilities
+it was drawn with; when ``batch_size`` rewards have arrived the policy takes ``ppo_epochs`` clipped
+steps on them. Because the stored probabilities belong to the policy that *drew* the proposal, rewards
+of stale proposals (drawn before the last update, finished after it) enter through the importance
+ratio ``pi_new / pi_old`` — the reason PPO is used here rather than plain REINFORCE.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from search_spaces.searchers.base import Proposal, Searcher, register_searcher
+from search_spaces.tokens import TokenSpace
+
+__all__ = ["PPOSearcher", "Controller"]
+
+
+class Controller(nn.Module):
+    """A tiny LSTM policy: previous token in, logits over the next position's choices out."""
+
+    def __init__(self, sizes: tuple[int, ...], hidden: int = 64, embed: int = 32):
+        super().__init__()
+        self.sizes = tuple(sizes)
+        self.width = max(sizes)
+        offsets = np.concatenate([[1], 1 + np.cumsum(sizes)[:-1]]).astype(np.int64)
+        self.register_buffer("offsets", torch.as_tensor(offsets), persistent=False)
+        self.embedding = nn.Embedding(1 + int(sum(sizes)), embed)
+        self.cell = nn.LSTMCell(embed, hidden)
+        self.heads = nn.Parameter(torch.zeros(len(sizes), hidden, self.width))
+        self.bias = nn.Parameter(torch.zeros(len(sizes), self.width))
+        nn.init.normal_(self.heads, std=0.1 / math.sqrt(hidden))
+
+    def step(self, position: int, prev: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None):
+        """Logits for ``position`` given the previous tokens (``prev``, shape [B]; ignored at 0)."""
+        if position == 0:
+            index = torch.zeros_like(prev)
+        else:
+            index = prev + self.offsets[position - 1]
+        h, c = self.cell(self.embedding(index), state)
+        return h @ self.heads[position] + self.bias[position], (h, c)
+
+    def evaluate(
+        self, tokens: torch.Tensor, masks: torch.Tensor, temperature: float, logit_clip: float | None
+    ):
+        """Per-position log-probabilities of ``tokens`` [B, K] and entropies, under ``masks`` [B, K, W]."""
+        state = None
+        prev = torch.zeros(tokens.shape[0], dtype=torch.long)
+        logps, entropies = [], []
+        for position in range(tokens.shape[1]):
+            logits, state = self.step(position, prev, state)
+            log_probs = masked_log_softmax(logits, masks[:, position], temperature, logit_clip)
+            logps.append(log_probs.gather(1, tokens[:, position : position + 1]).squeeze(1))
+            probs = log_probs.exp()
+            entropies.append(-(probs * torch.where(masks[:, position], log_probs, 0.0)).sum(1))
+            prev = tokens[:, position]
+        return torch.stack(logps, 1), torch.stack(entropies, 1)
+
+
+def masked_log_softmax(logits, mask, temperature: float, logit_clip: float | None):
+    """Log-softmax over the allowed choices only (disallowed get probability zero)."""
+    logits = logits / temperature
+    if logit_clip is not None:
+        logits = logit_clip * torch.tanh(logits / logit_clip)
+    return torch.log_softmax(logits.masked_fill(~mask, -1e9), dim=-1)
+
+
+@dataclass
+class _Drawn:
+    """What PPO must remember about a proposal until its reward arrives."""
+
+    tokens: np.ndarray  # [K] int64
+    masks: np.ndarray  # [K, W] bool
+    logp: np.ndarray  # [K] float32, log-probabilities under the policy that drew it
+
+
+@register_searcher("ppo")
+class PPOSearcher(Searcher):
+    """Autoregressive LSTM controller trained with clipped PPO; every hyper-parameter is an option.
+
+    Options: ``hidden`` (64), ``embed`` (32), ``lr`` (Adam), ``batch_size`` (rewards per update),
+    ``ppo_epochs``, ``clip`` (0.2), ``entropy_coef`` and ``entropy_decay`` (multiplied in after each
+    update), ``advantage`` (``"rank"``: centred ranks within the batch; ``"zscore"``: batch z-scores;
+    ``"baseline"``: reward minus a moving-average baseline with decay ``baseline_decay``, divided by a
+    running std), ``replay`` (how many earlier batches join each update, re-weighted by their importance
+    ratios), ``temperature``, ``logit_clip`` (tanh clipping of logits, as in ENAS/NAS-FPN; None = off),
+    ``max_grad_norm``, ``max_pending`` (propose returns None when this many are outstanding; None = never).
+    """
+
+    def __init__(
+        self,
+        space: TokenSpace,
+        seed: int | None = None,
+        *,
+        hidden: int = 64,
+        embed: int = 32,
+        lr: float = 1e-4,
+        batch_size: int = 20,
+        ppo_epochs: int = 4,
+        clip: float = 0.2,
+        entropy_coef: float = 1e-2,
+        entropy_decay: float = 1.0,
+        advantage: Literal["rank", "zscore", "baseline"] = "baseline",
+        baseline_decay: float = 0.95,
+        replay: int = 0,
+        temperature: float = 1.0,
+        logit_clip: float | None = None,
+        max_grad_norm: float | None = 1.0,
+        max_pending: int | None = None,
+        **options: Any,
+    ):
+        super().__init__(space, seed, **options)
+        if advantage not in ("rank", "zscore", "baseline"):
+            raise ValueError(f"advantage must be 'rank', 'zscore' or 'baseline', not {advantage!r}")
+        self.hp = dict(
+            lr=lr,
+            batch_size=batch_size,
+            ppo_epochs=ppo_epochs,
+            clip=clip,
+            entropy_coef=entropy_coef,
+            entropy_decay=entropy_decay,
+            advantage=advantage,
+            baseline_decay=baseline_decay,
+            replay=replay,
+            temperature=temperature,
+            logit_clip=logit_clip,
+            max_grad_norm=max_grad_norm,
+            max_pending=max_pending,
+        )
+        torch_seed = int(self.rng.integers(2**31 - 1))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(torch_seed)
+            self.policy = Controller(tuple(space.sizes), hidden=hidden, embed=embed)
+        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=lr)
+        self.width = self.policy.width
+        self._drawn: dict[str, _Drawn] = {}
+        self._last: _Drawn | None = None
+        self.batch: list[tuple[_Drawn, float]] = []
+        self.history: list[list[tuple[_Drawn, float]]] = []
+        self.baseline: float | None = None
+        self.reward_var: float = 1.0
+        self.entropy_coef = entropy_coef
+        self.updates = 0
+
+    # -- proposing --------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _propose(self) -> tuple[int, ...] | None:
+        if self.hp["max_pending"] is not None and len(self.pending) >= self.hp["max_pending"]:
+            return None
+        num = len(self.space.sizes)
+        tokens = np.zeros(num, dtype=np.int64)
+        masks = np.zeros((num, self.width), dtype=bool)
+        logp = np.zeros(num, dtype=np.float32)
+        state = None
+        prev = torch.zeros(1, dtype=torch.long)
+        for position in range(num):
+            mask = np.asarray(self.space.mask(position, tokens[:position].tolist()), dtype=bool)
+            masks[position, : len(mask)] = mask
+            logits, state = self.policy.step(position, prev, state)
+            log_probs = masked_log_softmax(
+                logits, torch.as_tensor(masks[position])[None], self.hp["temperature"], self.hp["logit_clip"]
+            )[0].double()
+            probs = log_probs.exp().numpy()
+            probs[~masks[position]] = 0.0
+            choice = int(self.rng.choice(self.width, p=probs / probs.sum()))
+            tokens[position] = choice
+            logp[position] = float(log_probs[choice])
+            prev = torch.tensor([choice])
+        self._last = _Drawn(tokens, masks, logp)
+        return tuple(int(t) for t in tokens)
+
+    def _after_propose(self, proposal: Proposal) -> None:
+        assert self._last is not None
+        self._drawn[proposal.id] = self._last
+
+    # -- learning ---------------------------------------------------------------------------------
+    def _observe(self, proposal_id: str, tokens: tuple[int, ...], reward: float, failed: bool) -> None:
+        self.batch.append((self._drawn.pop(proposal_id), reward))
+        if len(self.batch) >= self.hp["batch_size"]:
+            self._update()
+
+    def _advantages(self, rewards: np.ndarray) -> np.ndarray:
+        kind = self.hp["advantage"]
+        if kind == "rank":
+            ranks = rewards.argsort().argsort().astype(np.float64)
+            return ranks / max(len(rewards) - 1, 1) - 0.5
+        if kind == "zscore":
+            return (rewards - rewards.mean()) / (rewards.std() + 1e-8)
+        decay = self.hp["baseline_decay"]
+        if self.baseline is None:
+            self.baseline = float(rewards.mean())
+            self.reward_var = float(rewards.var()) or 1.0
+        advantages = (rewards - self.baseline) / math.sqrt(self.reward_var + 1e-8)
+        self.baseline = decay * self.baseline + (1 - decay) * float(rewards.mean())
+        self.reward_var = decay * self.reward_var + (1 - decay) * float(
+            ((rewards - self.baseline) ** 2).mean()
+        )
+        return advantages
+
+    def _update(self) -> None:
+        batch, self.batch = self.batch, []
+        rewards = np.array([r for _, r in batch], dtype=np.float64)
+        advantages = self._advantages(rewards)
+        samples = [(drawn, a) for (drawn, _), a in zip(batch, advantages, strict=True)]
+        for old in self.history:
+            samples.extend(old)
+        if self.hp["replay"]:
+            self.history.append(samples[: len(batch)])
+            self.history = self.history[-self.hp["replay"] :]
+        tokens = torch.as_tensor(np.stack([d.tokens for d, _ in samples]))
+        masks = torch.as_tensor(np.stack([d.masks for d, _ in samples]))
+        old_logp = torch.as_tensor(np.stack([d.logp for d, _ in samples])).sum(1)
+        adv = torch.as_tensor(np.array([a for _, a in samples], dtype=np.float32))
+        clip = self.hp["clip"]
+        for _ in range(self.hp["ppo_epochs"]):
+            logp, entropy = self.policy.evaluate(tokens, masks, self.hp["temperature"], self.hp["logit_clip"])
+            ratio = torch.exp(logp.sum(1) - old_logp)
+            surrogate = torch.minimum(ratio * adv, torch.clamp(ratio, 1 - clip, 1 + clip) * adv)
+            loss = -surrogate.mean() - self.entropy_coef * entropy.sum(1).mean()
+            self.optimizer.zero_grad()
+            loss.backward()
+            if self.hp["max_grad_norm"] is not None:
+                nn.utils.clip_grad_norm_(self.policy.parameters(), self.hp["max_grad_norm"])
+            self.optimizer.step()
+        self.entropy_coef *= self.hp["entropy_decay"]
+        self.updates += 1
+
+    # -- state ------------------------------------------------------------------------------------
+    def _get_state(self) -> Any:
+        return {
+            "policy": copy.deepcopy(self.policy.state_dict()),
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+            "drawn": dict(self._drawn),
+            "batch": list(self.batch),
+            "history": [list(h) for h in self.history],
+            "baseline": self.baseline,
+            "reward_var": self.reward_var,
+            "entropy_coef": self.entropy_coef,
+            "updates": self.updates,
+        }
+
+    def _set_state(self, state: Any) -> None:
+        self.policy.load_state_dict(state["policy"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self._drawn = dict(state["drawn"])
+        self.batch = list(state["batch"])
+        self.history = [list(h) for h in state["history"]]
+        self.baseline = state["baseline"]
+        self.reward_var = state["reward_var"]
+        self.entropy_coef = state["entropy_coef"]
+        self.updates = state["updates"]
