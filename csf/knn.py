@@ -1,0 +1,118 @@
+"""k-NN evaluation of encoders, as CSF's Table 1: how well do embeddings group chips by class?
+
+Embedding: the global-average-pooled last stage. PCA to at most 2,048 dimensions (fewer when there
+are fewer chips or features), Euclidean distances, for each k in (10, 25, 50, 100):
+
+- ``same_class``: the mean share of a chip's k nearest other chips that have its dominant class;
+- ``accuracy``: leave-one-out majority vote of those k neighbours (ties go to the class whose
+  neighbours are nearer).
+
+Sensor subsets: a single sensor is evaluated with the same all-band network, the other bands set to
+zero after normalisation (the band mean) and the kept ones scaled by ``C / kept``, the same
+convention as channel dropout in training. Random init, a user's supervised init and CSF weights
+are evaluated on the same chips in the same call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from .data import ChipSet
+from .encoder import CSFEncoder
+
+__all__ = ["KS", "embed", "pca_reduce", "knn_scores", "evaluate_knn"]
+
+KS = (10, 25, 50, 100)
+
+
+@torch.no_grad()
+def embed(
+    encoder: CSFEncoder, images: np.ndarray, batch_size: int = 64, keep_bands: Sequence[int] | None = None,
+    device: torch.device | str | None = None,
+) -> np.ndarray:
+    """Embeddings (N, C_last) of normalised ``images`` (N, C, H, W); ``keep_bands`` zeroes the rest."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    encoder = encoder.to(device).eval()
+    c = images.shape[1]
+    scale = torch.zeros(c)
+    kept = list(range(c)) if keep_bands is None else list(keep_bands)
+    scale[kept] = c / len(kept)
+    scale = scale.view(1, c, 1, 1).to(device)
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size])).to(device) * scale
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            out.append(encoder.embed(x).float().cpu())
+    return torch.cat(out).numpy()
+
+
+def pca_reduce(x: np.ndarray, max_dim: int = 2048) -> np.ndarray:
+    """Project centred ``x`` on its top principal components (at most ``max_dim``)."""
+    x = x.astype(np.float64) - x.mean(axis=0, keepdims=True)
+    dims = min(max_dim, x.shape[0], x.shape[1])
+    u, s, _ = np.linalg.svd(x, full_matrices=False)
+    return (u[:, :dims] * s[:dims]).astype(np.float32)
+
+
+def knn_scores(
+    embeddings: np.ndarray, labels: np.ndarray, ks: Sequence[int] = KS
+) -> dict[int, dict[str, float]]:
+    """Same-class share and leave-one-out majority accuracy of Euclidean k-NN, per k."""
+    valid = labels >= 0
+    x = torch.from_numpy(np.ascontiguousarray(embeddings[valid])).double()
+    y = torch.from_numpy(labels[valid]).long()
+    n = len(y)
+    if n < 2:
+        raise ValueError("k-NN needs at least two labelled chips")
+    dist = torch.cdist(x, x)
+    dist.fill_diagonal_(float("inf"))
+    order = dist.argsort(dim=1)
+    num_classes = int(y.max()) + 1
+    results: dict[int, dict[str, float]] = {}
+    for k in ks:
+        kk = min(k, n - 1)
+        neighbours = y[order[:, :kk]]  # (n, kk)
+        same = (neighbours == y[:, None]).double().mean(dim=1)
+        weights = 1.0 + 1e-6 * (kk - torch.arange(kk, dtype=torch.float64))  # nearer breaks ties
+        votes = torch.zeros(n, num_classes, dtype=torch.float64)
+        votes.scatter_add_(1, neighbours, weights.expand(n, kk).contiguous())
+        accuracy = (votes.argmax(dim=1) == y).double().mean()
+        results[k] = {"same_class": float(same.mean()), "accuracy": float(accuracy), "k_used": kk}
+    return results
+
+
+def evaluate_knn(
+    encoders: Mapping[str, CSFEncoder],
+    chips: ChipSet,
+    mean: Sequence[float],
+    std: Sequence[float],
+    subsets: Mapping[str, Sequence[str]] | None = None,
+    ks: Sequence[int] = KS,
+    max_dim: int = 2048,
+    device: torch.device | str | None = None,
+) -> dict[str, dict[str, dict[int, dict[str, float]]]]:
+    """``{encoder: {subset: {k: scores}}}`` for every encoder and band subset.
+
+    ``subsets`` maps a name to band names (default: each sensor alone, plus ``"all"`` when there is
+    more than one sensor; with one sensor just ``"all"``).
+    """
+    if chips.labels is None:
+        raise ValueError("k-NN needs chip labels")
+    if subsets is None:
+        subsets = dict(chips.sensors) if len(chips.sensors) > 1 else {}
+        subsets = {**subsets, "all": list(chips.band_names)}
+    images = chips.normalised(mean, std)
+    results: dict[str, dict[str, dict[int, dict[str, float]]]] = {}
+    for name, encoder in encoders.items():
+        results[name] = {}
+        for subset, bands in subsets.items():
+            missing = [b for b in bands if b not in chips.band_names]
+            if missing:
+                raise ValueError(f"bands {missing} not in the chips; available: {chips.band_names}")
+            keep = [chips.band_names.index(b) for b in bands]
+            emb = embed(encoder, images, keep_bands=keep, device=device)
+            results[name][subset] = knn_scores(pca_reduce(emb, max_dim), chips.labels, ks)
+    return results

@@ -1,0 +1,103 @@
+"""The multi-layer contrastive loss of CSF and the cross-worker gather that makes it global.
+
+For each chosen encoder stage the two views' feature maps are flattened to ``Z1, Z2`` (N, D), with
+no projection head and no L2 normalisation. ``S = Z1 Z2ᵀ / τ`` scores every view-1 sample against
+every view-2 sample; the matching pair is the target of a cross-entropy over each row, in both
+directions; the two directions are averaged, the layers summed, the samples averaged.
+
+Numerics: unnormalised deep features give dot products in the thousands, and ``/ τ`` multiplies
+them by ten, far beyond float16 (and large enough that ``exp`` overflows float32). So the
+similarities are always computed in float32 with autocast off, and cross-entropy is taken through
+log-softmax, which subtracts each row's maximum before exponentiating: any finite ``S`` gives a
+finite loss and gradient.
+
+Exact symmetry: direction two uses ``Z2 Z1ᵀ`` computed as its own product (not the transpose of
+direction one), so swapping the views swaps two float32 summands, and ``a + b == b + a`` exactly.
+
+Across workers, every worker gathers all workers' features and computes the same global loss; the
+gradient flows only into its own slice. Summed over workers, the slices' gradients are the full
+gradient of the global loss; DDP averages gradients over workers, so the loss that is
+back-propagated is multiplied by the world size (:func:`contrastive_loss` returns both).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+__all__ = ["gather_with_grad", "layer_loss", "contrastive_loss", "ContrastiveLoss"]
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def gather_with_grad(z: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``z`` (n, D) from every worker in rank order; only the local slice carries grad.
+
+    Without a process group (a single worker) this is ``z`` itself. All workers must hold the same
+    ``n`` (the trainer drops the last partial batch).
+    """
+    if not _distributed():
+        return z
+    parts = [torch.empty_like(z) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, z.detach().contiguous())
+    parts[dist.get_rank()] = z
+    return torch.cat(parts, dim=0)
+
+
+def layer_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """Symmetric InfoNCE of one layer: ``z1``, ``z2`` (N, ...) are the two views' features, row i ↔ i.
+
+    Returns the mean over the N samples of the two directions' average cross-entropy.
+    """
+    if z1.shape != z2.shape:
+        raise ValueError(f"views' features differ in shape: {tuple(z1.shape)} vs {tuple(z2.shape)}")
+    a = z1.reshape(z1.shape[0], -1).float()
+    b = z2.reshape(z2.shape[0], -1).float()
+    target = torch.arange(a.shape[0], device=a.device)
+    with torch.autocast(device_type=a.device.type, enabled=False):
+        forward = F.cross_entropy((a @ b.T) / temperature, target)
+        backward = F.cross_entropy((b @ a.T) / temperature, target)
+    return (forward + backward) / 2
+
+
+def contrastive_loss(
+    features1: Sequence[torch.Tensor],
+    features2: Sequence[torch.Tensor],
+    temperature: float = 0.1,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The CSF loss over layers, global over all workers.
+
+    ``features1[l]`` and ``features2[l]`` are layer ``l``'s local feature maps of the two views.
+    Returns ``(loss, to_backward)``: ``loss`` is the global loss (the same on every worker, for
+    reporting); ``to_backward`` is ``loss × world size`` so that DDP's gradient average equals the
+    gradient of the global loss.
+    """
+    if len(features1) != len(features2) or not features1:
+        raise ValueError("need the same, non-zero number of layers for both views")
+    total = features1[0].new_zeros((), dtype=torch.float32)
+    for f1, f2 in zip(features1, features2, strict=True):
+        z1 = gather_with_grad(f1.reshape(f1.shape[0], -1))
+        z2 = gather_with_grad(f2.reshape(f2.shape[0], -1))
+        total = total + layer_loss(z1, z2, temperature)
+    world = dist.get_world_size() if _distributed() else 1
+    return total, total * world
+
+
+class ContrastiveLoss(torch.nn.Module):
+    """Module form of :func:`contrastive_loss` with a fixed temperature (paper: τ = 0.1)."""
+
+    def __init__(self, temperature: float = 0.1) -> None:
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        self.temperature = temperature
+
+    def forward(
+        self, features1: Sequence[torch.Tensor], features2: Sequence[torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return contrastive_loss(features1, features2, self.temperature)

@@ -1,0 +1,90 @@
+"""Two views of one location: independent random crops and per-sample, per-band channel dropout.
+
+CSF learns sensor fusion by making the two views of a place see different sensors and bands: each
+view is its own random crop of the same chip, and each band of each sample is zeroed with
+probability ``p``. ``p`` ramps from 0 to ``p_max`` over the first batches so the encoder first
+learns from whole stacks, then from ever sparser ones.
+
+A sample never loses all its bands (a view of nothing cannot be matched). We draw the mask again
+for such samples (rejection sampling), so a band is kept with probability
+``(1 - p) / (1 - p**C)`` for ``C`` bands; kept bands are scaled by the inverse of that, which is
+``1 / (1 - p)`` up to the tiny all-dropped correction, and keeps every band's expected value exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from search_spaces.errors import SpecError
+
+__all__ = ["ViewConfig", "dropout_probability", "channel_dropout", "random_crop", "make_views"]
+
+
+@dataclass(frozen=True)
+class ViewConfig:
+    """How views are made. Paper: 160 px chips, 128 px crops, p → 0.66 over 8,000 batches."""
+
+    crop: int = 128
+    p_max: float = 0.66
+    ramp_steps: int = 8000
+
+    def __post_init__(self) -> None:
+        if self.crop < 8:
+            raise SpecError(f"crop must be at least 8 px, got {self.crop}", field="crop")
+        if not 0.0 <= self.p_max < 1.0:
+            raise SpecError(f"p_max must be in [0, 1), got {self.p_max}", field="p_max")
+        if self.ramp_steps < 0:
+            raise SpecError(f"ramp_steps must be >= 0, got {self.ramp_steps}", field="ramp_steps")
+
+
+def dropout_probability(step: int, config: ViewConfig) -> float:
+    """The band-dropout probability at a global batch index: linear from 0 to ``p_max``."""
+    if config.ramp_steps == 0:
+        return config.p_max
+    return config.p_max * min(1.0, max(0, step) / config.ramp_steps)
+
+
+def channel_dropout(x: torch.Tensor, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Zero each band of each sample of ``x`` (N, C, H, W) with probability ``p``, never all of them.
+
+    Kept bands are scaled so that every band's expected value is unchanged (see the module note).
+    """
+    if p <= 0.0:
+        return x
+    n, c = x.shape[:2]
+    device = generator.device if generator is not None else x.device
+    keep = torch.rand((n, c), generator=generator, device=device) >= p
+    dead = ~keep.any(dim=1)
+    while bool(dead.any()):
+        redraw = torch.rand((int(dead.sum()), c), generator=generator, device=device) >= p
+        keep[dead] = redraw
+        dead = ~keep.any(dim=1)
+    keep_probability = (1.0 - p) / (1.0 - p**c)
+    scale = keep.to(x.dtype).to(x.device) / keep_probability
+    return x * scale[:, :, None, None]
+
+
+def random_crop(x: torch.Tensor, size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """An independent random ``size``×``size`` crop of every sample of ``x`` (N, C, H, W)."""
+    n, _, h, w = x.shape
+    if size > h or size > w:
+        raise SpecError(f"crop {size} px is larger than the chips ({h}×{w} px); use a smaller crop",
+                        field="crop")
+    device = generator.device if generator is not None else torch.device("cpu")
+    tops = torch.randint(0, h - size + 1, (n,), generator=generator, device=device).tolist()
+    lefts = torch.randint(0, w - size + 1, (n,), generator=generator, device=device).tolist()
+    return torch.stack([x[i, :, t : t + size, s : s + size] for i, (t, s) in enumerate(zip(tops, lefts, strict=True))])
+
+
+def make_views(
+    x: torch.Tensor, step: int, config: ViewConfig, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two views of each chip in ``x``: own crop and own band dropout each, at the step's ``p``."""
+    p = dropout_probability(step, config)
+    views = []
+    for _ in range(2):
+        view = random_crop(x, config.crop, generator)
+        views.append(channel_dropout(view, p, generator))
+    return views[0], views[1]
