@@ -1,0 +1,54 @@
+"""The FastAPI application factory: routes, the one error handler, and shared dependencies."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from search_spaces.errors import GeonasError, SpecError
+
+from .jobs import JobLauncher
+from .routes import experiments, leaderboard
+from .settings import Settings, get_settings
+from .store import get_store
+
+__all__ = ["create_app"]
+
+
+def create_app(settings: Settings | None = None, launcher: JobLauncher | None = None) -> FastAPI:
+    """Build the app. ``launcher`` submits Ray Jobs; without one, the cluster from settings is used."""
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="geonas",
+        version="0.1.0",
+        description="Latency-constrained NAS for satellite-image segmentation, on Ray.",
+    )
+    app.state.settings = settings
+    app.state.store = get_store(settings.resolved_database_url)
+    app.state.launcher = launcher
+
+    @app.exception_handler(GeonasError)
+    async def _geonas_error(request: Request, exc: GeonasError) -> JSONResponse:
+        body: dict = {"detail": str(exc), "error": type(exc).__name__}
+        if isinstance(exc, SpecError) and exc.field:
+            body["detail"] = [
+                {"loc": ["body", *exc.field.split(".")], "msg": str(exc), "type": "value_error"}
+            ]
+        return JSONResponse(status_code=exc.status_code, content=body)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()
+        ]
+        return JSONResponse(status_code=422, content={"detail": errors})
+
+    @app.get("/healthz", tags=["meta"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    app.include_router(experiments.router)
+    app.include_router(leaderboard.router)
+    return app

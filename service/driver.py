@@ -1,0 +1,244 @@
+"""The experiment driver: what a Ray Job runs for one experiment.
+
+``python -m service.driver EXPERIMENT_ID`` loads the experiment from the store, runs stage 1 as a
+Ray Tune experiment (the searcher behind :class:`~search_spaces.searchers.tune.TuneAdapter`, each
+trial :func:`trainers.stage1.stage1_trainable`), trains the requested baselines the same way, and
+writes every trial result to the store as it arrives (a Tune callback). The API process never
+trains; this process never serves HTTP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+from search_spaces.errors import Conflict, GeonasError
+
+from .settings import get_settings
+from .specs import ExperimentSpec
+from .states import State
+from .store import Store, get_store
+
+log = logging.getLogger("geonas.driver")
+
+__all__ = ["main", "run_experiment", "StoreCallback"]
+
+
+def _store_callback_class():
+    from ray.tune import Callback
+
+    class StoreCallback(Callback):
+        """Writes each Tune trial event to the store, idempotently (keyed by experiment + Tune trial id)."""
+
+        def __init__(self, store: Store, experiment_id: str, kind: str = "searched") -> None:
+            self.store, self.experiment_id, self.kind = store, experiment_id, kind
+
+        def _id(self, trial) -> str:
+            return f"{self.experiment_id}-{trial.trial_id}"
+
+        def _arch(self, trial) -> tuple[dict[str, Any] | None, str | None]:
+            from trainers.stage1 import descriptor_key
+
+            config = trial.config
+            if "arch" in config:
+                return config["arch"], descriptor_key(config)[1]
+            if "baseline" in config:
+                return {"baseline": config["baseline"], "backbone": config["backbone"]}, descriptor_key(
+                    config
+                )[1]
+            return None, None
+
+        def _write(self, trial, state: str, result: dict[str, Any] | None = None, error: str | None = None):
+            arch, arch_hash = self._arch(trial)
+            fields: dict[str, Any] = {"error": error}
+            history = None
+            if result:
+                fields.update(
+                    epoch=int(result.get("epoch", 0)),
+                    miou=result.get("miou"),
+                    latency_ms=result.get("latency_ms"),
+                    latency_device=result.get("latency_device"),
+                    params=result.get("params"),
+                    reward=result.get("reward"),
+                    node_id=result.get("node_id"),
+                )
+                history = {
+                    k: result.get(k)
+                    for k in ("epoch", "miou", "loss", "reward", "train_s", "eval_s", "chips_per_s", "iou")
+                }
+            try:
+                self.store.record_trial(
+                    self._id(trial),
+                    self.experiment_id,
+                    state=state,
+                    kind=self.kind,
+                    arch=arch,
+                    arch_hash=arch_hash,
+                    history_entry=history,
+                    **fields,
+                )
+            except Conflict as exc:  # a late event for a finished trial: the store keeps the first
+                log.warning("%s", exc)
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            self._write(trial, State.RUNNING)
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            self._write(trial, State.RUNNING, result)
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            result = trial.last_result or {}
+            state = State.PRUNED if result.get("pruned") else State.COMPLETED
+            self._write(trial, state, result)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self._write(trial, State.FAILED, trial.last_result or None, error=_trial_error(trial))
+
+    return StoreCallback
+
+
+def _trial_error(trial) -> str:
+    """The last line of the trial's exception, e.g. ``DataError: chip ... is unreadable``."""
+    path = getattr(trial, "error_file", None)
+    try:
+        text = Path(path).read_text() if path else ""
+    except OSError:
+        text = ""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return (lines[-1] if lines else "trial failed")[:2000]
+
+
+def _build_context(spec: ExperimentSpec, storage: str, backbone_weights: str | None):
+    from trainers.datasets import DatasetInfo, SegmentationDataset
+    from trainers.stage1 import LatencySettings, Stage1Context
+
+    info = DatasetInfo.load(spec.dataset.path)
+    bands = spec.dataset.bands
+    train = SegmentationDataset(info.root, "train", bands=bands, subset=spec.stage1.subset, seed=spec.seed)
+    val = SegmentationDataset(info.root, "val", bands=bands)
+    chip = int(train[0][0].shape[-1])
+    latency = LatencySettings(
+        profile=spec.latency.device,
+        target_ms=spec.latency.target_ms,
+        reward=spec.latency.reward,
+        margin=spec.latency.margin,
+        batch_size=spec.latency.batch_size,
+        tile_size=spec.latency.tile_size,
+        cache_path=str(Path(storage) / "latency-cache.sqlite") if "://" not in storage else None,
+    )
+    return Stage1Context(
+        train=train,
+        val=val,
+        in_chans=train.in_chans,
+        num_classes=train.num_classes,
+        chip_size=chip,
+        ignore_index=train.ignore_index,
+        epochs=spec.stage1.epochs,
+        batch_size=spec.stage1.batch_size,
+        lr=spec.stage1.lr,
+        seed=spec.seed,
+        latency=latency,
+        backbone_weights=backbone_weights,
+    )
+
+
+def search_space_config(spec: ExperimentSpec):
+    from search_spaces.nasfpn import SearchSpaceConfig
+
+    s = spec.search_space
+    backbone = spec.backbone if isinstance(spec.backbone, str) else spec.backbone.csf
+    return SearchSpaceConfig(
+        backbones=tuple(s.backbones or [backbone]),
+        levels=tuple(s.levels),
+        num_cells=tuple(s.num_cells) if isinstance(s.num_cells, list) else (s.num_cells,),
+        channels=tuple(s.channels) if isinstance(s.channels, list) else (s.channels,),
+        ops=tuple(s.ops),
+    )
+
+
+def run_experiment(experiment_id: str, store: Store, storage: str) -> None:
+    import ray
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+
+    from search_spaces.nasfpn import NasFpnSpace
+    from search_spaces.searchers import create_searcher
+    from search_spaces.searchers.tune import TuneAdapter
+    from trainers.stage1 import stage1_trainable
+
+    exp = store.get_experiment(experiment_id)
+    spec = ExperimentSpec.model_validate(exp.spec)
+    store.update_experiment(experiment_id, state=State.RUNNING)
+    if not ray.is_initialized():
+        ray.init(log_to_driver=False)
+
+    backbone_weights = None  # CSF backbones are resolved by the pretraining registry (issue 7)
+    context = _build_context(spec, storage, backbone_weights)
+    space = NasFpnSpace(search_space_config(spec))
+    searcher = create_searcher(spec.searcher.name, space, seed=spec.seed, **spec.searcher.options)
+    adapter = TuneAdapter(searcher, to_config=lambda tokens: {"arch": space.decode(tokens).to_dict()})
+    trainable = tune.with_resources(tune.with_parameters(stage1_trainable, context=context), {"cpu": 1})
+    StoreCallback = _store_callback_class()
+    run_config = tune.RunConfig(
+        name=f"experiment-{experiment_id}",
+        storage_path=storage,
+        callbacks=[StoreCallback(store, experiment_id)],
+        failure_config=tune.FailureConfig(max_failures=0),
+        verbose=0,
+    )
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=ConcurrencyLimiter(adapter, max_concurrent=spec.budget.concurrency),
+            num_samples=spec.budget.trials,
+            metric="reward",
+            mode="max",
+            time_budget_s=spec.budget.wall_time_s,
+        ),
+        run_config=run_config,
+    )
+    tuner.fit()
+
+    if spec.baselines:
+        backbone = space.config.backbones[0]
+        baseline_tuner = tune.Tuner(
+            trainable,
+            param_space={"baseline": tune.grid_search(list(spec.baselines)), "backbone": backbone},
+            tune_config=tune.TuneConfig(max_concurrent_trials=spec.budget.concurrency),
+            run_config=tune.RunConfig(
+                name=f"experiment-{experiment_id}-baselines",
+                storage_path=storage,
+                callbacks=[StoreCallback(store, experiment_id, kind="baseline")],
+                verbose=0,
+            ),
+        )
+        baseline_tuner.fit()
+    store.update_experiment(experiment_id, state=State.COMPLETED)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run one geonas experiment (the Ray Job entrypoint).")
+    parser.add_argument("experiment_id")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    settings = get_settings()
+    store = get_store(settings.resolved_database_url)
+    try:
+        run_experiment(args.experiment_id, store, settings.resolved_storage_path)
+    except BaseException as exc:  # record why, then let the job fail visibly
+        message = str(exc) if isinstance(exc, GeonasError) else f"{type(exc).__name__}: {exc}"
+        traceback.print_exc()
+        try:
+            store.update_experiment(args.experiment_id, state=State.FAILED, error=message[:4000])
+        except GeonasError:
+            pass
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""``/v1/experiments``: submit, list, inspect, and the trials of one experiment."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Query, Request, status
+
+from ..specs import ExperimentCreated, ExperimentPublic, ExperimentSpec, TrialPublic
+from ..store import Experiment, Store, Trial
+from ..validation import check_dataset
+from .deps import get_launcher, get_store_dep
+
+router = APIRouter(prefix="/v1/experiments", tags=["experiments"])
+
+DASHBOARD_NOTE = (
+    "The Ray dashboard asks for a token: run `ray get-auth-token` on the head node and enter it once."
+)
+
+
+def experiment_public(exp: Experiment, trials_done: int) -> ExperimentPublic:
+    return ExperimentPublic(
+        id=exp.id,
+        name=exp.name,
+        state=exp.state,
+        spec=exp.spec,
+        job_id=exp.job_id,
+        dashboard_url=exp.dashboard_url,
+        error=exp.error,
+        trials_done=trials_done,
+        trials_total=int(exp.spec.get("budget", {}).get("trials", 0)),
+        created_at=exp.created_at,
+        updated_at=exp.updated_at,
+    )
+
+
+def trial_public(t: Trial) -> TrialPublic:
+    return TrialPublic.model_validate(t, from_attributes=True)
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=ExperimentCreated)
+def submit_experiment(
+    spec: ExperimentSpec,
+    request: Request,
+    store: Store = Depends(get_store_dep),
+) -> ExperimentCreated:
+    check_dataset(spec, request.app.state.settings)
+    launcher = get_launcher(request)  # after validation: a bad spec is a 422 even with no cluster
+    exp = store.create_experiment(spec.name, spec.model_dump(mode="json"))
+    try:
+        job = launcher.submit("experiment", exp.id)
+    except BaseException:
+        store.delete_experiment(exp.id)  # never leave a record whose job does not exist
+        raise
+    store.update_experiment(exp.id, job_id=job.job_id, dashboard_url=job.dashboard_url)
+    return ExperimentCreated(
+        id=exp.id,
+        state=exp.state,
+        job_id=job.job_id,
+        dashboard_url=job.dashboard_url,
+        dashboard_note=DASHBOARD_NOTE,
+    )
+
+
+@router.get("", response_model=list[ExperimentPublic])
+def list_experiments(
+    limit: int = Query(100, ge=1, le=1000),
+    offset: int = Query(0, ge=0),
+    store: Store = Depends(get_store_dep),
+) -> list[ExperimentPublic]:
+    experiments = store.list_experiments(limit, offset)
+    counts = store.trial_counts([e.id for e in experiments])
+    return [experiment_public(e, counts.get(e.id, 0)) for e in experiments]
+
+
+@router.get("/{experiment_id}", response_model=ExperimentPublic)
+def get_experiment(experiment_id: str, store: Store = Depends(get_store_dep)) -> ExperimentPublic:
+    exp = store.get_experiment(experiment_id)
+    return experiment_public(exp, store.trial_counts([exp.id]).get(exp.id, 0))
+
+
+@router.get("/{experiment_id}/trials", response_model=list[TrialPublic])
+def list_trials(
+    experiment_id: str, stage: int | None = Query(None, ge=1, le=2), store: Store = Depends(get_store_dep)
+) -> list[TrialPublic]:
+    store.get_experiment(experiment_id)
+    return [trial_public(t) for t in store.list_trials(experiment_id, stage)]

@@ -1,0 +1,203 @@
+"""The typed boundary: pydantic specs for what users submit and what the API returns.
+
+A bad spec is a 422 naming the field before anything is stored. Database rows are never returned
+directly: each resource has a ``*Public`` schema.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = [
+    "DatasetRef",
+    "SearchSpaceSpec",
+    "LatencySpec",
+    "BudgetSpec",
+    "Stage1Spec",
+    "Stage2Spec",
+    "SearcherSpec",
+    "ExperimentSpec",
+    "ExperimentPublic",
+    "ExperimentCreated",
+    "TrialPublic",
+    "LeaderboardRow",
+    "Leaderboard",
+]
+
+SEARCHERS = ("ppo", "random", "tpe", "regularized_evolution")
+OPS = ("sum", "global_attention", "product", "max", "concat_conv")
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatasetRef(_Spec):
+    path: str = Field(..., description="Folder holding dataset.yaml (see `geonas data demo`).")
+    bands: list[str] | None = Field(None, description="Bands to use, by name; default all.")
+
+    @field_validator("path")
+    @classmethod
+    def _no_traversal(cls, value: str) -> str:
+        if ".." in Path(value).parts:
+            raise ValueError("dataset path must not contain '..'")
+        return value
+
+
+class CsfBackbone(_Spec):
+    csf: str = Field(..., description="Id of a finished CSF pretraining job whose encoder to start from.")
+
+
+class SearchSpaceSpec(_Spec):
+    levels: list[int] = Field([2, 3, 4, 5], min_length=1, max_length=6, description="log2 strides used.")
+    num_cells: int | list[int] = Field(7, description="Number of merge cells, or choices to search.")
+    channels: int | list[int] = Field(64, description="Decoder channels, or choices to search.")
+    ops: list[Literal["sum", "global_attention", "product", "max", "concat_conv"]] = Field(
+        ["sum", "global_attention"], min_length=1
+    )
+    backbones: list[str] | None = Field(None, description="Allowed timm backbones to search over.")
+
+    @field_validator("levels")
+    @classmethod
+    def _levels(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value) or any(not 1 <= v <= 6 for v in value):
+            raise ValueError("levels must be distinct integers in 1..6 (level = log2 stride)")
+        return sorted(value)
+
+    @field_validator("num_cells", "channels")
+    @classmethod
+    def _bounded(cls, value: int | list[int], info) -> int | list[int]:
+        low, high = (1, 12) if info.field_name == "num_cells" else (4, 512)
+        values = value if isinstance(value, list) else [value]
+        if not values or any(not low <= v <= high for v in values):
+            raise ValueError(f"{info.field_name} must be in {low}..{high}")
+        return value
+
+
+class LatencySpec(_Spec):
+    target_ms: float | None = Field(None, gt=0, description="Latency target T; none = no constraint.")
+    device: str = Field("cpu-1threads", description="Device profile that measures latency.")
+    reward: Literal["soft", "hard", "absolute"] = "soft"
+    margin: float = Field(0.1, ge=0, description="Hard target: prune (skip training) above T·(1+margin).")
+    batch_size: int = Field(1, ge=1, le=256)
+    tile_size: int | None = Field(None, ge=16, le=4096, description="Tile side in px; default chip size.")
+
+
+class BudgetSpec(_Spec):
+    trials: int = Field(20, ge=1, le=10000)
+    concurrency: int = Field(1, ge=1, le=256)
+    wall_time_s: float | None = Field(None, gt=0)
+
+
+class Stage1Spec(_Spec):
+    subset: int = Field(4000, ge=1, description="Training chips per trial (seeded subset).")
+    epochs: int = Field(3, ge=1, le=500)
+    batch_size: int = Field(8, ge=1, le=1024)
+    lr: float = Field(1e-3, gt=0, lt=1)
+
+
+class Stage2Spec(_Spec):
+    top_k: int = Field(5, ge=0, le=50)
+    epochs: int = Field(10, ge=1, le=1000)
+    workers: int = Field(1, ge=1, le=64)
+
+
+class SearcherSpec(_Spec):
+    name: Literal["ppo", "random", "tpe", "regularized_evolution"] = "ppo"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class ExperimentSpec(_Spec):
+    """What a user submits to ``POST /v1/experiments``."""
+
+    name: str = Field(..., min_length=1, max_length=200)
+    dataset: DatasetRef
+    backbone: str | CsfBackbone = Field("resnet18", description="timm encoder name, or {csf: <job id>}.")
+    search_space: SearchSpaceSpec = Field(default_factory=SearchSpaceSpec)
+    searcher: SearcherSpec | Literal["ppo", "random", "tpe", "regularized_evolution"] = Field(
+        default_factory=SearcherSpec
+    )
+    budget: BudgetSpec = Field(default_factory=BudgetSpec)
+    latency: LatencySpec = Field(default_factory=LatencySpec)
+    stage1: Stage1Spec = Field(default_factory=Stage1Spec)
+    stage2: Stage2Spec = Field(default_factory=Stage2Spec)
+    baselines: list[Literal["unet", "fpn"]] = Field(default_factory=list)
+    seed: int = Field(0, ge=0)
+
+    @field_validator("searcher")
+    @classmethod
+    def _searcher(cls, value: Any) -> SearcherSpec:
+        return SearcherSpec(name=value) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ExperimentSpec:
+        if self.budget.concurrency > self.budget.trials:
+            self.budget.concurrency = self.budget.trials
+        if self.latency.reward == "hard" and self.latency.target_ms is None:
+            raise ValueError("latency.reward 'hard' needs latency.target_ms")
+        return self
+
+
+class ExperimentCreated(BaseModel):
+    id: str
+    state: str
+    job_id: str | None
+    dashboard_url: str | None
+    dashboard_note: str | None = None
+
+
+class ExperimentPublic(BaseModel):
+    id: str
+    name: str
+    state: str
+    spec: dict[str, Any]
+    job_id: str | None
+    dashboard_url: str | None
+    error: str | None
+    trials_done: int
+    trials_total: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class TrialPublic(BaseModel):
+    id: str
+    experiment_id: str
+    stage: int
+    kind: str
+    state: str
+    arch_hash: str | None
+    arch: dict[str, Any] | None
+    epoch: int
+    miou: float | None
+    latency_ms: float | None
+    params: int | None
+    reward: float | None
+    error: str | None
+    node_id: str | None
+    history: list[dict[str, Any]]
+    created_at: datetime
+    updated_at: datetime
+
+
+class LeaderboardRow(BaseModel):
+    rank: int
+    experiment_id: str
+    experiment_name: str
+    trial_id: str
+    kind: str
+    arch_hash: str | None
+    miou: float
+    latency_ms: float | None
+    latency_device: str | None
+    params: int | None
+    reward: float | None
+    pareto: bool
+
+
+class Leaderboard(BaseModel):
+    rows: list[LeaderboardRow]

@@ -1,0 +1,255 @@
+"""The store: SQLAlchemy tables and the only functions that read or write them.
+
+SQLite file by default, any SQLAlchemy URL (PostgreSQL in a cluster) through settings. Every write
+goes through a transition check (see :mod:`service.states`) and trial writes are idempotent on the
+trial id, so a restarted driver cannot duplicate or regress a result.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import JSON, Float, ForeignKey, Integer, String, Text, create_engine, event, func, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from search_spaces.errors import NotFound
+
+from .states import TERMINAL, State, check_transition
+
+__all__ = ["Base", "Experiment", "Trial", "Store", "get_store"]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Experiment(Base):
+    __tablename__ = "experiments"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200))
+    state: Mapped[str] = mapped_column(String(16), default=State.PENDING, index=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    job_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    dashboard_url: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+    updated_at: Mapped[datetime] = mapped_column(default=_now, onupdate=_now)
+
+
+class Trial(Base):
+    __tablename__ = "trials"
+
+    id: Mapped[str] = mapped_column(String(96), primary_key=True)
+    experiment_id: Mapped[str] = mapped_column(ForeignKey("experiments.id"), index=True)
+    stage: Mapped[int] = mapped_column(Integer, default=1)
+    kind: Mapped[str] = mapped_column(String(16), default="searched")  # searched | baseline
+    state: Mapped[str] = mapped_column(String(16), default=State.PENDING, index=True)
+    arch_hash: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    arch: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    epoch: Mapped[int] = mapped_column(Integer, default=0)
+    miou: Mapped[float | None] = mapped_column(Float, nullable=True, index=True)
+    latency_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    latency_device: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    params: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    reward: Mapped[float | None] = mapped_column(Float, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    node_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    history: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+    updated_at: Mapped[datetime] = mapped_column(default=_now, onupdate=_now)
+
+
+_TRIAL_FIELDS = ("epoch", "miou", "latency_ms", "latency_device", "params", "reward", "error", "node_id")
+
+
+def _make_engine(url: str) -> Engine:
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(conn, _record) -> None:  # WAL: the API reads while the driver writes
+            cursor = conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+class Store:
+    """All reads and writes of experiments and trials."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = _make_engine(url)
+        Base.metadata.create_all(self.engine)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._sessions() as session, session.begin():
+            yield session
+
+    # -- experiments ----------------------------------------------------------------------------
+    def create_experiment(self, name: str, spec: dict[str, Any]) -> Experiment:
+        with self.session() as s:
+            exp = Experiment(id=new_id(), name=name, spec=spec, state=State.PENDING)
+            s.add(exp)
+        return exp
+
+    def get_experiment(self, experiment_id: str) -> Experiment:
+        with self.session() as s:
+            exp = s.get(Experiment, experiment_id)
+            if exp is None:
+                raise NotFound(
+                    f"experiment {experiment_id} does not exist; list them with GET /v1/experiments"
+                )
+            return exp
+
+    def list_experiments(self, limit: int = 100, offset: int = 0) -> list[Experiment]:
+        with self.session() as s:
+            rows = s.scalars(
+                select(Experiment).order_by(Experiment.created_at.desc()).limit(limit).offset(offset)
+            )
+            return list(rows)
+
+    def update_experiment(self, experiment_id: str, *, state: str | None = None, **fields: Any) -> Experiment:
+        with self.session() as s:
+            exp = s.get(Experiment, experiment_id)
+            if exp is None:
+                raise NotFound(f"experiment {experiment_id} does not exist")
+            if state is not None:
+                check_transition("experiment", experiment_id, exp.state, state)
+                exp.state = state
+            for key, value in fields.items():
+                setattr(exp, key, value)
+            return exp
+
+    def delete_experiment(self, experiment_id: str) -> None:
+        """Remove an experiment that never started (used when its job could not be submitted)."""
+        with self.session() as s:
+            exp = s.get(Experiment, experiment_id)
+            if exp is not None:
+                s.delete(exp)
+
+    def trial_counts(self, experiment_ids: list[str]) -> dict[str, int]:
+        """Finished trials (any terminal state) per experiment."""
+        if not experiment_ids:
+            return {}
+        with self.session() as s:
+            rows = s.execute(
+                select(Trial.experiment_id, func.count())
+                .where(Trial.experiment_id.in_(experiment_ids), Trial.state.in_([str(x) for x in TERMINAL]))
+                .where(Trial.kind == "searched", Trial.stage == 1)
+                .group_by(Trial.experiment_id)
+            )
+            return {eid: n for eid, n in rows}
+
+    # -- trials ---------------------------------------------------------------------------------
+    def record_trial(
+        self,
+        trial_id: str,
+        experiment_id: str,
+        *,
+        state: str,
+        stage: int = 1,
+        kind: str = "searched",
+        arch: dict[str, Any] | None = None,
+        arch_hash: str | None = None,
+        history_entry: dict[str, Any] | None = None,
+        **fields: Any,
+    ) -> Trial:
+        """Create or update a trial, idempotently: a repeated report of an epoch changes nothing."""
+        unknown = set(fields) - set(_TRIAL_FIELDS)
+        if unknown:
+            raise TypeError(f"unknown trial fields {sorted(unknown)}")
+        with self.session() as s:
+            trial = s.get(Trial, trial_id, with_for_update=True)
+            if trial is None:
+                trial = Trial(
+                    id=trial_id,
+                    experiment_id=experiment_id,
+                    stage=stage,
+                    kind=kind,
+                    state=State.PENDING,
+                    arch=arch,
+                    arch_hash=arch_hash,
+                    history=[],
+                )
+                s.add(trial)
+            elif trial.state in TERMINAL:
+                check_transition("trial", trial_id, trial.state, state)
+                return trial
+            check_transition("trial", trial_id, trial.state, state)
+            trial.state = state
+            if arch is not None:
+                trial.arch, trial.arch_hash = arch, arch_hash
+            for key, value in fields.items():
+                if value is not None:
+                    setattr(trial, key, value)
+            if history_entry is not None:
+                epochs = {h.get("epoch") for h in trial.history}
+                if history_entry.get("epoch") not in epochs:
+                    trial.history = [*trial.history, history_entry]
+            return trial
+
+    def list_trials(self, experiment_id: str, stage: int | None = None) -> list[Trial]:
+        with self.session() as s:
+            query = select(Trial).where(Trial.experiment_id == experiment_id)
+            if stage is not None:
+                query = query.where(Trial.stage == stage)
+            return list(s.scalars(query.order_by(Trial.created_at, Trial.id)))
+
+    def cancel_open_trials(self, experiment_id: str, reason: str) -> int:
+        with self.session() as s:
+            trials = s.scalars(
+                select(Trial).where(
+                    Trial.experiment_id == experiment_id, Trial.state.in_([State.PENDING, State.RUNNING])
+                )
+            )
+            n = 0
+            for trial in trials:
+                trial.state, trial.error = State.CANCELLED, reason
+                n += 1
+            return n
+
+    def leaderboard_candidates(
+        self, max_latency_ms: float | None, device: str | None, stage: int | None
+    ) -> list[tuple[Trial, Experiment]]:
+        with self.session() as s:
+            query = (
+                select(Trial, Experiment)
+                .join(Experiment, Trial.experiment_id == Experiment.id)
+                .where(Trial.state == State.COMPLETED, Trial.miou.is_not(None))
+            )
+            if max_latency_ms is not None:
+                query = query.where(Trial.latency_ms <= max_latency_ms)
+            if device is not None:
+                query = query.where(Trial.latency_device == device)
+            if stage is not None:
+                query = query.where(Trial.stage == stage)
+            return [(t, e) for t, e in s.execute(query.order_by(Trial.miou.desc()))]
+
+
+@lru_cache(maxsize=8)
+def get_store(url: str) -> Store:
+    return Store(url)

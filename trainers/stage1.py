@@ -1,0 +1,164 @@
+"""The stage-1 trial: build an architecture, measure its latency, train it briefly, report mIoU.
+
+:func:`run_trial` is a plain function of a config and a context that reports through a callback, so
+a unit test can call it directly; :func:`stage1_trainable` is the same thing as a Ray Tune function
+trainable (the driver binds the context with ``tune.with_parameters`` so the preloaded chips travel
+through the object store once, not once per trial).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from search_spaces.builder import model_from_descriptor
+from search_spaces.nasfpn import ArchSpec
+from search_spaces.rewards import compute_reward, is_infeasible
+
+from .loop import evaluate, pick_device, train_epoch
+
+__all__ = ["LatencySettings", "Stage1Context", "run_trial", "stage1_trainable", "descriptor_key"]
+
+
+@dataclass(frozen=True)
+class LatencySettings:
+    profile: str = "cpu-1threads"
+    target_ms: float | None = None
+    reward: str = "soft"
+    margin: float = 0.1
+    batch_size: int = 1
+    tile_size: int | None = None
+    cache_path: str | None = None
+
+
+@dataclass
+class Stage1Context:
+    """Everything a trial needs besides its architecture; built once per experiment by the driver."""
+
+    train: Dataset
+    val: Dataset
+    in_chans: int
+    num_classes: int
+    chip_size: int
+    ignore_index: int = 255
+    epochs: int = 3
+    batch_size: int = 8
+    lr: float = 1e-3
+    seed: int = 0
+    latency: LatencySettings = field(default_factory=LatencySettings)
+    backbone_weights: str | None = None
+    threads: int = 1
+
+
+def descriptor_key(descriptor: dict[str, Any]) -> tuple[str, str]:
+    """(kind, identity hash) of a model descriptor: searched architectures by canonical hash."""
+    if "arch" in descriptor:
+        return "searched", ArchSpec.from_dict(descriptor["arch"]).hash
+    return "baseline", f"{descriptor['baseline']}-{descriptor['backbone']}"
+
+
+def _measure_latency(model: torch.nn.Module, key: str, ctx: Stage1Context) -> float:
+    from search_spaces.latency import LatencyCache, cached_latency, measure_latency
+
+    tile = ctx.latency.tile_size or ctx.chip_size
+    shape = (ctx.latency.batch_size, ctx.in_chans, tile, tile)
+
+    def measure():
+        return measure_latency(model, shape, ctx.latency.profile)
+
+    if ctx.latency.cache_path:
+        result = cached_latency(
+            LatencyCache(ctx.latency.cache_path), (key, ctx.latency.profile, shape), measure
+        )
+    else:
+        result = measure()
+    return float(result.median_ms)
+
+
+def _reward(miou: float, latency_ms: float, settings: LatencySettings) -> float:
+    if settings.target_ms is None:
+        return miou
+    return compute_reward(settings.reward, miou, latency_ms, settings.target_ms)
+
+
+def run_trial(config: dict[str, Any], ctx: Stage1Context, report: Callable[[dict[str, Any]], None]) -> None:
+    """Measure, maybe prune, then train ``ctx.epochs`` epochs, reporting after each one."""
+    torch.set_num_threads(ctx.threads)
+    torch.manual_seed(ctx.seed)
+    descriptor = {k: v for k, v in config.items() if k in ("arch", "baseline", "backbone")}
+    kind, key = descriptor_key(descriptor)
+    model = model_from_descriptor(descriptor, ctx.in_chans, ctx.num_classes, ctx.backbone_weights)
+    params = sum(p.numel() for p in model.parameters())
+    common = {"arch_hash": key, "kind": kind, "params": params, "latency_device": ctx.latency.profile}
+
+    started = time.perf_counter()
+    latency_ms = _measure_latency(model, key, ctx)
+    measure_s = time.perf_counter() - started
+    if (
+        ctx.latency.target_ms is not None
+        and ctx.latency.reward == "hard"
+        and kind == "searched"
+        and is_infeasible(latency_ms, ctx.latency.target_ms, ctx.latency.margin)
+    ):
+        report(
+            {
+                **common,
+                "epoch": 0,
+                "miou": 0.0,
+                "latency_ms": latency_ms,
+                "reward": _reward(0.0, latency_ms, ctx.latency),
+                "pruned": True,
+                "latency_s": measure_s,
+                "train_s": 0.0,
+            }
+        )
+        return
+
+    device = pick_device()
+    model = device.prepare(model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=ctx.lr, weight_decay=1e-4)
+    generator = torch.Generator().manual_seed(ctx.seed)
+    train_loader = DataLoader(
+        ctx.train, batch_size=ctx.batch_size, shuffle=True, generator=generator, drop_last=False
+    )
+    val_loader = DataLoader(ctx.val, batch_size=max(ctx.batch_size, 16), shuffle=False)
+    for epoch in range(1, ctx.epochs + 1):
+        t0 = time.perf_counter()
+        stats = train_epoch(model, train_loader, optimizer, device, ctx.ignore_index)
+        train_s = time.perf_counter() - t0
+        matrix = evaluate(model, val_loader, ctx.num_classes, device, ctx.ignore_index)
+        miou = matrix.miou()
+        report(
+            {
+                **common,
+                "epoch": epoch,
+                "miou": miou,
+                "pixel_accuracy": matrix.pixel_accuracy(),
+                "iou": [None if np.isnan(v) else float(v) for v in matrix.iou()],
+                "loss": stats["loss"],
+                "latency_ms": latency_ms,
+                "reward": _reward(miou, latency_ms, ctx.latency),
+                "pruned": False,
+                "latency_s": measure_s if epoch == 1 else 0.0,
+                "train_s": train_s,
+                "eval_s": time.perf_counter() - t0 - train_s,
+                "chips_per_s": stats["samples"] / max(train_s, 1e-9),
+            }
+        )
+
+
+def stage1_trainable(config: dict[str, Any], context: Stage1Context) -> None:
+    """Ray Tune entry point: :func:`run_trial` reporting through ``tune.report`` with the node id."""
+    import ray
+    from ray import tune
+
+    node_id = ray.get_runtime_context().get_node_id()
+    os.environ.setdefault("OMP_NUM_THREADS", str(context.threads))
+    run_trial(config, context, lambda metrics: tune.report({**metrics, "node_id": node_id}))
