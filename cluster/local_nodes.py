@@ -15,31 +15,19 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .local import free_port, ray_executable
+
 __all__ = ["LocalNode", "LocalRayCluster", "free_port"]
 
 READY_LINE = "Ray runtime started"
-
-
-def free_port() -> int:
-    """A TCP port free right now on loopback (the OS picks it, so parallel runs do not collide)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _ray_executable() -> str:
-    # The ray CLI of this interpreter's environment, not whatever `ray` is first on PATH.
-    candidate = Path(sys.executable).with_name("ray")
-    return str(candidate) if candidate.exists() else "ray"
 
 
 @dataclass
@@ -106,7 +94,7 @@ class LocalRayCluster:
         node_manager_port = free_port()
         log_path = self.root / f"{name}.log"
         command = [
-            _ray_executable(),
+            ray_executable(),
             "start",
             "--block",
             *role_args,
@@ -156,10 +144,18 @@ class LocalRayCluster:
         self._kill_leftovers(f"{node.node_manager_port}")
 
     def shutdown(self) -> None:
-        """Stop the extra nodes, then the head, then anything of this cluster still running."""
+        """Stop the extra nodes, then the head, then anything of this cluster still running.
+
+        Ray's own logs (job drivers, raylets, workers) are kept under ``root/ray-logs`` for
+        reading after a failure; the temp dir with its sockets and object spill files goes.
+        """
         for node in reversed(self.nodes):
             self.stop_node(node)
         self._kill_leftovers(f"{self.gcs_port}")
+        logs = self.temp_dir / "session_latest" / "logs"
+        if logs.is_dir():
+            shutil.copytree(logs, self.root / "ray-logs", dirs_exist_ok=True, ignore_dangling_symlinks=True)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
 
     def _kill_leftovers(self, marker: str) -> None:
         # Processes that outlived their ray start (workers mid-task, agents) and belong to this
