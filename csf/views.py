@@ -75,7 +75,8 @@ def random_crop(x: torch.Tensor, size: int, generator: torch.Generator | None = 
     device = generator.device if generator is not None else torch.device("cpu")
     tops = torch.randint(0, h - size + 1, (n,), generator=generator, device=device).tolist()
     lefts = torch.randint(0, w - size + 1, (n,), generator=generator, device=device).tolist()
-    return torch.stack([x[i, :, t : t + size, s : s + size] for i, (t, s) in enumerate(zip(tops, lefts, strict=True))])
+    crops = [x[i, :, t : t + size, s : s + size] for i, (t, s) in enumerate(zip(tops, lefts, strict=True))]
+    return torch.stack(crops)
 
 
 def make_views(

@@ -1,0 +1,195 @@
+"""Contracts of CSF's parts that need no cluster: loss, views, encoder export, k-NN, data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import timm
+import torch
+
+from csf.data import load_chips
+from csf.encoder import (
+    EncoderMetadata,
+    build_encoder,
+    create_csf_backbone,
+    export_encoder,
+    load_csf_backbone,
+    load_init_weights,
+)
+from csf.knn import evaluate_knn, knn_scores, pca_reduce
+from csf.loss import contrastive_loss, layer_loss
+from csf.multisensor import write_multisensor_dataset
+from csf.views import ViewConfig, channel_dropout, dropout_probability, make_views, random_crop
+from search_spaces.errors import DataError, SpecError
+
+torch.set_num_threads(1)
+
+
+# -- loss
+
+
+def test_loss_is_exactly_symmetric_when_views_are_swapped():
+    g = torch.Generator().manual_seed(0)
+    layers1 = [torch.randn(6, 8, 4, 4, generator=g) * 5, torch.randn(6, 16, 2, 2, generator=g)]
+    layers2 = [torch.randn(6, 8, 4, 4, generator=g) * 5, torch.randn(6, 16, 2, 2, generator=g)]
+    a, _ = contrastive_loss(layers1, layers2)
+    b, _ = contrastive_loss(layers2, layers1)
+    assert a.item() > 0
+    assert torch.equal(a, b)  # bitwise, not approximately
+
+
+def _orthonormal_rows(n: int, d: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(d, n, generator=g))
+    return q.T.contiguous()  # (n, d), distinct unit rows
+
+
+def test_loss_is_minimal_when_views_agree():
+    z = _orthonormal_rows(8, 32, 0)
+    at_match = layer_loss(z, z).item()
+    g = torch.Generator().manual_seed(1)
+    # Without L2 normalisation, scaling features up always lowers the loss, so compare at equal row
+    # norms: noisy copies (renormalised), wrong pairings, and a partial shuffle.
+    perturbed = []
+    for sigma in (0.05, 0.2, 0.5):
+        for _ in range(5):
+            w = z + sigma * torch.randn(z.shape, generator=g)
+            perturbed.append(w / w.norm(dim=1, keepdim=True))
+    perturbed.append(z[torch.randperm(8, generator=g)])
+    perturbed.append(z[[1, 0, 2, 3, 4, 5, 6, 7]])
+    for w in perturbed:
+        assert layer_loss(z, w).item() > at_match
+        assert layer_loss(w, z).item() > at_match
+
+
+def test_loss_is_stable_for_huge_unnormalised_features():
+    g = torch.Generator().manual_seed(0)
+    z1 = torch.randn(4, 4096, generator=g) * 1e3  # dot products ~ 1e8, / tau ~ 1e9: exp overflows
+    z2 = z1 + torch.randn(4, 4096, generator=g) * 1e2
+    z1.requires_grad_(True)
+    loss, to_backward = contrastive_loss([z1.half()], [z2.half()])
+    to_backward.backward()
+    assert torch.isfinite(loss) and torch.isfinite(z1.grad).all()
+
+
+# -- views
+
+
+def test_channel_dropout_keeps_the_expected_value():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 3, 1, 1, generator=g).expand(200_000, 3, 1, 1).contiguous() + 1.0
+    for p in (0.3, 0.66):
+        y = channel_dropout(x, p, g)
+        assert ((y != 0).flatten(1).any(dim=1)).all(), "a sample lost every band"
+        kept_share = (y[:, :, 0, 0] != 0).float().mean().item()
+        assert kept_share == pytest.approx((1 - p) / (1 - p**3), abs=0.005)
+        mean = y.mean(dim=0).flatten()
+        assert torch.allclose(mean, x[0].flatten(), rtol=0.01), (p, mean, x[0].flatten())
+
+
+def test_dropout_ramp_and_views():
+    cfg = ViewConfig(crop=16, p_max=0.66, ramp_steps=100)
+    assert dropout_probability(0, cfg) == 0.0
+    assert dropout_probability(50, cfg) == pytest.approx(0.33)
+    assert dropout_probability(10_000, cfg) == pytest.approx(0.66)
+    x = torch.randn(4, 5, 24, 24)
+    v1, v2 = make_views(x, 0, cfg, torch.Generator().manual_seed(0))
+    assert v1.shape == v2.shape == (4, 5, 16, 16)
+    assert not torch.equal(v1, v2)  # independent crops
+    with pytest.raises(SpecError):
+        random_crop(x, 32)
+    with pytest.raises(SpecError):
+        ViewConfig(p_max=1.0)
+
+
+# -- encoder export
+
+
+def _metadata(c: int) -> EncoderMetadata:
+    return EncoderMetadata("resnet18", c, [f"b{i}" for i in range(c)], [0.0] * c, [1.0] * c,
+                           {"s": [f"b{i}" for i in range(c)]}, [3, 4], 7)
+
+
+def test_encoder_export_loads_into_the_model_builder_backbone(tmp_path):
+    enc = build_encoder("resnet18", 5, stages=[-2, -1])
+    assert enc.stages == (3, 4)
+    path = export_encoder(enc, tmp_path / "enc.safetensors", _metadata(5))
+    name, state, meta = load_csf_backbone(path)
+    assert (name, meta["in_chans"], meta["band_names"][0], meta["steps"]) == ("resnet18", 5, "b0", 7)
+    target = timm.create_model(name, features_only=True, in_chans=5, pretrained=False)
+    target.load_state_dict(state, strict=True)
+    model, _ = create_csf_backbone(path)
+    x = torch.randn(1, 5, 32, 32)
+    enc.eval(), model.eval()
+    assert torch.allclose(enc.forward_all(x)[-1], model(x)[-1])
+
+
+def test_encoder_errors_say_what_to_do(tmp_path):
+    with pytest.raises(SpecError, match="timm.list_models"):
+        build_encoder("no_such_net", 3)
+    with pytest.raises(SpecError, match="out of range"):
+        build_encoder("resnet18", 3, stages=[9])
+    with pytest.raises(DataError, match="does not exist"):
+        load_csf_backbone(tmp_path / "missing.safetensors")
+
+
+def test_supervised_init_adapts_the_stem(tmp_path):
+    rgb = timm.create_model("resnet18", pretrained=False)  # a classifier's state dict, 3 bands
+    torch.save(rgb.state_dict(), tmp_path / "sup.pth")
+    enc = build_encoder("resnet18", 7)
+    ignored = load_init_weights(enc, tmp_path / "sup.pth")
+    assert "fc.weight" in ignored
+    assert enc.body.conv1.weight.shape[1] == 7
+    assert torch.equal(enc.body.layer1[0].conv1.weight, rgb.layer1[0].conv1.weight)
+
+
+# -- k-NN
+
+
+def test_knn_scores_perfect_and_random():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 30)
+    clustered = rng.normal(size=(120, 8)) * 0.01 + np.eye(8)[labels] * 10
+    scores = knn_scores(pca_reduce(clustered, 2048), labels, ks=(10, 25))
+    assert scores[10]["same_class"] == 1.0 and scores[25]["accuracy"] == 1.0
+    noise = knn_scores(rng.normal(size=(120, 8)), labels, ks=(10,))
+    assert noise[10]["same_class"] < 0.5
+    assert knn_scores(clustered, labels, ks=(500,))[500]["k_used"] == 119
+
+
+# -- data
+
+
+@pytest.fixture(scope="module")
+def multisensor_root(tmp_path_factory):
+    return write_multisensor_dataset(tmp_path_factory.mktemp("ms"), n_chips=24, size=32, seed=3)
+
+
+def test_multisensor_dataset_is_co_registered_and_labelled(multisensor_root):
+    import rasterio
+
+    with rasterio.open(multisensor_root / "landsat.tif") as src:
+        assert src.res == (4.0, 4.0) and src.crs.to_epsg() == 32640 and src.count == 4
+    chips = load_chips({"kind": "multisensor", "root": str(multisensor_root)})
+    assert chips.images.shape == (24, 12, 32, 32)
+    assert list(chips.sensors) == ["aerial", "smallsat", "landsat"]
+    assert chips.band_names[4] == "smallsat_blue" and chips.labels.shape == (24,)
+    # The coarse sensor, warped onto the fine grid, sees the same place: bands correlate.
+    red_fine = chips.images[:, 2].ravel()
+    red_coarse = chips.images[:, 10].ravel()
+    assert np.corrcoef(red_fine, red_coarse)[0, 1] > 0.8
+    one = load_chips({"kind": "multisensor", "root": str(multisensor_root), "sensors": ["landsat"]})
+    assert one.band_names == ["landsat_blue", "landsat_green", "landsat_red", "landsat_nir"]
+    with pytest.raises(SpecError, match="available"):
+        load_chips({"kind": "multisensor", "root": str(multisensor_root), "sensors": ["sentinel"]})
+    with pytest.raises(SpecError, match="valid"):
+        load_chips({"kind": "nope"})
+
+
+def test_evaluate_knn_per_sensor_and_all(multisensor_root):
+    chips = load_chips({"kind": "multisensor", "root": str(multisensor_root)})
+    mean, std = chips.band_stats()
+    enc = build_encoder("resnet18", 12)
+    result = evaluate_knn({"random": enc}, chips, mean, std, ks=(10,))
+    assert set(result["random"]) == {"aerial", "smallsat", "landsat", "all"}
+    assert 0.0 <= result["random"]["all"][10]["accuracy"] <= 1.0
