@@ -80,7 +80,7 @@ _MATERIALS: dict[str, list[float]] = {
     "roof_sand": [0.15, 0.20, 0.27, 0.31, 0.33, 0.36, 0.41, 0.44, 0.40],
 }
 _ROOFS = ["tile", "metal", "dark", "roof_concrete", "roof_sand"]
-_ROOF_P = [0.2, 0.15, 0.15, 0.25, 0.25]
+_ROOF_P = [0.3, 0.25, 0.1, 0.15, 0.2]
 _GROUND = ["soil", "vegetation", "water", "asphalt", "concrete"]
 
 
