@@ -1,0 +1,56 @@
+"""The cross-worker loss: two gloo processes give the gradient of the one global-batch loss."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from csf.loss import contrastive_loss
+
+
+def _data():
+    g = torch.Generator().manual_seed(0)
+    weight = torch.randn(6, 10, generator=g)
+    x1, x2 = torch.randn(8, 6, generator=g), torch.randn(8, 6, generator=g)
+    return weight, x1, x2
+
+
+def _worker(rank: int, world: int, port: int, queue) -> None:
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        weight, x1, x2 = _data()
+        weight.requires_grad_(True)
+        part = slice(rank * 4, rank * 4 + 4)
+        loss, to_backward = contrastive_loss([x1[part] @ weight], [x2[part] @ weight])
+        to_backward.backward()
+        dist.all_reduce(weight.grad)  # what DDP does: average the workers' gradients
+        weight.grad /= world
+        queue.put((rank, loss.item(), weight.grad.clone()))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_gathered_loss_and_gradient_equal_the_global_batch():
+    weight, x1, x2 = _data()
+    weight.requires_grad_(True)
+    expected, _ = contrastive_loss([x1 @ weight], [x2 @ weight])
+    expected.backward()
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    port = 29500 + os.getpid() % 1000
+    procs = [ctx.Process(target=_worker, args=(r, 2, port, queue)) for r in range(2)]
+    for p in procs:
+        p.start()
+    results = [queue.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    for _, loss, grad in results:
+        assert abs(loss - expected.item()) < 1e-5
+        assert torch.allclose(grad, weight.grad, atol=1e-5)
