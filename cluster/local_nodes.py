@@ -46,7 +46,7 @@ class LocalNode:
 class LocalRayCluster:
     """A head and any number of extra nodes on 127.0.0.1, under one private temp dir."""
 
-    def __init__(self, root: Path | None = None, ready_timeout_s: float = 90.0) -> None:
+    def __init__(self, root: Path | None = None, ready_timeout_s: float = 180.0) -> None:
         self.root = Path(root or tempfile.mkdtemp(prefix="geonas-ray-"))
         # Ray puts unix sockets under the temp dir; their paths must stay under ~107 bytes.
         self.temp_dir = Path(tempfile.mkdtemp(prefix="rn", dir="/tmp"))
