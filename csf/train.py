@@ -36,9 +36,9 @@ from search_spaces.errors import DataError, GeonasError, SpecError
 from .data import load_chips
 from .encoder import CSFEncoder, EncoderMetadata, export_encoder
 from .loss import contrastive_loss
-from .views import ViewConfig, make_views
+from .views import ViewConfig, dropout_probability, make_views
 
-__all__ = ["PretrainConfig", "pretrain", "run_pretraining", "ARTIFACT_NAME"]
+__all__ = ["PretrainConfig", "CSFStep", "pretrain", "run_pretraining", "ARTIFACT_NAME"]
 
 ARTIFACT_NAME = "encoder.safetensors"
 _STATE_NAME = "state.pt"
@@ -122,6 +122,63 @@ def _lr_factor(step: int, warmup: int) -> float:
     return 1.0 if warmup == 0 else min(1.0, (step + 1) / warmup)
 
 
+class CSFStep:
+    """One optimisation step of CSF on a batch of chips: views, forward, loss, clipped Adam step.
+
+    Holds the optimizer and AMP state; knows nothing of Ray, so a GPU check or a notebook can run it
+    on a plain module. ``model`` may be DDP-wrapped (the loss then gathers across workers).
+    """
+
+    def __init__(self, model: torch.nn.Module, cfg: PretrainConfig, device: torch.device) -> None:
+        self.model, self.cfg, self.device = model, cfg, device
+        self.views = cfg.views()
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        self.amp_dtype, self.scaler = _autocast(device)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler else None}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+
+    def __call__(self, batch: torch.Tensor, step: int, rng: torch.Generator) -> dict[str, float]:
+        """Train on ``batch`` (N, C, H, W), normalised, on the CPU; returns the step's metrics."""
+        cfg, device = self.cfg, self.device
+        self.model.train()
+        v1, v2 = make_views(batch, step, self.views, rng)
+        x = torch.cat([v1, v2]).to(device, non_blocking=True)
+        if device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        lr = cfg.lr * _lr_factor(step, cfg.warmup_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        amp = self.amp_dtype is not None
+        with torch.autocast(device.type, dtype=self.amp_dtype or torch.bfloat16, enabled=amp):
+            features = self.model(x)
+        n = len(batch)
+        loss, to_backward = contrastive_loss([f[:n] for f in features], [f[n:] for f in features],
+                                             cfg.temperature)
+        if not torch.isfinite(loss):
+            raise GeonasError(f"CSF loss is {loss.item()} at step {step}; lower lr or temperature")
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(to_backward).backward()
+            self.scaler.unscale_(self.optimizer)
+        else:
+            to_backward.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        return {"loss": float(loss.detach()), "lr": lr, "p_drop": dropout_probability(step, self.views),
+                "grad_norm": float(grad_norm)}
+
+
 def pretrain(config: dict[str, Any]) -> None:
     """The per-worker CSF loop (Ray Train ``train_loop_per_worker``); see the module note."""
     import ray.train
@@ -142,7 +199,8 @@ def pretrain(config: dict[str, Any]) -> None:
     if len(shard) < cfg.batch_size:
         raise DataError(f"worker {rank} has {len(shard)} chips for a batch of {cfg.batch_size}; use a "
                         "smaller batch_size or fewer workers")
-    views = cfg.views()
+    if cfg.crop > min(images.shape[-2:]):
+        raise SpecError(f"crop {cfg.crop} px is larger than the chips ({images.shape[-1]} px)", field="crop")
 
     encoder = CSFEncoder(cfg.backbone, len(chips.band_names), cfg.stages)
     n_stages = len(encoder.channels)
@@ -151,8 +209,7 @@ def pretrain(config: dict[str, Any]) -> None:
     model = ray.train.torch.prepare_model(
         encoder, parallel_strategy_kwargs={"find_unused_parameters": max(encoder.stages) != n_stages - 1}
     )
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    amp_dtype, scaler = _autocast(device)
+    stepper = CSFStep(model, cfg, device)
 
     start, history = 0, []
     checkpoint = ray.train.get_checkpoint()
@@ -161,9 +218,7 @@ def pretrain(config: dict[str, Any]) -> None:
             state = torch.load(Path(folder) / _STATE_NAME, map_location=device, weights_only=False)
             history = json.loads((Path(folder) / _HISTORY_NAME).read_text())
         encoder.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
+        stepper.load_state_dict(state)
         start = int(state["step"])
 
     metadata = EncoderMetadata(
@@ -175,8 +230,8 @@ def pretrain(config: dict[str, Any]) -> None:
         if rank != 0:
             return None
         folder = tempfile.mkdtemp(prefix="csf-ckpt-")
-        torch.save({"model": encoder.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                    "scaler": scaler.state_dict() if scaler else None}, Path(folder) / _STATE_NAME)
+        torch.save({"model": encoder.state_dict(), "step": step, **stepper.state_dict()},
+                   Path(folder) / _STATE_NAME)
         (Path(folder) / _HISTORY_NAME).write_text(json.dumps(history))
         if final:
             metadata.steps = step
@@ -189,42 +244,13 @@ def pretrain(config: dict[str, Any]) -> None:
         tick = time.perf_counter()
         rng = torch.Generator().manual_seed(_step_seed(cfg.seed, rank, step))
         pick = shard[torch.randperm(len(shard), generator=rng)[: cfg.batch_size].numpy()]
-        batch = torch.from_numpy(images[pick])
-        v1, v2 = make_views(batch, step, views, rng)
-        x = torch.cat([v1, v2]).to(device, non_blocking=True)
-        if device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        for group in optimizer.param_groups:
-            group["lr"] = cfg.lr * _lr_factor(step, cfg.warmup_steps)
-        with torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
-            features = model(x)
-        f1 = [f[: len(batch)] for f in features]
-        f2 = [f[len(batch):] for f in features]
-        loss, to_backward = contrastive_loss(f1, f2, cfg.temperature)
-        if not torch.isfinite(loss):
-            raise GeonasError(f"CSF loss is {loss.item()} at step {step}; lower lr or temperature")
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(to_backward).backward()
-            scaler.unscale_(optimizer)
-        else:
-            to_backward.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        loss_value = float(loss.detach())
+        metrics = stepper(torch.from_numpy(images[pick]), step, rng)
         step_times.append(time.perf_counter() - tick)
         done = step + 1
         warm = step_times[3:] or step_times
-        metrics = {
-            "step": done, "loss": loss_value, "lr": optimizer.param_groups[0]["lr"],
-            "p_drop": views.p_max * min(1.0, step / views.ramp_steps) if views.ramp_steps else views.p_max,
-            "grad_norm": float(grad_norm), "images_per_s_per_worker": len(batch) / float(np.mean(warm)),
-            "world_size": world,
-        }
+        metrics.update(step=done, images_per_s_per_worker=cfg.batch_size / float(np.mean(warm)),
+                       world_size=world)
+        loss_value = metrics["loss"]
         history.append({"step": done, "loss": loss_value})
         if rank == 0 and progress_queue is not None:
             progress_queue.put(metrics)
