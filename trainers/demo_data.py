@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 from rasterio.crs import CRS
-from rasterio.transform import from_origin
+from rasterio.transform import Affine
 from scipy.ndimage import gaussian_filter
 
 from search_spaces.errors import DataError, SpecError
@@ -298,7 +298,7 @@ def write_demo_dataset(
                     bad = nodata[win]
                     dn[:, bad] = _NODATA
                     m[bad] = 255
-                    transform = from_origin(east + c * size * _GSD, north - r * size * _GSD, _GSD, _GSD)
+                    transform = Affine(_GSD, 0.0, east + c * size * _GSD, 0.0, -_GSD, north - r * size * _GSD)
                     chip_id = f"s{scene_no:03d}_r{r}c{c}"
                     write_chip(tmp / split / "images" / f"{chip_id}.tif", dn, crs=_CRS, transform=transform,
                                nodata=_NODATA, band_names=names)  # fmt: skip
