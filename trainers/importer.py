@@ -1,0 +1,613 @@
+"""Turn a folder of scenes + colour (or index) masks into the project's dataset format.
+
+``import_dataset`` pairs every image with its mask, assigns whole scenes to splits (by glob or by
+a split file: chips of one scene never land in two splits, because neighbouring chips share
+content and a random chip split leaks), cuts both into chips of ``chip_size`` with an optional
+overlap, translates mask colours to class indices through a class table, writes GeoTIFF chips and
+``dataset.yaml``, and computes the train statistics. Chips are cut once here so that trials never
+decode JPEG/PNG or re-tile on every epoch.
+
+Georeferencing: a source with a CRS keeps it, and each chip gets the exact window transform. A
+source without one (plain JPEG/PNG) gets a *local pixel CRS*: an engineering CRS named
+``pixel grid of <scene>`` with origin at the scene's top-left corner, 1 unit = 1 pixel, y down, and
+the chip's pixel offset in its transform. That keeps every chip traceable to where it was cut
+(predictions can be stitched back), while the name makes it impossible to mistake for a real map
+projection. (GeoTIFF stores an engineering CRS without its unit, so GDAL reads the unit back as
+metre; the name and ``dataset.yaml``'s ``crs`` note carry the meaning.)
+
+Memory: a GeoTIFF source is read one chip window at a time (never the whole scene); JPEG/PNG have
+no random access, so they are read in strips of one chip row, top to bottom.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from rasterio.crs import CRS
+from rasterio.enums import ColorInterp
+from rasterio.errors import RasterioError
+from rasterio.transform import Affine
+from rasterio.windows import Window
+
+from search_spaces.errors import DataError, SpecError
+from trainers._raster import open_raster, write_chip
+from trainers.datasets import DatasetInfo, band_stats
+
+__all__ = ["ClassTable", "import_dataset", "dubai_defaults", "DUBAI_SPLIT"]
+
+_IMAGE_SUFFIXES = {".tif", ".tiff", ".jpg", ".jpeg", ".png", ".jp2", ".img", ".vrt"}
+_PAIR_FOLDERS = {"images", "image", "imgs", "masks", "mask", "labels", "label", "annotations", "gt"}
+_HEX = re.compile(r"^#?([0-9a-fA-F]{6})$")
+
+#: The Dubai aerial set's suggested split (its README): by tile, never by part or chip.
+DUBAI_SPLIT: dict[str, list[str]] = {
+    "train": [f"tile_{i}/*" for i in range(1, 7)],
+    "val": ["tile_7/*"],
+    "test": ["tile_8/*"],
+}
+
+
+def dubai_defaults(src: str | Path) -> dict[str, Any]:
+    """Keyword arguments for importing the Dubai aerial set at ``src``.
+
+    Use: ``import_dataset(src, out, chip_size=256, **dubai_defaults(src))``. Black (#000000) marks
+    areas no polygon covers: it becomes ``ignore_index``, not a seventh class.
+    """
+    src = Path(src)
+    return {
+        "classes": src / "classes.json",
+        "split": {k: list(v) for k, v in DUBAI_SPLIT.items()},
+        "image_glob": "tile_*/images/*.jpg",
+        "mask_glob": "tile_*/masks/*.png",
+        "extra_colors": {"#000000": "ignore"},
+        "name": "dubai-aerial",
+    }
+
+
+# --------------------------------------------------------------------------- class table
+
+
+def _colour_code(text: str, where: str) -> int:
+    match = _HEX.match(str(text).strip())
+    if not match:
+        raise DataError(f"{where}: colour {text!r} is not #RRGGBB")
+    return int(match.group(1), 16)
+
+
+@dataclass(frozen=True)
+class ClassTable:
+    """Class names by index, and how mask colours / values map to them (-1 = ignore)."""
+
+    names: tuple[str, ...]
+    colors: dict[int, int] = field(default_factory=dict)  # 0xRRGGBB -> class id or -1
+    values: dict[int, int] = field(default_factory=dict)  # index-mask value -> class id or -1
+
+    @classmethod
+    def load(
+        cls, classes: str | Path | list[dict[str, Any]], extra: dict[Any, Any] | None = None
+    ) -> ClassTable:
+        """Read a class table: JSON list of ``{"id", "name", "color"?}`` with ids 0..n-1.
+
+        ``extra`` maps additional colours (``"#000000"``) or index values (``0``) to a class id, a
+        class name, or ``"ignore"``.
+        """
+        where = str(classes) if isinstance(classes, (str, Path)) else "classes"
+        if isinstance(classes, (str, Path)):
+            path = Path(classes)
+            if not path.is_file():
+                raise DataError(f"{path}: class table not found")
+            try:
+                entries = json.loads(path.read_text())
+            except ValueError as exc:
+                raise DataError(f"{path}: not valid JSON ({exc})") from exc
+        else:
+            entries = classes
+        if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) for e in entries):
+            raise DataError(f"{where}: expected a JSON list of {{'id', 'name', 'color'}} objects")
+        try:
+            ordered = sorted(entries, key=lambda e: int(e["id"]))
+            ids = [int(e["id"]) for e in ordered]
+            names = tuple(str(e["name"]) for e in ordered)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DataError(f"{where}: every class needs an integer 'id' and a 'name' ({exc})") from exc
+        if ids != list(range(len(ids))):
+            raise DataError(f"{where}: class ids must be 0..{len(ids) - 1} without gaps, got {ids}")
+        if len(set(names)) != len(names):
+            raise DataError(f"{where}: class names repeat: {list(names)}")
+        colors: dict[int, int] = {}
+        for e in ordered:
+            if e.get("color") is not None:
+                code = _colour_code(e["color"], where)
+                if code in colors:
+                    raise DataError(f"{where}: colour {e['color']} is used by two classes")
+                colors[code] = int(e["id"])
+        values = {i: i for i in ids}
+        for key, target in (extra or {}).items():
+            cid = cls._target(target, names, where)
+            if isinstance(key, int) or (isinstance(key, str) and key.isdigit()):
+                values[int(key)] = cid
+            else:
+                colors[_colour_code(key, f"{where} (extra_colors)")] = cid
+        return cls(names, colors, values)
+
+    @staticmethod
+    def _target(target: Any, names: tuple[str, ...], where: str) -> int:
+        if target == "ignore":
+            return -1
+        if isinstance(target, int) and 0 <= target < len(names):
+            return target
+        if isinstance(target, str) and target in names:
+            return names.index(target)
+        raise DataError(
+            f"{where}: extra_colors target {target!r} must be 'ignore', a class id 0..{len(names) - 1} "
+            f"or a class name ({', '.join(names)})"
+        )
+
+
+class _MaskDecoder:
+    """Maps a window of one mask file (RGB, palette or index) to class ids, ignore as ``ignore_index``."""
+
+    def __init__(self, src, path: Path, table: ClassTable, ignore_index: int) -> None:
+        self.path, self.table, self.ignore = path, table, ignore_index
+        self.mode = "index"
+        if src.count >= 3:
+            self.mode = "rgb"
+        elif src.count == 1 and src.colorinterp[0] == ColorInterp.palette:
+            self.mode = "palette"
+        elif src.count != 1:
+            raise DataError(f"{path}: a mask needs 1 band (index/palette) or 3+ (RGB), it has {src.count}")
+        if self.mode != "index" and not table.colors:
+            raise DataError(f"{path}: is a colour mask but the class table has no colours")
+        if self.mode == "palette":
+            self.lut = np.full(256, -2, np.int16)  # -2: a palette entry no class claims
+            for index, rgba in src.colormap(1).items():
+                code = (rgba[0] << 16) | (rgba[1] << 8) | rgba[2]
+                self.lut[index] = table.colors.get(code, -2)
+            self.palette = src.colormap(1)
+        if self.mode == "rgb":
+            self.codes = np.array(sorted(table.colors), np.uint32)
+            self.ids = np.array([table.colors[c] for c in sorted(table.colors)], np.int16)
+
+    def decode(self, data: np.ndarray) -> np.ndarray:
+        """[count, h, w] raw mask pixels -> uint8 [h, w] class ids / ignore_index."""
+        if self.mode == "rgb":
+            rgb = data[:3].astype(np.uint32)
+            code = (rgb[0] << 16) | (rgb[1] << 8) | rgb[2]
+            pos = np.clip(np.searchsorted(self.codes, code), 0, len(self.codes) - 1)
+            ids = self.ids[pos]
+            unknown = self.codes[pos] != code
+            if unknown.any():
+                self._fail(
+                    {
+                        f"#{int(c):06X}": int(n)
+                        for c, n in zip(*np.unique(code[unknown], return_counts=True), strict=True)
+                    }
+                )
+        elif self.mode == "palette":
+            ids = self.lut[data[0]]
+            unknown = ids == -2
+            if unknown.any():
+                found = {}
+                for v, n in zip(*np.unique(data[0][unknown], return_counts=True), strict=True):
+                    r, g, b, _ = self.palette.get(int(v), (0, 0, 0, 0))
+                    found[f"#{r:02X}{g:02X}{b:02X} (palette index {int(v)})"] = int(n)
+                self._fail(found)
+        else:
+            raw = data[0].astype(np.int64)
+            ids = np.full(raw.shape, -2, np.int16)
+            for value, cid in self.table.values.items():
+                ids[raw == value] = cid
+            ids[raw == self.ignore] = -1
+            unknown = ids == -2
+            if unknown.any():
+                values = sorted(int(v) for v in np.unique(raw[unknown]))[:10]
+                raise DataError(
+                    f"{self.path}: mask values {values} are not class ids 0..{len(self.table.names) - 1} "
+                    f"or ignore {self.ignore}; map them with extra_colors={{value: class or 'ignore'}}"
+                )
+        out = ids.astype(np.int16)
+        out[out < 0] = self.ignore
+        return out.astype(np.uint8)
+
+    def _fail(self, found: dict[str, int]) -> None:
+        listed = ", ".join(f"{c} ({n} px)" for c, n in sorted(found.items(), key=lambda kv: -kv[1])[:6])
+        raise DataError(
+            f"{self.path}: colours not in the class table: {listed}; add them with "
+            "extra_colors={'#RRGGBB': class id, class name or 'ignore'}"
+        )
+
+
+# --------------------------------------------------------------------------- scenes and splits
+
+
+@dataclass
+class _Scene:
+    key: str  # image path relative to src, without the images/masks folder and suffix
+    image: Path
+    mask: Path
+    rel: str  # image path relative to src (what split globs match)
+
+
+def _pair_key(rel: Path) -> str:
+    parts = [p for p in rel.parent.parts if p.lower() not in _PAIR_FOLDERS]
+    return "/".join([*parts, rel.stem])
+
+
+def _find_scenes(src: Path, image_glob: str, mask_glob: str) -> list[_Scene]:
+    def files(pattern: str) -> list[Path]:
+        return sorted(
+            p for p in src.glob(pattern)
+            if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES and not p.name.startswith(".")
+        )  # fmt: skip
+
+    images, masks = files(image_glob), files(mask_glob)
+    if not images:
+        raise DataError(
+            f"{src}: no images match {image_glob!r} (suffixes {', '.join(sorted(_IMAGE_SUFFIXES))})"
+        )
+    mask_by_key: dict[str, Path] = {}
+    for m in masks:
+        mask_by_key.setdefault(_pair_key(m.relative_to(src)), m)
+    scenes, seen = [], {}
+    for img in images:
+        if img in mask_by_key.values():
+            continue  # image and mask globs overlap: a mask is not a scene
+        rel = img.relative_to(src)
+        key = _pair_key(rel)
+        if key in seen:
+            raise DataError(f"{img}: same scene name as {seen[key]}; rename one (pairing uses '{key}')")
+        seen[key] = img
+        if key not in mask_by_key:
+            raise DataError(
+                f"{img}: no mask found; expected a file matching {mask_glob!r} whose path without the "
+                f"images/masks folder and suffix is '{key}'"
+            )
+        scenes.append(_Scene(key, img, mask_by_key[key], rel.as_posix()))
+    return scenes
+
+
+def _load_split(split: dict[str, list[str]] | str | Path) -> dict[str, list[str]]:
+    """A split as {split: [globs over image paths relative to src]}; from a dict or a file.
+
+    Split files: YAML/JSON with that mapping, or text/CSV lines ``relative/path/or/glob,split``.
+    """
+    where = "split"
+    if isinstance(split, (str, Path)):
+        path = Path(split)
+        where = str(path)
+        if not path.is_file():
+            raise DataError(f"{path}: split file not found")
+        text = path.read_text()
+        if path.suffix.lower() in {".yaml", ".yml", ".json"}:
+            try:
+                split = yaml.safe_load(text)
+            except yaml.YAMLError as exc:
+                raise DataError(f"{path}: not valid YAML/JSON ({exc})") from exc
+        else:
+            mapping: dict[str, list[str]] = {}
+            for n, line in enumerate(text.splitlines(), 1):
+                line = line.strip()
+                if not line or line.startswith("#"):
+                    continue
+                parts = [p.strip() for p in re.split(r"[,\t ]+", line) if p.strip()]
+                if len(parts) != 2:
+                    raise DataError(f"{path}:{n}: expected 'path,split', got {line!r}")
+                mapping.setdefault(parts[1], []).append(parts[0])
+            split = mapping
+    if not isinstance(split, dict) or not split:
+        raise DataError(f"{where}: a split maps split names to lists of scene globs, got {split!r}")
+    out = {}
+    for name, globs in split.items():
+        if isinstance(globs, str):
+            globs = [globs]
+        if (
+            not isinstance(name, str)
+            or not re.fullmatch(r"[A-Za-z0-9_-]+", name)
+            or not isinstance(globs, list)
+        ):
+            raise DataError(f"{where}: split '{name}' must be a simple name with a list of globs")
+        out[name] = [str(g) for g in globs]
+    if "train" not in out:
+        raise DataError(f"{where}: needs a 'train' split (statistics come from it); has {', '.join(out)}")
+    return out
+
+
+def _assign(scenes: list[_Scene], split: dict[str, list[str]], where: str) -> dict[str, list[_Scene]]:
+    out: dict[str, list[_Scene]] = {name: [] for name in split}
+    for scene in scenes:
+        hits = [n for n, globs in split.items() if any(fnmatch.fnmatchcase(scene.rel, g) for g in globs)]
+        if len(hits) > 1:
+            raise DataError(f"{scene.image}: matches splits {hits} in {where}; a scene belongs to one split")
+        if hits:
+            out[hits[0]].append(scene)
+    empty = [n for n, s in out.items() if not s]
+    if empty:
+        raise DataError(
+            f"{where}: no scene matches split(s) {empty}; scene paths look like '{scenes[0].rel}'"
+        )
+    return out
+
+
+# --------------------------------------------------------------------------- cutting
+
+
+def _starts(length: int, chip: int, step: int) -> list[int]:
+    """Window offsets covering [0, length): regular steps, the last one shifted to end at the edge."""
+    if length <= chip:
+        return [0]
+    starts = list(range(0, length - chip + 1, step))
+    if starts[-1] + chip < length:
+        starts.append(length - chip)
+    return starts
+
+
+def _band_names(src, path: Path, override: list[str] | None) -> tuple[list[str], int | None]:
+    """(band names, 1-based alpha band or None). Names from colour interpretation or descriptions."""
+    interp = list(src.colorinterp)
+    alpha = interp.index(ColorInterp.alpha) + 1 if ColorInterp.alpha in interp else None
+    keep = [i for i in range(src.count) if i + 1 != alpha]
+    if override is not None:
+        if len(override) != len(keep):
+            raise DataError(f"{path}: has {len(keep)} bands but bands= names {len(override)}: {override}")
+        return list(override), alpha
+    named = {
+        ColorInterp.red: "red",
+        ColorInterp.green: "green",
+        ColorInterp.blue: "blue",
+        ColorInterp.gray: "gray",
+    }
+    names = []
+    for i in keep:
+        desc = src.descriptions[i]
+        names.append(desc or named.get(interp[i]) or f"band{i + 1}")
+    if len(set(names)) != len(names):
+        names = [f"band{i + 1}" for i in keep]
+    return names, alpha
+
+
+def _chip_windows(height: int, width: int, chip: int, step: int) -> Iterator[Window]:
+    """Chip windows in row-major order (so strip readers only ever move down)."""
+    cols = _starts(width, chip, step)
+    for r in _starts(height, chip, step):
+        for c in cols:
+            yield Window(c, r, min(chip, width - c), min(chip, height - r))
+
+
+class _Reader:
+    """Reads chip windows from one raster.
+
+    GeoTIFF: one window per chip (random access; the scene is never in memory). JPEG/PNG have no
+    random access (GDAL re-decodes from the top to go back), so they are read forward through a
+    rolling buffer of full-width rows: each row is decoded once, and at most one chip row plus the
+    overlap is held.
+    """
+
+    def __init__(self, src, path: Path, indexes: list[int]) -> None:
+        self.src, self.path, self.indexes = src, path, indexes
+        self.per_window = src.driver == "GTiff"
+        self._top = 0
+        self._buf: np.ndarray | None = None
+
+    def _load(self, window: Window) -> np.ndarray:
+        try:
+            return self.src.read(self.indexes, window=window)
+        except RasterioError as exc:
+            raise DataError(f"{self.path}: unreadable ({exc}); re-export or remove it") from exc
+
+    def read(self, window: Window) -> np.ndarray:
+        if self.per_window:
+            return self._load(window)
+        top, bottom = int(window.row_off), int(window.row_off + window.height)
+        have = self._top + (0 if self._buf is None else self._buf.shape[1])
+        if self._buf is None or top < self._top or top >= have:
+            self._buf, self._top = self._load(Window(0, top, self.src.width, bottom - top)), top
+        elif bottom > have:
+            new = self._load(Window(0, have, self.src.width, bottom - have))
+            self._buf = np.concatenate([self._buf[:, top - self._top :], new], axis=1)
+            self._top = top
+        c0 = int(window.col_off)
+        return self._buf[:, top - self._top : bottom - self._top, c0 : c0 + int(window.width)]
+
+
+@dataclass
+class _SplitTally:
+    chips: int = 0
+    skipped: int = 0
+    counts: np.ndarray | None = None  # labelled pixels per class, then ignore
+
+
+@dataclass
+class _Cutter:
+    """Cuts one scene (image + mask) into chip files; holds what every scene shares."""
+
+    table: ClassTable
+    chip: int
+    step: int
+    ignore_index: int
+    min_labelled: float
+    bands: list[str] | None
+    band_names: list[str] | None = None
+    first_scene: str = ""
+    crs_kinds: set[str] = field(default_factory=set)
+
+    def cut(self, scene: _Scene, folder: Path, tally: _SplitTally) -> None:
+        with open_raster(scene.image) as img, open_raster(scene.mask) as msk:
+            names, alpha = _band_names(img, scene.image, self.bands)
+            if self.band_names is None:
+                self.band_names, self.first_scene = names, str(scene.image)
+            elif names != self.band_names:
+                raise DataError(
+                    f"{scene.image}: bands {names} differ from {self.band_names} of {self.first_scene}"
+                )
+            if (img.width, img.height) != (msk.width, msk.height):
+                raise DataError(
+                    f"{scene.mask}: mask is {msk.width}x{msk.height} px but its image {scene.image} "
+                    f"is {img.width}x{img.height}; they must have the same size"
+                )
+            decoder = _MaskDecoder(msk, scene.mask, self.table, self.ignore_index)
+            image_reader = _Reader(img, scene.image, [i for i in range(1, img.count + 1) if i != alpha])
+            alpha_reader = _Reader(img, scene.image, [alpha]) if alpha else None
+            mask_reader = _Reader(msk, scene.mask, list(range(1, min(msk.count, 3) + 1)))
+            georef = img.crs is not None
+            if georef:
+                crs = img.crs
+                self.crs_kinds.add(crs.to_string())
+            else:
+                crs = CRS.from_wkt(
+                    f'LOCAL_CS["pixel grid of {scene.key}",LOCAL_DATUM["image pixels",32767],'
+                    'UNIT["pixel",1],AXIS["column",EAST],AXIS["row",SOUTH]]'
+                )
+                self.crs_kinds.add(_LOCAL)
+            for window in _chip_windows(img.height, img.width, self.chip, self.step):
+                data = image_reader.read(window)
+                mask = decoder.decode(mask_reader.read(window))
+                if alpha_reader is not None:
+                    mask[alpha_reader.read(window)[0] == 0] = self.ignore_index
+                nodata = img.nodata
+                if data.shape[-2:] != (self.chip, self.chip):  # scene smaller than a chip
+                    nodata = 0 if nodata is None else nodata
+                    data = _pad(data, self.chip, nodata)
+                    mask = _pad(mask, self.chip, self.ignore_index)
+                labelled = mask != self.ignore_index
+                if not labelled.any() or labelled.mean() < self.min_labelled:
+                    tally.skipped += 1
+                    continue
+                c0, r0 = int(window.col_off), int(window.row_off)
+                if georef:
+                    transform = img.window_transform(window)
+                else:
+                    transform = Affine(1.0, 0.0, float(c0), 0.0, 1.0, float(r0))
+                chip_id = f"{_safe_id(scene.key)}_r{r0}_c{c0}"
+                common = {"crs": crs, "transform": transform}
+                write_chip(
+                    folder / "images" / f"{chip_id}.tif", data, nodata=nodata, band_names=names, **common
+                )
+                write_chip(folder / "masks" / f"{chip_id}.tif", mask[None], nodata=None, **common)
+                n = len(self.table.names)
+                counts = np.bincount(np.where(labelled, mask, n).ravel(), minlength=n + 1)[: n + 1]
+                tally.counts = counts if tally.counts is None else tally.counts + counts
+                tally.chips += 1
+
+
+_LOCAL = "local"
+
+
+def _pad(data: np.ndarray, chip: int, fill: float) -> np.ndarray:
+    out = np.full((*data.shape[:-2], chip, chip), fill, data.dtype)
+    out[..., : data.shape[-2], : data.shape[-1]] = data
+    return out
+
+
+def _safe_id(key: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", key.replace("/", "__"))
+
+
+def import_dataset(
+    src: str | Path,
+    out: str | Path,
+    *,
+    classes: str | Path | list[dict[str, Any]],
+    split: dict[str, list[str]] | str | Path,
+    chip_size: int = 256,
+    overlap: int = 0,
+    image_glob: str = "**/images/*",
+    mask_glob: str = "**/masks/*",
+    extra_colors: dict[Any, Any] | None = None,
+    name: str | None = None,
+    bands: list[str] | None = None,
+    ignore_index: int = 255,
+    min_labelled: float = 0.0,
+    overwrite: bool = False,
+) -> Path:
+    """Import scenes under ``src`` into a dataset at ``out``; returns ``out``.
+
+    - ``classes``: class table (JSON file or list) of ``{"id", "name", "color"}``, ids 0..n-1;
+      colour masks (RGB or palette PNG/GeoTIFF) are looked up by colour, 1-band masks are indices.
+    - ``split``: ``{split: [globs over image paths relative to src]}`` or a split file (YAML/JSON
+      mapping, or ``path,split`` lines). Whole scenes go to one split; unmatched scenes are left out.
+    - ``image_glob`` / ``mask_glob``: which files are images and masks; an image pairs with the
+      mask whose relative path is the same after dropping the images/masks folder and the suffix.
+    - ``chip_size`` / ``overlap``: chips of chip_size² px stepping chip_size - overlap; the last
+      chip of a row or column is shifted to end at the scene edge (no padding unless a scene is
+      smaller than a chip; padding is nodata in the image and ignore in the mask).
+    - ``extra_colors``: more colours (``"#000000"``) or index values mapped to a class or ``"ignore"``.
+    - ``bands``: band names (default: from the files' colour interpretation or descriptions).
+    - ``min_labelled``: chips with a smaller labelled fraction are dropped (all-ignore chips always).
+
+    ``dataset.yaml`` records the scenes of each split and the pixels per class (key ``import``).
+    Written to a temporary sibling folder and renamed, so a failed import leaves nothing behind.
+    """
+    src, out = Path(src).expanduser().resolve(), Path(out).expanduser().resolve()
+    if not src.is_dir():
+        raise DataError(f"{src}: source folder not found")
+    if not isinstance(chip_size, int) or chip_size < 8:
+        raise SpecError(f"chip_size must be an integer >= 8, got {chip_size!r}", field="chip_size")
+    if not isinstance(overlap, int) or not 0 <= overlap < chip_size:
+        raise SpecError(f"overlap must be in 0..{chip_size - 1} px, got {overlap!r}", field="overlap")
+    table = ClassTable.load(classes, extra_colors)
+    if not len(table.names) <= ignore_index <= 255:
+        raise SpecError(f"ignore_index must be in {len(table.names)}..255 (not a class id, fits uint8)")
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise DataError(f"{out}: folder exists and is not empty; choose another or pass overwrite=True")
+        if not (out / "dataset.yaml").is_file():
+            raise DataError(f"{out}: not a dataset folder (no dataset.yaml); refusing to replace it")
+    where = "split" if isinstance(split, dict) else str(split)
+    by_split = _assign(_find_scenes(src, image_glob, mask_glob), _load_split(split), where)
+
+    tmp = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    cutter = _Cutter(table, chip_size, chip_size - overlap, ignore_index, min_labelled, bands)
+    report: dict[str, Any] = {"chips": {}, "skipped_empty": {}, "class_pixels": {}, "scenes": {}}
+    try:
+        for split_name, scenes in by_split.items():
+            tally = _SplitTally()
+            for scene in scenes:
+                cutter.cut(scene, tmp / split_name, tally)
+            if tally.counts is None:
+                raise DataError(
+                    f"split '{split_name}': no chip has labelled pixels; check the masks and classes"
+                )
+            report["chips"][split_name] = tally.chips
+            report["skipped_empty"][split_name] = tally.skipped
+            report["class_pixels"][split_name] = {
+                **{n: int(c) for n, c in zip(table.names, tally.counts[:-1], strict=True)},
+                "ignore": int(tally.counts[-1]),
+            }
+            report["scenes"][split_name] = [s.rel for s in scenes]
+        if cutter.crs_kinds == {_LOCAL}:
+            crs_note = (
+                "none in the source: each chip has a local pixel CRS 'pixel grid of <scene>' "
+                "(origin top-left, 1 unit = 1 px, y down)"
+            )
+        else:
+            crs_note = ", ".join(sorted(k if k != _LOCAL else "local pixel grid" for k in cutter.crs_kinds))
+        info = DatasetInfo(
+            name=name or src.name,
+            bands=tuple(cutter.band_names or ()),
+            classes=table.names,
+            root=tmp,
+            ignore_index=ignore_index,
+            splits={s: s for s in by_split},
+            source=str(src),
+            crs=crs_note,
+            extra={"chip_size": chip_size, "overlap": overlap, "import": report},
+        )
+        info.write()
+        band_stats(info)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return out
