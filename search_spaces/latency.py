@@ -481,10 +481,10 @@ def reference_latency(profile: str | DeviceProfile, *, refresh: bool = False) ->
             REFERENCE_SHAPE,
             twin,
             reference=None,
-            min_repeats=40,
-            max_repeats=120,
+            min_repeats=30,
+            max_repeats=80,
             target_cv=0.01,
-            max_seconds=120.0,
+            max_seconds=30.0,
         )
         _CALIBRATION[twin.name] = result.median_ms
     return _CALIBRATION[twin.name]
@@ -670,6 +670,10 @@ class LatencyCache:
                 " result TEXT NOT NULL, measured_at TEXT NOT NULL,"
                 " PRIMARY KEY (arch_hash, profile, input_shape))"
             )
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS reference (profile TEXT NOT NULL, host TEXT NOT NULL,"
+                " reference_ms REAL NOT NULL, measured_at TEXT NOT NULL, PRIMARY KEY (profile, host))"
+            )
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -701,6 +705,25 @@ class LatencyCache:
                 "INSERT OR REPLACE INTO latency VALUES (?, ?, ?, ?, ?)",
                 (key.arch_hash, key.profile, key.shape_text, json.dumps(data), result.measured_at),
             )
+
+    def reference_ms(self, profile: str | DeviceProfile, measure: Callable[[], float]) -> float:
+        """This host's calibrated reference latency for ``profile``: stored once, then shared.
+
+        Every process measuring on this host then normalises by the same number, so their results are
+        comparable. When two processes calibrate at once, the first to store wins and both use it.
+        """
+        name, host = _cpu_twin(get_profile(profile)).name, socket.gethostname()
+        query = "SELECT reference_ms FROM reference WHERE profile=? AND host=?"
+        with self._connect() as db:
+            row = db.execute(query, (name, host)).fetchone()
+        if row:
+            return float(row[0])
+        value = float(measure())
+        with self._connect() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO reference VALUES (?, ?, ?, ?)", (name, host, value, _utc_now())
+            )
+            return float(db.execute(query, (name, host)).fetchone()[0])
 
     def __contains__(self, key: object) -> bool:
         return isinstance(key, LatencyKey) and self.get(key) is not None

@@ -44,6 +44,7 @@ from search_spaces.latency import (
     get_profile,
     list_profiles,
     measure_latency,
+    reference_latency,
 )
 
 __all__ = [
@@ -152,6 +153,12 @@ class LatencyMeter:
             "pid": os.getpid(),
         }
 
+    def _reference_ms(self) -> float:
+        """The host's calibrated reference latency, shared through the cache file when there is one."""
+        if self.cache is None:
+            return reference_latency(self.profile)
+        return self.cache.reference_ms(self.profile, lambda: reference_latency(self.profile))
+
     def _measure(
         self, key: LatencyKey, factory: Callable[[], nn.Module], input_shape: tuple[int, ...]
     ) -> dict[str, Any]:
@@ -165,7 +172,10 @@ class LatencyMeter:
 
         def measure():
             self.measured += 1
-            return measure_latency(factory(), input_shape, self.profile, **self.harness)
+            harness = dict(self.harness)
+            if self.profile.backend != "torch-cuda" and harness.get("reference", "auto") == "auto":
+                harness["reference"] = self._reference_ms()
+            return measure_latency(factory(), input_shape, self.profile, **harness)
 
         result = cached_latency(self.cache, key, measure)
         self.cache_hits += int(result.cached)
