@@ -39,7 +39,7 @@ from rasterio.transform import Affine
 from rasterio.windows import Window
 
 from search_spaces.errors import DataError, SpecError
-from trainers._raster import open_raster, write_chip
+from trainers._raster import nodata_pixels, open_raster, write_chip
 from trainers.datasets import DatasetInfo, band_stats
 
 __all__ = ["ClassTable", "import_dataset", "dubai_defaults", "DUBAI_SPLIT"]
@@ -473,6 +473,9 @@ class _Cutter:
                 if alpha_reader is not None:
                     mask[alpha_reader.read(window)[0] == 0] = self.ignore_index
                 nodata = img.nodata
+                invalid = nodata_pixels(data, nodata)
+                if invalid is not None:  # no label where there is no image
+                    mask[invalid] = self.ignore_index
                 if data.shape[-2:] != (self.chip, self.chip):  # scene smaller than a chip
                     nodata = 0 if nodata is None else nodata
                     data = _pad(data, self.chip, nodata)

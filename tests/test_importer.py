@@ -1,0 +1,284 @@
+"""The importer: scenes + masks -> the dataset format; georeferencing kept; split by scene; bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import yaml
+from PIL import Image
+from rasterio.transform import Affine
+from rasterio.windows import Window
+
+from search_spaces.errors import DataError, SpecError
+from trainers.datasets import DatasetInfo, SegmentationDataset
+from trainers.importer import ClassTable, dubai_defaults, import_dataset
+
+DUBAI = Path("/work/shared/data/dubai-aerial")
+COLOURS = {"background": (10, 120, 10), "building": (200, 30, 30), "road": (90, 90, 200)}
+
+
+def _geotiff(path: Path, data: np.ndarray, *, nodata=None, descriptions=None, origin=(400_000, 2_800_000)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    count, height, width = data.shape
+    with rasterio.open(
+        path, "w", driver="GTiff", width=width, height=height, count=count, dtype=data.dtype.name,
+        crs="EPSG:32640", transform=Affine(0.5, 0, origin[0], 0, -0.5, origin[1]), nodata=nodata,
+        tiled=True, blockxsize=16, blockysize=16,
+    ) as dst:  # fmt: skip
+        dst.write(data)
+        if descriptions:
+            dst.descriptions = descriptions
+
+
+@pytest.fixture
+def geo_source(tmp_path):
+    """Three georeferenced 3-band scenes (80x70 px, uint16, nodata 0) with index masks."""
+    rng = np.random.default_rng(0)
+    src = tmp_path / "src"
+    for i, scene in enumerate(["scene_a", "scene_b", "scene_c"]):
+        image = rng.integers(1, 5000, (3, 70, 80)).astype(np.uint16)
+        image[:, :5, :] = 0  # a nodata strip along the top edge
+        mask = rng.integers(0, 3, (1, 70, 80)).astype(np.uint8)
+        _geotiff(src / "images" / f"{scene}.tif", image, nodata=0, descriptions=("red", "green", "nir"),
+                 origin=(400_000 + 1000 * i, 2_800_000))  # fmt: skip
+        _geotiff(src / "masks" / f"{scene}.tif", mask, origin=(400_000 + 1000 * i, 2_800_000))
+    (tmp_path / "classes.json").write_text(json.dumps([{"id": i, "name": n} for i, n in enumerate(COLOURS)]))
+    return src
+
+
+SPLIT = {"train": ["images/scene_a.tif"], "val": ["images/scene_b.tif"], "test": ["images/scene_c.tif"]}
+
+
+def test_geotiff_source_keeps_crs_and_window_transforms(geo_source, tmp_path):
+    out = import_dataset(geo_source, tmp_path / "out", classes=tmp_path / "classes.json", split=SPLIT,
+                         chip_size=32, overlap=8)  # fmt: skip
+    info = DatasetInfo.load(out)
+    assert info.bands == ("red", "green", "nir") and info.classes == tuple(COLOURS)
+    # step 24: columns 0, 24, 48 (48 + 32 = 80); rows 0, 24, then 38 shifted to end at 70
+    ids = info.chip_ids("train")
+    assert len(ids) == 9 and "scene_a_r38_c48" in ids
+    assert all(cid.startswith("scene_b") for cid in info.chip_ids("val"))
+    with (
+        rasterio.open(geo_source / "images" / "scene_a.tif") as src,
+        rasterio.open(geo_source / "masks" / "scene_a.tif") as msk,
+    ):
+        for cid in ids:
+            r, c = (int(v) for v in cid.split("_r")[1].split("_c"))
+            window = Window(c, r, 32, 32)
+            image_path, mask_path = info.chip_paths("train", cid)
+            with rasterio.open(image_path) as chip, rasterio.open(mask_path) as chip_mask:
+                assert chip.crs == src.crs and chip.nodata == 0
+                assert chip.transform == src.window_transform(window) == chip_mask.transform
+                assert np.array_equal(chip.read(), src.read(window=window))
+                expected = msk.read(1, window=window)
+                expected[(src.read(window=window) == 0).all(axis=0)] = 255  # no label without image
+                assert np.array_equal(chip_mask.read(1), expected)
+    assert info.crs == "EPSG:32640" and (out / "stats.json").is_file()
+    ds = SegmentationDataset(out, "train", bands=["nir", "red"])
+    x, y = ds[0]  # scene_a_r0_c0: the top 5 rows are nodata
+    assert (y[:5] == 255).all() and (x[:, :5] == 0).all() and (y[5:] < 3).all()
+    shares = yaml.safe_load((out / "dataset.yaml").read_text())["import"]["class_pixels"]["train"]
+    assert shares["ignore"] > 0 and min(shares[n] for n in COLOURS) > 0
+
+
+def _png(path: Path, array: np.ndarray, mode: str | None = None, palette: list[int] | None = None):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.fromarray(array, mode) if mode else Image.fromarray(array)
+    if palette:
+        image.putpalette(palette)
+    image.save(path)
+
+
+@pytest.fixture
+def colour_source(tmp_path):
+    """Ungeoreferenced JPEG/PNG tiles: RGB colour masks with black gaps, one palette mask, one tiny scene."""
+    rng = np.random.default_rng(1)
+    src = tmp_path / "colour"
+    colours = np.array(list(COLOURS.values()), np.uint8)
+    for tile, part, (h, w) in [("t1", "p1", (50, 64)), ("t1", "p2", (40, 40)), ("t2", "p1", (48, 48)),
+                               ("t3", "p1", (20, 24))]:  # fmt: skip
+        labels = rng.integers(0, 3, (h, w))
+        rgb = colours[labels]
+        rgb[:4, :4] = 0  # unannotated: black
+        _png(src / tile / "images" / f"{part}.png", rng.integers(0, 255, (h, w, 3)).astype(np.uint8))
+        if (tile, part) == ("t2", "p1"):  # a palette mask, like Dubai tiles 2 and 4
+            pal_index = labels.astype(np.uint8) + 1
+            pal_index[:4, :4] = 0
+            palette = [0, 0, 0, *[v for c in COLOURS.values() for v in c]]
+            _png(src / tile / "masks" / f"{part}.png", pal_index, "P", palette)
+        else:
+            _png(src / tile / "masks" / f"{part}.png", rgb)
+    (tmp_path / "classes.json").write_text(
+        json.dumps(
+            [
+                {"id": i, "name": n, "color": "#{:02X}{:02X}{:02X}".format(*c)}
+                for i, (n, c) in enumerate(COLOURS.items())
+            ]
+        )
+    )
+    return src
+
+
+COLOUR_KW = {
+    "split": {"train": ["t1/*"], "val": ["t2/*"], "test": ["t3/*"]},
+    "image_glob": "*/images/*.png",
+    "mask_glob": "*/masks/*.png",
+    "extra_colors": {"#000000": "ignore"},
+}
+
+
+def test_colour_masks_without_crs_get_local_pixel_grid(colour_source, tmp_path):
+    out = import_dataset(colour_source, tmp_path / "out", classes=tmp_path / "classes.json", chip_size=32,
+                         **COLOUR_KW)  # fmt: skip
+    info = DatasetInfo.load(out)
+    assert info.bands == ("red", "green", "blue") and "local pixel CRS" in info.crs
+    ids = info.chip_ids("train")
+    # t1/p1 50x64 -> rows 0, 18 x cols 0, 32; t1/p2 40x40 -> rows 0, 8 x cols 0, 8
+    assert ids == sorted([f"t1__p1_r{r}_c{c}" for r in (0, 18) for c in (0, 32)]
+                         + [f"t1__p2_r{r}_c{c}" for r in (0, 8) for c in (0, 8)])  # fmt: skip
+    with rasterio.open(info.chip_paths("train", "t1__p1_r18_c32")[0]) as chip:
+        assert "pixel grid of t1/p1" in chip.crs.to_wkt()
+        assert chip.transform == Affine(1, 0, 32, 0, 1, 18)
+    source = np.asarray(Image.open(colour_source / "t1" / "images" / "p1.png"))
+    with rasterio.open(info.chip_paths("train", "t1__p1_r18_c32")[0]) as chip:
+        assert np.array_equal(chip.read(), np.moveaxis(source[18:50, 32:64], -1, 0))
+    for split in ("train", "val"):  # RGB and palette masks decode alike: black -> ignore
+        ds = SegmentationDataset(out, split)
+        y = ds[0][1]
+        assert (y[:4, :4] == 255).all() and set(np.unique(y[4:, 4:]).tolist()) <= {0, 1, 2}
+    # the 20x24 scene is padded to one 32x32 chip: nodata in the image, ignore in the mask
+    (test_id,) = info.chip_ids("test")
+    x, y = SegmentationDataset(out, "test")[0]
+    assert test_id == "t3__p1_r0_c0" and (y[20:, :] == 255).all() and (y[:, 24:] == 255).all()
+    assert (x[:, 20:, :] == 0).all()
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())
+
+
+def test_split_files(colour_source, tmp_path):
+    classes = tmp_path / "classes.json"
+    kw = {k: v for k, v in COLOUR_KW.items() if k != "split"}
+    (tmp_path / "split.yaml").write_text(yaml.safe_dump({"train": ["t1/*", "t3/*"], "val": ["t2/*"]}))
+    out = import_dataset(colour_source, tmp_path / "a", classes=classes, split=tmp_path / "split.yaml",
+                         chip_size=32, **kw)  # fmt: skip
+    assert set(DatasetInfo.load(out).splits) == {"train", "val"}
+    assert any(c.startswith("t3") for c in DatasetInfo.load(out).chip_ids("train"))
+    (tmp_path / "split.csv").write_text("# path,split\nt1/images/p1.png,train\nt2/*,test\n")
+    out = import_dataset(colour_source, tmp_path / "b", classes=classes, split=tmp_path / "split.csv",
+                         chip_size=32, **kw)  # fmt: skip
+    info = DatasetInfo.load(out)
+    assert {c.split("_r")[0] for c in info.chip_ids("train")} == {"t1__p1"}  # unmatched scenes left out
+    assert {c.split("_r")[0] for c in info.chip_ids("test")} == {"t2__p1"}
+
+
+def test_unknown_colour_names_file_and_colour(colour_source, tmp_path):
+    kw = {**COLOUR_KW, "extra_colors": None}
+    with pytest.raises(
+        DataError, match=r"t1/masks/p1.png: colours not in the class table: #000000 \(16 px\)"
+    ):
+        import_dataset(colour_source, tmp_path / "out", classes=tmp_path / "classes.json", chip_size=32, **kw)
+    assert not (tmp_path / "out").exists() and not (tmp_path / ".out.partial").exists()
+    # palette masks name the colour and the palette index
+    kw["split"] = {"train": ["t2/*"]}
+    with pytest.raises(
+        DataError, match=r"t2/masks/p1.png: colours not in the class table: #000000 \(palette index 0"
+    ):
+        import_dataset(colour_source, tmp_path / "out", classes=tmp_path / "classes.json", chip_size=32, **kw)
+
+
+def test_scene_errors_name_the_file(colour_source, tmp_path):
+    classes = tmp_path / "classes.json"
+    (colour_source / "t1" / "masks" / "p2.png").unlink()
+    with pytest.raises(DataError, match=r"t1/images/p2.png: no mask found; .* is 't1/p2'"):
+        import_dataset(colour_source, tmp_path / "o", classes=classes, chip_size=32, **COLOUR_KW)
+    _png(colour_source / "t1" / "masks" / "p2.png", np.zeros((10, 10, 3), np.uint8))
+    with pytest.raises(
+        DataError, match=r"t1/masks/p2.png: mask is 10x10 px but its image .*t1/images/p2.png"
+    ):
+        import_dataset(colour_source, tmp_path / "o", classes=classes, chip_size=32, **COLOUR_KW)
+    both = {**COLOUR_KW, "split": {"train": ["t1/*"], "val": ["t*/images/p2.png"], "test": ["t3/*"]}}
+    with pytest.raises(DataError, match=r"t1/images/p2.png: matches splits \['train', 'val'\]"):
+        import_dataset(colour_source, tmp_path / "o", classes=classes, chip_size=32, **both)
+    empty = {**COLOUR_KW, "split": {"train": ["t1/*"], "val": ["t9/*"]}}
+    with pytest.raises(DataError, match=r"no scene matches split\(s\) \['val'\]"):
+        import_dataset(colour_source, tmp_path / "o", classes=classes, chip_size=32, **empty)
+    with pytest.raises(DataError, match="no images match"):
+        import_dataset(colour_source, tmp_path / "o", classes=classes, chip_size=32,
+                       **{**COLOUR_KW, "image_glob": "*/images/*.jp2"})  # fmt: skip
+    with pytest.raises(SpecError, match="overlap"):
+        import_dataset(colour_source, tmp_path / "o", classes=classes, chip_size=32, overlap=32, **COLOUR_KW)
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "x").write_text("")
+    with pytest.raises(DataError, match="busy: folder exists and is not empty"):
+        import_dataset(colour_source, tmp_path / "busy", classes=classes, chip_size=32, **COLOUR_KW)
+
+
+def test_index_mask_values_outside_classes(geo_source, tmp_path):
+    bad = np.full((1, 70, 80), 1, np.uint8)
+    bad[0, 10, 10] = 9
+    _geotiff(geo_source / "masks" / "scene_b.tif", bad, origin=(401_000, 2_800_000))
+    with pytest.raises(DataError, match=r"masks/scene_b.tif: mask values \[9\] are not class ids 0..2"):
+        import_dataset(
+            geo_source, tmp_path / "o", classes=tmp_path / "classes.json", split=SPLIT, chip_size=32
+        )
+    out = import_dataset(geo_source, tmp_path / "o", classes=tmp_path / "classes.json", split=SPLIT,
+                         chip_size=32, extra_colors={9: "road"})  # fmt: skip
+    assert DatasetInfo.load(out).chip_ids("val")
+
+
+def test_class_table_errors(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps([{"id": 0, "name": "a"}, {"id": 2, "name": "b"}]))
+    with pytest.raises(DataError, match=r"c.json: class ids must be 0..1 without gaps"):
+        ClassTable.load(path)
+    path.write_text(json.dumps([{"id": 0, "name": "a", "color": "green"}]))
+    with pytest.raises(DataError, match=r"c.json: colour 'green' is not #RRGGBB"):
+        ClassTable.load(path)
+    path.write_text("[{")
+    with pytest.raises(DataError, match="c.json: not valid JSON"):
+        ClassTable.load(path)
+    path.write_text(json.dumps([{"id": 0, "name": "a", "color": "#000001"}]))
+    with pytest.raises(DataError, match="extra_colors target 'b'"):
+        ClassTable.load(path, {"#FFFFFF": "b"})
+    table = ClassTable.load(path, {"#ffffff": "a", "#000000": "ignore"})
+    assert table.colors == {1: 0, 0xFFFFFF: 0, 0: -1}
+    with pytest.raises(DataError, match="class table not found"):
+        ClassTable.load(tmp_path / "none.json")
+
+
+@pytest.mark.skipif(not DUBAI.is_dir(), reason="needs the Dubai aerial data in ../shared/data")
+def test_import_real_dubai_subset(tmp_path):
+    """Real data: palette masks (tile 2) and RGB masks with unannotated black (tile 8 part 003).
+
+    Class shares of the chips match the dataset README's per-tile table within 2 points (chips at
+    scene edges overlap a little, so they count some pixels twice).
+    """
+    kw = dubai_defaults(DUBAI)
+    kw["split"] = {"train": ["tile_2/*"], "val": ["tile_8/images/image_part_003.jpg"],
+                   "test": ["tile_3/images/image_part_001.jpg"]}  # fmt: skip
+    out = import_dataset(DUBAI, tmp_path / "dubai", chip_size=128, **kw)
+    info = DatasetInfo.load(out)
+    assert info.classes == ("unlabeled", "building", "land", "road", "vegetation", "water")
+    assert info.bands == ("red", "green", "blue") and "local pixel CRS" in info.crs
+    report = yaml.safe_load((out / "dataset.yaml").read_text())["import"]
+
+    def shares(split):
+        counts = report["class_pixels"][split]
+        return {k: 100 * v / sum(counts.values()) for k, v in counts.items()}
+
+    train, val = shares("train"), shares("val")
+    readme_tile2 = {"unlabeled": 2.32, "building": 12.29, "land": 59.66, "road": 12.70, "vegetation": 5.77,
+                    "water": 7.26, "ignore": 0.0}  # fmt: skip
+    for name, expected in readme_tile2.items():
+        assert abs(train[name] - expected) < 2.0, (name, train[name], expected)
+    assert abs(val["ignore"] - 17.2) < 1.5  # 545,723 black px of 3.18 M in tile 8 part 003
+    assert val["building"] > 10
+    scenes = {s: {c.split("_r")[0] for c in info.chip_ids(s)} for s in ("train", "val", "test")}
+    assert len(scenes["train"]) == 9 and scenes["val"] == {"tile_8__image_part_003"}
+    assert not (scenes["train"] & scenes["val"]) and not (scenes["train"] & scenes["test"])
+    ds = SegmentationDataset(out, "val", subset=8, seed=0)
+    x, y = ds[0]
+    assert x.shape == (3, 128, 128) and y.max() <= 255 and ds.num_classes == 6
