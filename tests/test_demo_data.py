@@ -127,3 +127,16 @@ def test_demo_is_learnable_but_not_trivial(tmp_path):
     print(f"majority mIoU {majority_miou:.3f}, logistic per-pixel mIoU {linear_miou:.3f}")
     assert linear_miou > majority_miou + 0.04
     assert linear_miou < 0.7
+
+
+def test_catalog_builds_once_and_lists_names(tmp_path):
+    from search_spaces.errors import NotFound
+    from trainers.catalog import list_datasets, prepare_dataset
+
+    assert {"demo", "dubai-aerial"} <= set(list_datasets())
+    root = prepare_dataset("demo", tmp_path / "d", chips={"train": 2}, size=16)
+    stamp = (root / "dataset.yaml").stat().st_mtime_ns
+    assert prepare_dataset("demo", tmp_path / "d") == root
+    assert (root / "dataset.yaml").stat().st_mtime_ns == stamp
+    with pytest.raises(NotFound, match="no dataset recipe 'mnist'; available: demo, dubai-aerial"):
+        prepare_dataset("mnist", tmp_path / "m")
