@@ -93,7 +93,8 @@ class PPOSearcher(Searcher):
     ``"baseline"``: reward minus a moving-average baseline with decay ``baseline_decay``, divided by a
     running std), ``replay`` (how many earlier batches join each update, re-weighted by their importance
     ratios), ``temperature``, ``logit_clip`` (tanh clipping of logits, as in ENAS/NAS-FPN; None = off),
-    ``max_grad_norm``, ``max_pending`` (propose returns None when this many are outstanding; None = never).
+    ``max_grad_norm``, ``max_pending`` (propose returns None when this many are outstanding; None = never),
+    ``sample_ahead`` (sequences drawn per batched pass of the controller).
     """
 
     def __init__(
@@ -116,6 +117,7 @@ class PPOSearcher(Searcher):
         logit_clip: float | None = None,
         max_grad_norm: float | None = 1.0,
         max_pending: int | None = None,
+        sample_ahead: int = 32,
         **options: Any,
     ):
         super().__init__(space, seed, **options)
@@ -135,6 +137,7 @@ class PPOSearcher(Searcher):
             logit_clip=logit_clip,
             max_grad_norm=max_grad_norm,
             max_pending=max_pending,
+            sample_ahead=sample_ahead,
         )
         torch_seed = int(self.rng.integers(2**31 - 1))
         with torch.random.fork_rng(devices=[]):
@@ -144,6 +147,7 @@ class PPOSearcher(Searcher):
         self.width = self.policy.width
         self._drawn: dict[str, _Drawn] = {}
         self._last: _Drawn | None = None
+        self._queue: list[_Drawn] = []
         self.batch: list[tuple[_Drawn, float]] = []
         self.history: list[list[tuple[_Drawn, float]]] = []
         self.baseline: float | None = None
@@ -152,31 +156,46 @@ class PPOSearcher(Searcher):
         self.updates = 0
 
     # -- proposing --------------------------------------------------------------------------------
-    @torch.no_grad()
     def _propose(self) -> tuple[int, ...] | None:
         if self.hp["max_pending"] is not None and len(self.pending) >= self.hp["max_pending"]:
             return None
+        if not self._queue:
+            self._queue = self._sample(self.hp["sample_ahead"])
+        self._last = self._queue.pop(0)
+        return tuple(int(t) for t in self._last.tokens)
+
+    @torch.no_grad()
+    def _sample(self, count: int) -> list[_Drawn]:
+        """Draw ``count`` sequences from the current policy in one batched pass (cheap on a CPU).
+
+        The draws wait in a queue until proposed; an update empties the queue, so no proposal comes
+        from a policy older than the last update unless it was proposed before that update.
+        """
         num = len(self.space.sizes)
-        tokens = np.zeros(num, dtype=np.int64)
-        masks = np.zeros((num, self.width), dtype=bool)
-        logp = np.zeros(num, dtype=np.float32)
+        tokens = np.zeros((count, num), dtype=np.int64)
+        masks = np.zeros((count, num, self.width), dtype=bool)
+        logp = np.zeros((count, num), dtype=np.float32)
         state = None
-        prev = torch.zeros(1, dtype=torch.long)
+        prev = torch.zeros(count, dtype=torch.long)
         for position in range(num):
-            mask = np.asarray(self.space.mask(position, tokens[:position].tolist()), dtype=bool)
-            masks[position, : len(mask)] = mask
+            for i in range(count):
+                mask = np.asarray(self.space.mask(position, tokens[i, :position].tolist()), dtype=bool)
+                masks[i, position, : len(mask)] = mask
             logits, state = self.policy.step(position, prev, state)
             log_probs = masked_log_softmax(
-                logits, torch.as_tensor(masks[position])[None], self.hp["temperature"], self.hp["logit_clip"]
-            )[0].double()
-            probs = log_probs.exp().numpy()
-            probs[~masks[position]] = 0.0
-            choice = int(self.rng.choice(self.width, p=probs / probs.sum()))
-            tokens[position] = choice
-            logp[position] = float(log_probs[choice])
-            prev = torch.tensor([choice])
-        self._last = _Drawn(tokens, masks, logp)
-        return tuple(int(t) for t in tokens)
+                logits, torch.as_tensor(masks[:, position]), self.hp["temperature"], self.hp["logit_clip"]
+            ).double()
+            probs = np.where(masks[:, position], log_probs.exp().numpy(), 0.0)
+            cdf = np.cumsum(probs / probs.sum(1, keepdims=True), axis=1)
+            draws = self.rng.random(count)[:, None]
+            choice = np.minimum((cdf < draws).sum(1), self.width - 1)
+            while not masks[np.arange(count), position, choice].all():  # float round-off at the top end
+                bad = ~masks[np.arange(count), position, choice]
+                choice[bad] -= 1
+            tokens[:, position] = choice
+            logp[:, position] = log_probs.numpy()[np.arange(count), choice]
+            prev = torch.as_tensor(choice)
+        return [_Drawn(tokens[i], masks[i], logp[i]) for i in range(count)]
 
     def _after_propose(self, proposal: Proposal) -> None:
         assert self._last is not None
@@ -233,6 +252,7 @@ class PPOSearcher(Searcher):
             self.optimizer.step()
         self.entropy_coef *= self.hp["entropy_decay"]
         self.updates += 1
+        self._queue = []
 
     # -- state ------------------------------------------------------------------------------------
     def _get_state(self) -> Any:
@@ -241,6 +261,7 @@ class PPOSearcher(Searcher):
             "optimizer": copy.deepcopy(self.optimizer.state_dict()),
             "drawn": dict(self._drawn),
             "batch": list(self.batch),
+            "queue": list(self._queue),
             "history": [list(h) for h in self.history],
             "baseline": self.baseline,
             "reward_var": self.reward_var,
@@ -253,6 +274,7 @@ class PPOSearcher(Searcher):
         self.optimizer.load_state_dict(state["optimizer"])
         self._drawn = dict(state["drawn"])
         self.batch = list(state["batch"])
+        self._queue = list(state["queue"])
         self.history = [list(h) for h in state["history"]]
         self.baseline = state["baseline"]
         self.reward_var = state["reward_var"]

@@ -1,0 +1,335 @@
+"""Searchers on a real tabular benchmark: who finds the fastest-accurate architecture in fewest trials.
+
+For every latency device of the table (``lat_*`` columns), with the hard reward and the target set to
+that device's median latency, every registered searcher runs ``--trials`` trials for ``--seeds`` seeds
+(in-process, :func:`run_search`). Reported per device and searcher:
+
+- ``best_at``: mean over seeds of the best feasible accuracy (latency strictly under the target) after
+  50, 100, 200 and 500 trials;
+- ``trials_to_target_median``: median over seeds of the trials needed to come within 0.5 pp of the best
+  feasible accuracy in the whole table (``null`` when the median seed never got there);
+- ``hit_share``: share of seeds that got there; ``infeasible_share``: share of proposals over the target.
+
+Then a few seeds go through the Ray Tune adapter (a real local Ray, concurrency > 1) and the same
+seeds through the in-process loop with as many proposals outstanding, to show they behave alike.
+
+    nice -n 10 .venv/bin/python bench/searchers.py [--table CSV] [--seeds 20] [--trials 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+DEFAULT_TABLE = ROOT.parent / "shared" / "data" / "nb201-latency" / "nb201_cifar10_latency.csv.gz"
+CHECKPOINTS = (50, 100, 200, 500)
+WITHIN_PP = 0.5
+
+_TABLE = None
+
+
+def _init_worker(table_path: str) -> None:
+    global _TABLE
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+    from search_spaces.searchers import TableSpace
+
+    _TABLE = TableSpace.from_csv(table_path)
+
+
+def target_accuracy(table, device: str, acc_col: str) -> tuple[float, float]:
+    """(median latency, best feasible accuracy) of a device — the constrained optimum to find."""
+    lat = table.latency(device)
+    target = float(np.median(lat))
+    return target, float(table.column(acc_col)[lat < target].max())
+
+
+def summarise(best_curves: list[np.ndarray], hits: list[float], infeasible: list[float], trials: int) -> dict:
+    """The per-(device, searcher) record of the JSON, from the per-seed results."""
+    checkpoints = [c for c in CHECKPOINTS if c < trials] + [trials]
+    best_at = {}
+    for c in checkpoints:
+        values = np.array([curve[c - 1] if len(curve) >= c else np.nan for curve in best_curves])
+        best_at[str(c)] = None if np.isnan(values).all() else round(float(np.nanmean(values)), 4)
+    median = float(np.median(np.array(hits, dtype=float)))
+    return {
+        "best_at": best_at,
+        "trials_to_target_median": None if not np.isfinite(median) else median,
+        "hit_share": round(float(np.mean(np.isfinite(hits))), 3),
+        "infeasible_share": round(float(np.mean(infeasible)), 4),
+        "trials_to_target": [None if not np.isfinite(h) else int(h) for h in hits],
+    }
+
+
+def hit_time(trace, optimum: float) -> float:
+    """1-based trial at which a feasible architecture within ``WITHIN_PP`` of the optimum was found."""
+    good = trace.feasible & (np.asarray(trace.accuracy) >= optimum - WITHIN_PP - 1e-9)
+    return float(np.argmax(good) + 1) if good.any() else float("inf")
+
+
+def run_one(job: tuple) -> dict:
+    """One (device, searcher, seed) search in a worker process."""
+    device, searcher, seed, trials, acc_col, outstanding, options = job
+    from search_spaces.searchers import create_searcher, run_search
+
+    target, optimum = target_accuracy(_TABLE, device, acc_col)
+    start = time.perf_counter()
+    trace = run_search(
+        create_searcher(searcher, _TABLE, seed=seed, **options.get(searcher, {})),
+        _TABLE,
+        device=device,
+        trials=trials,
+        target_ms=target,
+        accuracy=acc_col,
+        outstanding=outstanding,
+        seed=seed,
+    )
+    return {
+        "device": device,
+        "searcher": searcher,
+        "seed": seed,
+        "best": trace.best_feasible(),
+        "hit": hit_time(trace, optimum),
+        "infeasible": float(1.0 - trace.feasible.mean()),
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def run_grid(table_path, devices, searchers, seeds, trials, acc_col, outstanding, workers, options) -> dict:
+    jobs = [
+        (d, s, seed, trials, acc_col, outstanding, options)
+        for d in devices
+        for s in searchers
+        for seed in seeds
+    ]
+    results: dict = {}
+    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(str(table_path),)) as pool:
+        for r in pool.map(run_one, jobs, chunksize=1):
+            results.setdefault(r["device"], {}).setdefault(r["searcher"], []).append(r)
+    return results
+
+
+def tune_comparison(table, device, searchers, seeds, trials, concurrency, acc_col, options) -> dict:
+    """The same searchers through the Ray Tune adapter on a local Ray, against the in-process loop."""
+    import ray
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+
+    from search_spaces.rewards import compute_reward
+    from search_spaces.searchers import create_searcher, run_search
+    from search_spaces.searchers.tabular import SearchTrace
+    from search_spaces.searchers.tune import TuneAdapter
+
+    target, optimum = target_accuracy(table, device, acc_col)
+    acc, lat = table.column(acc_col), table.latency(device)
+
+    def trainable(config, acc=acc, lat=lat, target=target):
+        row = config["row"]
+        tune.report(
+            {
+                "accuracy": float(acc[row]),
+                "latency_ms": float(lat[row]),
+                "reward": compute_reward("hard", acc[row], lat[row], target),
+            }
+        )
+
+    ray.init(num_cpus=concurrency, include_dashboard=False, log_to_driver=False)
+    out: dict = {"device": device, "trials": trials, "concurrency": concurrency, "seeds": list(seeds)}
+    try:
+        for name in searchers:
+            tuned, local = [], []
+            for seed in seeds:
+                start = time.perf_counter()
+                adapter = TuneAdapter(
+                    create_searcher(name, table, seed=seed, **options.get(name, {})),
+                    to_config=lambda t: {"row": table.row(t)},
+                )
+                tuner = tune.Tuner(
+                    tune.with_resources(trainable, {"cpu": 1}),
+                    tune_config=tune.TuneConfig(
+                        search_alg=ConcurrencyLimiter(adapter, max_concurrent=concurrency),
+                        num_samples=trials,
+                        metric="reward",
+                        mode="max",
+                    ),
+                    run_config=tune.RunConfig(
+                        verbose=0, storage_path=f"/tmp/geonas-bench-tune-{os.getpid()}"
+                    ),
+                )
+                results = tuner.fit()
+                frame = results.get_dataframe().sort_values("timestamp", kind="stable")
+                trace = SearchTrace(target_ms=target)
+                trace.accuracy = frame["accuracy"].tolist()
+                trace.latency = frame["latency_ms"].tolist()
+                tuned.append((trace, time.perf_counter() - start))
+                local.append(
+                    run_search(
+                        create_searcher(name, table, seed=seed, **options.get(name, {})),
+                        table,
+                        device=device,
+                        trials=trials,
+                        target_ms=target,
+                        accuracy=acc_col,
+                        outstanding=concurrency,
+                        seed=seed,
+                    )
+                )
+            out[name] = {
+                "tune": summarise(
+                    [t.best_feasible() for t, _ in tuned],
+                    [hit_time(t, optimum) for t, _ in tuned],
+                    [1 - t.feasible.mean() for t, _ in tuned],
+                    trials,
+                ),
+                "in_process": summarise(
+                    [t.best_feasible() for t in local],
+                    [hit_time(t, optimum) for t in local],
+                    [1 - t.feasible.mean() for t in local],
+                    trials,
+                ),
+                "tune_seconds_per_run": round(float(np.mean([s for _, s in tuned])), 1),
+            }
+    finally:
+        ray.shutdown()
+    return out
+
+
+def print_table(devices: dict) -> None:
+    header = f"{'device':14} {'searcher':22} " + " ".join(f"{'@' + c:>8}" for c in map(str, CHECKPOINTS))
+    print(header + f" {'t2t med':>8} {'hit':>5} {'infeas':>7} {'s/run':>6}")
+    for device, by_searcher in devices.items():
+        for name, rec in by_searcher.items():
+            cells = " ".join(f"{rec['best_at'].get(str(c)) or float('nan'):8.2f}" for c in CHECKPOINTS)
+            t2t = rec["trials_to_target_median"]
+            print(
+                f"{device:14} {name:22} {cells} {('-' if t2t is None else f'{t2t:.0f}'):>8} "
+                f"{rec['hit_share']:5.2f} {rec['infeasible_share']:7.3f} {rec.get('seconds_per_run', 0):6.1f}"
+            )
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--table", default=str(DEFAULT_TABLE))
+    parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--trials", type=int, default=500)
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "searchers.json"))
+    parser.add_argument("--acc", default="cifar10_test", help="accuracy column")
+    parser.add_argument("--devices", nargs="*", help="subset of devices (default: every lat_* column)")
+    parser.add_argument("--searchers", nargs="*", help="subset of searchers (default: all registered)")
+    parser.add_argument("--workers", type=int, default=2, help="processes (at most 2 on a shared machine)")
+    parser.add_argument(
+        "--outstanding", type=int, default=1, help="proposals in flight in the in-process loop"
+    )
+    parser.add_argument("--options", default="{}", help='JSON: {"ppo": {"lr": 0.01}, ...}')
+    parser.add_argument(
+        "--tune-seeds", type=int, default=2, help="seeds through the Ray Tune adapter (0: skip)"
+    )
+    parser.add_argument("--tune-trials", type=int, default=200)
+    parser.add_argument("--tune-concurrency", type=int, default=2)
+    parser.add_argument("--tune-searchers", nargs="*", default=["ppo", "random"])
+    args = parser.parse_args(argv)
+
+    from search_spaces.searchers import TableSpace, list_searchers
+
+    table = TableSpace.from_csv(args.table)
+    devices = args.devices or table.devices
+    searchers = args.searchers or list_searchers()
+    options = json.loads(args.options)
+    start = time.perf_counter()
+    grid = run_grid(
+        args.table,
+        devices,
+        searchers,
+        range(args.seeds),
+        args.trials,
+        args.acc,
+        args.outstanding,
+        args.workers,
+        options,
+    )
+    grid_seconds = time.perf_counter() - start
+    report: dict = {
+        "config": {
+            "table": Path(args.table).name,
+            "accuracy": args.acc,
+            "reward": "hard",
+            "target": "median latency of the device",
+            "within_pp": WITHIN_PP,
+            "seeds": args.seeds,
+            "trials": args.trials,
+            "outstanding": args.outstanding,
+            "options": options,
+            "grid_seconds": round(grid_seconds, 1),
+            "workers": args.workers,
+        },
+        "devices": {},
+    }
+    for device in devices:
+        target, optimum = target_accuracy(table, device, args.acc)
+        report["devices"][device] = {}
+        for name in searchers:
+            runs = grid[device][name]
+            rec = summarise(
+                [r["best"] for r in runs],
+                [r["hit"] for r in runs],
+                [r["infeasible"] for r in runs],
+                args.trials,
+            )
+            rec["seconds_per_run"] = round(float(np.mean([r["seconds"] for r in runs])), 2)
+            report["devices"][device][name] = rec
+        report["config"].setdefault("targets", {})[device] = {
+            "target_ms": target,
+            "best_feasible_accuracy": optimum,
+        }
+    print(
+        f"grid: {len(devices)} devices x {len(searchers)} searchers x {args.seeds} seeds x {args.trials} "
+        f"trials in {grid_seconds:.0f} s ({args.workers} workers)"
+    )
+    print_table(
+        {d: {k: v for k, v in s.items() if not k.startswith("_")} for d, s in report["devices"].items()}
+    )
+
+    if args.tune_seeds > 0:
+        start = time.perf_counter()
+        comparison = tune_comparison(
+            table,
+            devices[0],
+            args.tune_searchers,
+            range(args.tune_seeds),
+            args.tune_trials,
+            args.tune_concurrency,
+            args.acc,
+            options,
+        )
+        comparison["seconds"] = round(time.perf_counter() - start, 1)
+        report["tune"] = comparison
+        print(
+            f"\nRay Tune adapter vs in-process loop ({devices[0]}, {args.tune_seeds} seeds, "
+            f"{args.tune_trials} trials, concurrency {args.tune_concurrency}, {comparison['seconds']:.0f} s):"
+        )
+        for name in args.tune_searchers:
+            for how in ("tune", "in_process"):
+                rec = comparison[name][how]
+                cells = " ".join(f"@{k}={v:.2f}" for k, v in rec["best_at"].items() if v is not None)
+                print(f"  {name:8} {how:10} {cells}  trials_to_target={rec['trials_to_target']}")
+
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nwrote {args.out}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

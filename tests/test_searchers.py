@@ -1,0 +1,328 @@
+"""Contract tests over every registered searcher, the dedup wrapper, the tabular loop and the Tune adapter."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from search_spaces.errors import SpecError
+from search_spaces.searchers import (
+    Deduplicated,
+    TableSpace,
+    create_searcher,
+    list_searchers,
+    run_search,
+)
+
+torch.set_num_threads(1)
+
+SEARCHERS = list_searchers()
+# Small enough that the PPO controller updates within a test; every option is the searcher's own.
+FAST = {
+    "ppo": {"batch_size": 5, "lr": 1e-2},
+    "regularized_evolution": {"population_size": 8, "sample_size": 3},
+    "tpe": {"n_startup_trials": 5},
+}
+
+
+class MaskedSpace:
+    """Four positions with prefix-dependent masks; positions 1 and 2 are unordered (like a sum)."""
+
+    sizes = (3, 4, 4, 2)
+
+    def mask(self, position: int, prefix: Sequence[int]) -> np.ndarray:
+        m = np.ones(self.sizes[position], dtype=bool)
+        if position == 1:
+            m[prefix[0] + 2 :] = False  # choice <= first token + 1
+        elif position == 2:
+            m[prefix[1]] = False  # differs from position 1
+        elif position == 3 and prefix[0] != 0:
+            m[1:] = False
+        return m
+
+    def canonical(self, tokens: Sequence[int]) -> str:
+        a, b = sorted(tokens[1:3])
+        return f"{tokens[0]}:{a},{b}:{tokens[3]}"
+
+    def all_canonical(self) -> set[str]:
+        out = set()
+        for t0 in range(3):
+            for t1 in np.flatnonzero(self.mask(1, [t0])):
+                for t2 in np.flatnonzero(self.mask(2, [t0, t1])):
+                    for t3 in np.flatnonzero(self.mask(3, [t0, t1, t2])):
+                        out.add(self.canonical([t0, t1, t2, t3]))
+        return out
+
+
+def valid(space, tokens) -> bool:
+    return len(tokens) == len(space.sizes) and all(
+        space.mask(i, list(tokens[:i]))[t] for i, t in enumerate(tokens)
+    )
+
+
+def toy_reward(tokens) -> float:
+    return float(tokens[0] + tokens[1] - 0.5 * tokens[3])
+
+
+def make(name, seed=0, space=None):
+    return create_searcher(name, space or MaskedSpace(), seed=seed, **FAST.get(name, {}))
+
+
+def drive(searcher, steps, outstanding=3, reward=toy_reward, rng_seed=0):
+    """Propose/observe with a few proposals in flight, completing them in a seeded random order."""
+    rng = np.random.default_rng(rng_seed)
+    in_flight, seen = [], []
+    for _ in range(steps):
+        while len(in_flight) < outstanding:
+            proposal = searcher.propose()
+            if proposal is None:
+                break
+            in_flight.append(proposal)
+            seen.append(proposal)
+        if not in_flight:
+            break
+        proposal = in_flight.pop(int(rng.integers(len(in_flight))))
+        searcher.observe(proposal.id, reward(proposal.tokens))
+    return seen, in_flight
+
+
+@pytest.mark.parametrize("name", SEARCHERS)
+def test_proposals_are_valid_under_masks(name):
+    space = MaskedSpace()
+    seen, _ = drive(make(name, space=space), 60)
+    assert len(seen) >= 60
+    assert all(valid(space, p.tokens) for p in seen)
+    assert len({p.id for p in seen}) == len(seen)
+
+
+@pytest.mark.parametrize("name", SEARCHERS)
+@pytest.mark.parametrize("dedupe", [False, True])
+def test_save_restore_gives_the_same_next_proposals(name, dedupe):
+    searcher = make(name, seed=1)
+    searcher = Deduplicated(searcher) if dedupe else searcher
+    _, in_flight = drive(searcher, 12)
+    assert in_flight, "the state must include pending proposals"
+    state = searcher.state_dict()
+
+    other = make(name, seed=12345)
+    other = Deduplicated(other) if dedupe else other
+    other.load_state_dict(state)
+    # The pending proposals survive: observing them works in the restored searcher.
+    for p in in_flight:
+        searcher.observe(p.id, toy_reward(p.tokens))
+        other.observe(p.id, toy_reward(p.tokens))
+    for _ in range(8):
+        a, b = searcher.propose(), other.propose()
+        assert a == b
+        if a is None:
+            break
+        searcher.observe(a.id, toy_reward(a.tokens))
+        other.observe(b.id, toy_reward(b.tokens))
+
+
+@pytest.mark.parametrize("name", SEARCHERS)
+def test_failed_and_nan_rewards_are_a_penalty_not_a_crash(name):
+    searcher = make(name)
+    rewards = iter([None, float("nan"), 1.0, float("inf"), None, 2.0] * 10)
+    seen, _ = drive(searcher, 40, reward=lambda tokens: next(rewards))
+    assert len(seen) >= 40
+    assert searcher.failure_reward() == 1.0  # the lowest real reward so far
+    if name == "ppo":
+        assert searcher.updates >= 5
+        assert all(torch.isfinite(p).all() for p in searcher.policy.parameters())
+    explicit = create_searcher(name, MaskedSpace(), seed=0, failure_reward=-5.0, **FAST.get(name, {}))
+    p = explicit.propose()
+    explicit.observe(p.id, None)
+    assert explicit.failure_reward() == -5.0
+
+
+@pytest.mark.parametrize("name", SEARCHERS)
+def test_duplicates_are_never_sent_to_the_trainer(name):
+    space = MaskedSpace()
+    everything = space.all_canonical()
+    search = Deduplicated(make(name, space=space), max_retries=20)
+    seen, in_flight = drive(search, len(everything) + 10, outstanding=3)
+    keys = [space.canonical(p.tokens) for p in seen]
+    assert len(keys) == len(set(keys)), "an architecture was proposed twice"
+    assert set(keys) == everything  # the fallback keeps the search going until the space is exhausted
+    assert not in_flight and search.propose() is None
+    assert search.stats["cache_hits"] + search.stats["linked"] > 0
+    # The inner searcher heard back about every proposal it made, duplicates included.
+    assert not search.inner.pending
+    assert search.inner.num_observed >= len(keys) - search.stats["explored"]
+
+
+def test_a_duplicate_of_a_running_trial_gets_its_reward_when_it_arrives():
+    space = MaskedSpace()
+    search = Deduplicated(create_searcher("random", space, seed=3), max_retries=200)
+    first = search.propose()
+    others = [search.propose() for _ in range(5)]
+    assert search.stats["linked"] > 0  # the tiny space makes random repeat the first one quickly
+    search.observe(first.id, 1.0)
+    for p in others:
+        search.observe(p.id, 0.0)
+    assert not search.inner.pending
+
+
+def test_unknown_searcher_and_unknown_proposal_are_spec_errors():
+    with pytest.raises(SpecError, match=", ".join(SEARCHERS)):
+        create_searcher("hyperband", MaskedSpace())
+    with pytest.raises(SpecError, match="bad options"):
+        create_searcher("random", MaskedSpace(), learning_rate=3)
+    searcher = create_searcher("random", MaskedSpace())
+    with pytest.raises(SpecError, match="not pending"):
+        searcher.observe("42", 1.0)
+    with pytest.raises(SpecError, match="saved by 'random'"):
+        create_searcher("tpe", MaskedSpace()).load_state_dict(searcher.state_dict())
+
+
+def test_ppo_learns_a_simple_preference():
+    """Reward = number of token-1s; after a few updates PPO proposes far more of them than chance."""
+
+    class Flat:
+        sizes = (4,) * 6
+
+        def mask(self, position, prefix):
+            return np.ones(4, dtype=bool)
+
+        def canonical(self, tokens):
+            return ",".join(map(str, tokens))
+
+    ppo = create_searcher("ppo", Flat(), seed=0, lr=1e-2, batch_size=10, ppo_epochs=8, advantage="rank")
+    seen, _ = drive(ppo, 300, outstanding=4, reward=lambda t: float(sum(x == 1 for x in t)))
+    first = np.mean([sum(x == 1 for x in p.tokens) for p in seen[:10]])
+    last = np.mean([sum(x == 1 for x in p.tokens) for p in seen[-50:]])
+    assert first < 3.0 and last > 4.0, (first, last)
+
+
+# -- tabular benchmark ---------------------------------------------------------------------------
+OPS = ["none", "skip_connect", "nor_conv_1x1"]
+
+
+def tiny_table(drop_every: int = 7) -> pd.DataFrame:
+    """A NAS-Bench-201-shaped table over 3 ops, with some rows missing (a partial table)."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for i, ops in enumerate(np.ndindex(*(3,) * 6)):
+        if i % drop_every == 3:
+            continue
+        e = [OPS[o] for o in ops]
+        arch = f"|{e[0]}~0|+|{e[1]}~0|{e[2]}~1|+|{e[3]}~0|{e[4]}~1|{e[5]}~2|"
+        convs = sum(o == 2 for o in ops)
+        rows.append(
+            {
+                "arch": arch,
+                "cifar10_test": 50 + 6 * convs + rng.normal(0, 1),
+                "lat_cpu": 1.0 + convs + rng.uniform(0, 0.5),
+                "lat_gpu": 0.5 + 0.3 * convs,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def test_table_space_masks_only_existing_rows(tmp_path):
+    frame = tiny_table()
+    path = tmp_path / "tiny.csv.gz"
+    frame.to_csv(path, index=False)
+    table = TableSpace.from_csv(path)
+    assert table.sizes == (3,) * 6 and table.devices == ["cpu", "gpu"]
+    assert table.vocab[0] == sorted(OPS)
+    rng = np.random.default_rng(0)
+    from search_spaces.tokens import sample_uniform
+
+    for _ in range(200):
+        tokens = sample_uniform(table, rng)
+        assert table.archs[table.row(tokens)] == table.canonical(tokens)
+    with pytest.raises(Exception, match="not found"):
+        TableSpace.from_csv(tmp_path / "missing.csv")
+    with pytest.raises(Exception, match="no latency for device 'tpu'"):
+        table.latency("tpu")
+
+
+@pytest.mark.parametrize("name", SEARCHERS)
+def test_run_search_over_a_table_with_outstanding_proposals(name):
+    table = TableSpace(tiny_table())
+    trace = run_search(make(name, space=table), table, device="cpu", trials=60, outstanding=4, seed=1)
+    assert len(trace.rows) == 60 == len(set(trace.rows))
+    assert trace.target_ms == pytest.approx(np.median(table.latency("cpu")))
+    best = trace.best_feasible()
+    assert np.all(np.diff(best[~np.isnan(best)]) >= 0)
+    assert all(math.isfinite(r) for r in trace.reward)
+
+
+def test_nb201_table_loads_when_present():
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "shared/data/nb201-latency/nb201_cifar10_latency.csv.gz"
+    if not path.exists():
+        pytest.skip(f"{path} not present")
+    table = TableSpace.from_csv(path)
+    assert table.sizes == (5,) * 6 and len(table.archs) == 15625
+    assert set(table.devices) == {"titan_rtx_256", "gold_6226", "raspi4", "pixel3", "fpga", "eyeriss"}
+
+
+# -- Ray Tune adapter ----------------------------------------------------------------------------
+def test_tune_adapter_runs_a_tiny_experiment(ray_cluster, tmp_path):
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+
+    from search_spaces.rewards import compute_reward
+    from search_spaces.searchers.tune import TuneAdapter
+
+    table = TableSpace(tiny_table())
+    acc, lat = table.column("cifar10_test"), table.latency("cpu")
+    target = float(np.median(lat))
+
+    def trainable(config):
+        row = config["row"]
+        if config["tokens"][0] == 0:  # a third of the architectures crash: they must count as failed
+            raise RuntimeError("simulated out-of-memory")
+        tune.report(
+            {
+                "miou": acc[row],
+                "latency_ms": lat[row],
+                "reward": compute_reward("hard", acc[row], lat[row], target),
+            }
+        )
+
+    adapter = TuneAdapter(
+        create_searcher("ppo", table, seed=0, batch_size=4), to_config=lambda t: {"row": table.row(t)}
+    )
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, {"cpu": 1}),
+        tune_config=tune.TuneConfig(
+            search_alg=ConcurrencyLimiter(adapter, max_concurrent=2),
+            num_samples=10,
+            metric="reward",
+            mode="max",
+        ),
+        run_config=tune.RunConfig(storage_path=str(tmp_path / "tune"), verbose=0),
+    )
+    results = tuner.fit()
+    assert len(results) == 10
+    rows = [r.config["row"] for r in results]
+    assert len(set(rows)) == 10
+    assert all(table.row(r.config["tokens"]) == r.config["row"] for r in results)
+    ppo = adapter.searcher.inner
+    assert ppo.num_observed >= 10 and not ppo.pending and not adapter.trials
+    assert ppo.updates >= 2
+
+    # A crashed trial is observed as failed: cached as None, the searcher went on.
+    crashed = [r for r in results if r.error]
+    assert crashed and all(adapter.searcher.cache[table.archs[r.config["row"]]] is None for r in crashed)
+    assert all(
+        adapter.searcher.cache[table.archs[r.config["row"]]] is not None for r in results if not r.error
+    )
+    path = tmp_path / "searcher.pkl"
+    adapter.save(str(path))
+    restored = TuneAdapter(
+        create_searcher("ppo", table, seed=99, batch_size=4), to_config=lambda t: {"row": table.row(t)}
+    )
+    restored.restore(str(path))
+    assert restored.suggest("next") == adapter.suggest("next")
+    assert list(tmp_path.glob(".searcher.pkl.*")) == []  # no temporary file left behind
