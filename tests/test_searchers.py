@@ -308,15 +308,15 @@ def test_tune_adapter_runs_a_tiny_experiment(ray_cluster, tmp_path):
     rows = [r.config["row"] for r in results]
     assert len(set(rows)) == 10
     assert all(table.row(r.config["tokens"]) == r.config["row"] for r in results)
-    ppo = adapter.searcher.inner
+    ppo = adapter.inner.inner
     assert ppo.num_observed >= 10 and not ppo.pending and not adapter.trials
     assert ppo.updates >= 2
 
     # A crashed trial is observed as failed: cached as None, the searcher went on.
     crashed = [r for r in results if r.error]
-    assert crashed and all(adapter.searcher.cache[table.archs[r.config["row"]]] is None for r in crashed)
+    assert crashed and all(adapter.inner.cache[table.archs[r.config["row"]]] is None for r in crashed)
     assert all(
-        adapter.searcher.cache[table.archs[r.config["row"]]] is not None for r in results if not r.error
+        adapter.inner.cache[table.archs[r.config["row"]]] is not None for r in results if not r.error
     )
     path = tmp_path / "searcher.pkl"
     adapter.save(str(path))

@@ -60,7 +60,9 @@ class TuneAdapter(TuneSearcher):
         dedupe: bool = True,
     ):
         super().__init__(metric=metric, mode=mode)
-        self.searcher = Deduplicated(searcher) if dedupe and isinstance(searcher, Searcher) else searcher
+        # Not named ``searcher``: Tune's SearchGenerator follows ``.searcher`` attributes down to the
+        # "base" searcher when it checkpoints, and would land on our inner object.
+        self.inner = Deduplicated(searcher) if dedupe and isinstance(searcher, Searcher) else searcher
         self.to_config = to_config
         self.reward_fn = reward_fn
         self.trials: dict[str, str] = {}  # Tune trial id -> proposal id
@@ -74,7 +76,7 @@ class TuneAdapter(TuneSearcher):
         return True
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
-        proposal = self.searcher.propose()
+        proposal = self.inner.propose()
         if proposal is None:
             return None
         self.trials[trial_id] = proposal.id
@@ -87,23 +89,23 @@ class TuneAdapter(TuneSearcher):
         if proposal_id is None:
             return
         reward = None if error or not result else self.reward_fn(result)
-        self.searcher.observe(proposal_id, reward)
+        self.inner.observe(proposal_id, reward)
 
     # -- persistence ------------------------------------------------------------------------------
     def get_state(self) -> dict[str, Any]:
         return {
-            "searcher": self.searcher.state_dict(),
+            "searcher": self.inner.state_dict(),
             "trials": dict(self.trials),
-            "name": self.searcher.name,
+            "name": self.inner.name,
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
-        if state.get("name") != self.searcher.name:
+        if state.get("name") != self.inner.name:
             raise SpecError(
                 f"searcher state was saved by {state.get('name')!r}; restore it into a {state.get('name')!r} "
-                f"searcher, not {self.searcher.name!r}"
+                f"searcher, not {self.inner.name!r}"
             )
-        self.searcher.load_state_dict(state["searcher"])
+        self.inner.load_state_dict(state["searcher"])
         self.trials = dict(state["trials"])
 
     def save(self, checkpoint_path: str) -> None:
