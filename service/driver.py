@@ -34,8 +34,13 @@ def _store_callback_class():
     class StoreCallback(Callback):
         """Writes each Tune trial event to the store, idempotently (keyed by experiment + Tune trial id)."""
 
-        def __init__(self, store: Store, experiment_id: str, kind: str = "searched") -> None:
-            self.store, self.experiment_id, self.kind = store, experiment_id, kind
+        def __init__(self, database_url: str, experiment_id: str, kind: str = "searched") -> None:
+            # Tune pickles its callbacks with the experiment state: hold the URL, not the engine.
+            self.database_url, self.experiment_id, self.kind = database_url, experiment_id, kind
+
+        @property
+        def store(self) -> Store:
+            return get_store(self.database_url)
 
         def _id(self, trial) -> str:
             return f"{self.experiment_id}-{trial.trial_id}"
@@ -186,7 +191,7 @@ def run_experiment(experiment_id: str, store: Store, storage: str) -> None:
     run_config = tune.RunConfig(
         name=f"experiment-{experiment_id}",
         storage_path=storage,
-        callbacks=[StoreCallback(store, experiment_id)],
+        callbacks=[StoreCallback(store.url, experiment_id)],
         failure_config=tune.FailureConfig(max_failures=0),
         verbose=0,
     )
@@ -212,7 +217,7 @@ def run_experiment(experiment_id: str, store: Store, storage: str) -> None:
             run_config=tune.RunConfig(
                 name=f"experiment-{experiment_id}-baselines",
                 storage_path=storage,
-                callbacks=[StoreCallback(store, experiment_id, kind="baseline")],
+                callbacks=[StoreCallback(store.url, experiment_id, kind="baseline")],
                 verbose=0,
             ),
         )

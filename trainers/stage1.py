@@ -65,20 +65,16 @@ def descriptor_key(descriptor: dict[str, Any]) -> tuple[str, str]:
 
 
 def _measure_latency(model: torch.nn.Module, key: str, ctx: Stage1Context) -> float:
-    from search_spaces.latency import LatencyCache, cached_latency, measure_latency
+    from search_spaces.latency import LatencyCache, LatencyKey, cached_latency, measure_latency
 
     tile = ctx.latency.tile_size or ctx.chip_size
     shape = (ctx.latency.batch_size, ctx.in_chans, tile, tile)
-
-    def measure():
-        return measure_latency(model, shape, ctx.latency.profile)
-
-    if ctx.latency.cache_path:
-        result = cached_latency(
-            LatencyCache(ctx.latency.cache_path), (key, ctx.latency.profile, shape), measure
-        )
-    else:
-        result = measure()
+    cache = LatencyCache(ctx.latency.cache_path) if ctx.latency.cache_path else None
+    result = cached_latency(
+        cache,
+        LatencyKey.of(key, ctx.latency.profile, shape),
+        lambda: measure_latency(model, shape, ctx.latency.profile),
+    )
     return float(result.median_ms)
 
 

@@ -1,0 +1,181 @@
+"""The ``geonas`` command line. It talks to the REST API (``--url``), never to the database.
+
+Errors a user can fix are printed as one line and exit with status 1; no tracebacks.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+import yaml
+from rich.console import Console
+
+from search_spaces.errors import GeonasError
+
+from .client import ApiClient
+
+app = typer.Typer(
+    help="geonas: latency-constrained NAS for satellite-image segmentation.", no_args_is_help=True
+)
+experiments_app = typer.Typer(help="List and inspect experiments.", no_args_is_help=True)
+data_app = typer.Typer(help="Create and import datasets.", no_args_is_help=True)
+app.add_typer(experiments_app, name="experiments")
+app.add_typer(data_app, name="data")
+
+console = Console()
+DEFAULT_URL = "http://127.0.0.1:8000"
+UrlOption = typer.Option(DEFAULT_URL, "--url", envvar="GEONAS_URL", help="The geonas API.")
+
+
+def friendly(fn):
+    """Print a GeonasError as one red line and exit 1, instead of a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except GeonasError as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def _load_spec(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise GeonasError(f"spec file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise GeonasError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise GeonasError(f"{path} must hold a mapping (an experiment spec), got {type(data).__name__}")
+    return data
+
+
+@app.command()
+@friendly
+def serve(
+    host: str = typer.Option(None, help="Bind address (default from GEONAS_API_HOST)."),
+    port: int = typer.Option(None, help="Port (default from GEONAS_API_PORT)."),
+) -> None:
+    """Serve the API; with no RAY_ADDRESS, start a local Ray head first."""
+    import uvicorn
+
+    from cluster.connect import connect
+
+    from .app import create_app
+    from .jobs import JobLauncher
+    from .settings import get_settings
+
+    settings = get_settings()
+    cluster = connect(settings.ray_address, num_cpus=settings.local_num_cpus, home=settings.home)
+    console.print(f"Ray dashboard: {cluster.dashboard_url}  ({cluster.token_note})")
+    application = create_app(settings, launcher=JobLauncher(cluster.dashboard_url, settings))
+    try:
+        uvicorn.run(application, host=host or settings.api_host, port=port or settings.api_port)
+    finally:
+        cluster.stop()
+
+
+@app.command()
+@friendly
+def demo(
+    trials: int = typer.Option(None, help="Override the demo's trial budget."),
+    epochs: int = typer.Option(None, help="Override the demo's epochs per trial."),
+) -> None:
+    """Run the whole product locally: demo data, Ray, the API, a small search, the leaderboard."""
+    from .demo import run_demo
+
+    final = run_demo(console, trials=trials, epochs=epochs)
+    if final["state"] != "completed":
+        raise typer.Exit(1)
+
+
+@app.command()
+@friendly
+def submit(
+    spec: Path = typer.Argument(..., help="Experiment spec (YAML)."),
+    wait: bool = typer.Option(False, "--wait", help="Follow the trials until the experiment ends."),
+    url: str = UrlOption,
+) -> None:
+    """Submit an experiment spec."""
+    client = ApiClient(url)
+    created = client.submit(_load_spec(spec))
+    console.print(f"experiment {created['id']} submitted as Ray Job {created['job_id']}")
+    if created.get("dashboard_url"):
+        console.print(f"dashboard: {created['dashboard_url']}  ({created.get('dashboard_note')})")
+    if wait:
+        from .watch import watch_experiment
+
+        final = watch_experiment(client, created["id"], console)
+        if final["state"] != "completed":
+            console.print(f"[red]{final['state']}[/red]: {final.get('error')}")
+            raise typer.Exit(1)
+
+
+@experiments_app.command("list")
+@friendly
+def experiments_list(url: str = UrlOption) -> None:
+    """All experiments, newest first."""
+    from .render import experiments_table
+
+    console.print(experiments_table(ApiClient(url).experiments()))
+
+
+@experiments_app.command("show")
+@friendly
+def experiments_show(experiment_id: str, url: str = UrlOption) -> None:
+    """One experiment and its trials."""
+    from .render import experiments_table, trials_table
+
+    client = ApiClient(url)
+    console.print(experiments_table([client.experiment(experiment_id)]))
+    console.print(trials_table(client.trials(experiment_id)))
+
+
+@app.command()
+@friendly
+def leaderboard(
+    max_latency_ms: float = typer.Option(
+        None, "--max-latency-ms", help="Only models at or under this latency."
+    ),
+    device: str = typer.Option(None, help="Only latencies measured on this device profile."),
+    limit: int = typer.Option(20, help="Rows to show."),
+    url: str = UrlOption,
+) -> None:
+    """Models ranked by mIoU across experiments; ★ marks the mIoU/latency Pareto front."""
+    from .render import leaderboard_table
+
+    console.print(
+        leaderboard_table(
+            ApiClient(url).leaderboard(max_latency_ms=max_latency_ms, device=device, limit=limit)
+        )
+    )
+
+
+@data_app.command("demo")
+@friendly
+def data_demo(
+    out_dir: Path = typer.Argument(..., help="Folder to write the dataset into."),
+    size: int = typer.Option(64, help="Chip side in pixels."),
+    bands: int = typer.Option(4, help="Number of bands (≥ 3)."),
+    seed: int = typer.Option(0),
+) -> None:
+    """Write the demo segmentation dataset as GeoTIFF chips with a dataset.yaml."""
+    from trainers.demo_data import write_demo_dataset
+
+    root = write_demo_dataset(out_dir, size=size, bands=bands, seed=seed)
+    console.print(f"wrote demo dataset to {root}")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app(prog_name="geonas")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

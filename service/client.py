@@ -1,0 +1,65 @@
+"""A small REST client for the geonas API; the CLI never touches the database directly."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from search_spaces.errors import GeonasError
+
+__all__ = ["ApiClient", "ApiError"]
+
+
+class ApiError(GeonasError):
+    """The API answered with an error, or could not be reached."""
+
+
+def _describe(detail: Any) -> str:
+    if isinstance(detail, list):
+        parts = []
+        for item in detail:
+            loc = ".".join(str(x) for x in item.get("loc", []) if x != "body")
+            parts.append(f"{loc}: {item.get('msg')}" if loc else str(item.get("msg")))
+        return "; ".join(parts)
+    return str(detail)
+
+
+class ApiClient:
+    def __init__(self, url: str, timeout: float = 30.0) -> None:
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(base_url=self.url, timeout=timeout)
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ApiError(
+                f"cannot reach the geonas API at {self.url} ({exc}); is `geonas serve` running?"
+            ) from None
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("detail", response.text)
+            except ValueError:
+                detail = response.text
+            raise ApiError(f"{response.status_code}: {_describe(detail)}")
+        return response.json()
+
+    def health(self) -> dict[str, Any]:
+        return self._call("GET", "/healthz")
+
+    def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", "/v1/experiments", json=spec)
+
+    def experiments(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/v1/experiments")
+
+    def experiment(self, experiment_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/experiments/{experiment_id}")
+
+    def trials(self, experiment_id: str) -> list[dict[str, Any]]:
+        return self._call("GET", f"/v1/experiments/{experiment_id}/trials")
+
+    def leaderboard(self, **params: Any) -> dict[str, Any]:
+        clean = {k: v for k, v in params.items() if v is not None}
+        return self._call("GET", "/v1/leaderboard", params=clean)
