@@ -49,15 +49,20 @@ def gather_with_grad(z: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts, dim=0)
 
 
-def layer_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+def layer_loss(
+    z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1, normalize: bool = False
+) -> torch.Tensor:
     """Symmetric InfoNCE of one layer: ``z1``, ``z2`` (N, ...) are the two views' features, row i ↔ i.
 
-    Returns the mean over the N samples of the two directions' average cross-entropy.
+    Returns the mean over the N samples of the two directions' average cross-entropy. ``normalize``
+    (not the paper's choice, off by default) L2-normalises the rows first: cosine similarities.
     """
     if z1.shape != z2.shape:
         raise ValueError(f"views' features differ in shape: {tuple(z1.shape)} vs {tuple(z2.shape)}")
     a = z1.reshape(z1.shape[0], -1).float()
     b = z2.reshape(z2.shape[0], -1).float()
+    if normalize:
+        a, b = F.normalize(a, dim=1), F.normalize(b, dim=1)
     target = torch.arange(a.shape[0], device=a.device)
     with torch.autocast(device_type=a.device.type, enabled=False):
         forward = F.cross_entropy((a @ b.T) / temperature, target)
@@ -69,6 +74,7 @@ def contrastive_loss(
     features1: Sequence[torch.Tensor],
     features2: Sequence[torch.Tensor],
     temperature: float = 0.1,
+    normalize: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The CSF loss over layers, global over all workers.
 
@@ -83,7 +89,7 @@ def contrastive_loss(
     for f1, f2 in zip(features1, features2, strict=True):
         z1 = gather_with_grad(f1.reshape(f1.shape[0], -1))
         z2 = gather_with_grad(f2.reshape(f2.shape[0], -1))
-        total = total + layer_loss(z1, z2, temperature)
+        total = total + layer_loss(z1, z2, temperature, normalize)
     world = dist.get_world_size() if _distributed() else 1
     return total, total * world
 
@@ -91,13 +97,14 @@ def contrastive_loss(
 class ContrastiveLoss(torch.nn.Module):
     """Module form of :func:`contrastive_loss` with a fixed temperature (paper: τ = 0.1)."""
 
-    def __init__(self, temperature: float = 0.1) -> None:
+    def __init__(self, temperature: float = 0.1, normalize: bool = False) -> None:
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
         self.temperature = temperature
+        self.normalize = normalize
 
     def forward(
         self, features1: Sequence[torch.Tensor], features2: Sequence[torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        return contrastive_loss(features1, features2, self.temperature)
+        return contrastive_loss(features1, features2, self.temperature, self.normalize)

@@ -58,6 +58,7 @@ class PretrainConfig:
     warmup_steps: int = 3000
     grad_clip: float = 1.0
     temperature: float = 0.1
+    normalize: bool = False  # paper: no L2 normalisation; True uses cosine similarities
     crop: int = 128
     p_max: float = 0.66
     ramp_steps: int = 8000
@@ -160,7 +161,7 @@ class CSFStep:
             features = self.model(x)
         n = len(batch)
         loss, to_backward = contrastive_loss([f[:n] for f in features], [f[n:] for f in features],
-                                             cfg.temperature)
+                                             cfg.temperature, cfg.normalize)
         if not torch.isfinite(loss):
             raise GeonasError(f"CSF loss is {loss.item()} at step {step}; lower lr or temperature")
         self.optimizer.zero_grad(set_to_none=True)

@@ -1,0 +1,349 @@
+"""CSF benchmark: k-NN of random init vs CSF, transfer to Dubai segmentation, Ray throughput.
+
+    python bench/csf.py                          # profile "cpu": ~30 min on 2 shared cores
+    python bench/csf.py --profile quick          # smoke run, minutes
+    python bench/csf.py --profile gpu --device cuda --no-ray --tag gpu   # one GPU, no Ray there
+    (--export-cache DIR / --from-cache DIR keep the chips as .npz; GEONAS_DUBAI points at the data)
+
+What it does (all settings are printed and stored in the JSON):
+1. Chips. Dubai aerial (RGB, 6 classes): pretraining chips from tiles 1-6, k-NN chips from the
+   held-out tile 8 labelled by dominant class; transfer chips (with masks) from tiles 1-6 (10% of
+   them carry labels) and tile 8 (test). Multi-sensor: a generated 3-sensor, 12-band set; the first
+   two thirds of its chips pretrain, the last third is the k-NN set.
+2. CSF pretraining per data set with :class:`csf.train.CSFStep` (the step every Ray worker runs) in
+   this process, then k-NN (global-pooled last stage, PCA, k = 10/25/50/100) of the same
+   architecture with random init, with a user's supervised init (``--supervised-init``, a file) and
+   with CSF, per sensor and all bands.
+3. Transfer: the encoder + a small FPN-style decoder of this file fine-tuned on 10% of Dubai's
+   training chips, random init vs CSF encoder, same steps/batch/lr; mIoU on tile 8 (the lead's
+   stage-1 trainer is not used, so the comparison depends on nothing but this file and ``csf``).
+4. Throughput: :func:`csf.train.run_pretraining` on a local Ray with 1 and 2 workers (CPU),
+   images/s per worker and the 2-worker speed-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from csf.data import ChipSet  # noqa: E402
+from csf.encoder import CSFEncoder, build_encoder, load_init_weights  # noqa: E402
+from csf.knn import KS, evaluate_knn  # noqa: E402
+from csf.train import CSFStep, PretrainConfig  # noqa: E402
+
+DUBAI = Path(os.environ.get("GEONAS_DUBAI", "/work/shared/data/dubai-aerial"))
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+PROFILES = {
+    # 2 shared CPU cores: a small backbone, small chips, few steps.
+    "cpu": {"backbone": "resnet10t", "pretrain_steps": 60, "batch_size": 12, "chip": 40, "crop": 32,
+            "warmup_steps": 10, "ramp_steps": 40, "dubai_pretrain_chips": 1000, "dubai_knn_chips": 500,
+            "multisensor_chips": 750, "transfer_chip": 64, "transfer_steps": 80, "transfer_batch": 12,
+            "transfer_test_chips": 300, "throughput_steps": 10},
+    # One GPU: the paper's backbone at half its chip size (80 -> 64 px instead of 160 -> 128).
+    "gpu": {"backbone": "resnet50", "pretrain_steps": 2000, "batch_size": 128, "chip": 80, "crop": 64,
+            "warmup_steps": 300, "ramp_steps": 1000, "dubai_pretrain_chips": 4000, "dubai_knn_chips": 800,
+            "multisensor_chips": 1200, "transfer_chip": 64, "transfer_steps": 600, "transfer_batch": 32,
+            "transfer_test_chips": 600, "throughput_steps": 20},
+    "quick": {"backbone": "resnet10t", "pretrain_steps": 12, "batch_size": 8, "chip": 40, "crop": 32,
+              "warmup_steps": 3, "ramp_steps": 6, "dubai_pretrain_chips": 120, "dubai_knn_chips": 150,
+              "multisensor_chips": 240, "transfer_chip": 64, "transfer_steps": 10, "transfer_batch": 8,
+              "transfer_test_chips": 60, "throughput_steps": 6},
+}
+
+
+def settings(args: argparse.Namespace) -> dict:
+    s = dict(PROFILES[args.profile])
+    s.update(device=args.device, threads=args.threads, seed=0, p_max=0.66, lr=1e-3, temperature=0.1,
+             grad_clip=1.0, normalize=args.normalize, transfer_label_share=0.10, knn_tiles=[8],
+             transfer_test_tiles=[8])
+    for key in ("backbone", "steps", "batch"):
+        value = getattr(args, key)
+        if value:
+            s[{"steps": "pretrain_steps", "batch": "batch_size"}.get(key, key)] = value
+    return s
+
+
+# -- data ------------------------------------------------------------------------------------------
+
+
+def _save(chips: ChipSet, path: Path) -> None:
+    np.savez_compressed(
+        path, images=chips.images.astype(np.float16), labels=chips.labels,
+        masks=chips.masks if chips.masks is not None else np.zeros(0, np.uint8),
+        meta=json.dumps({"band_names": chips.band_names, "sensors": chips.sensors, "classes": chips.classes}),
+    )
+
+
+def _load(path: Path) -> ChipSet:
+    z = np.load(path)
+    meta = json.loads(str(z["meta"]))
+    masks = z["masks"] if z["masks"].size else None
+    return ChipSet(z["images"].astype(np.float32), meta["band_names"], meta["sensors"], z["labels"], masks,
+                   meta["classes"])
+
+
+def build_chips(s: dict, work: Path) -> dict[str, ChipSet]:
+    from csf.data import load_chips
+    from csf.multisensor import write_multisensor_dataset
+
+    d = {"kind": "dubai", "root": str(DUBAI)}
+    chips = {
+        "dubai_pretrain": load_chips({**d, "tiles": [1, 2, 3, 4, 5, 6], "chip": s["chip"],
+                                      "max_chips": s["dubai_pretrain_chips"], "seed": 0}),
+        "dubai_knn": load_chips({**d, "tiles": s["knn_tiles"], "chip": s["crop"],
+                                 "max_chips": s["dubai_knn_chips"], "seed": 1}),
+    }
+    train = load_chips({**d, "tiles": [1, 2, 3, 4, 5, 6], "chip": s["transfer_chip"], "seed": 2})
+    n_labelled = max(s["transfer_batch"], int(round(len(train) * s["transfer_label_share"])))
+    chips["transfer_train"] = train.subset(np.random.default_rng(3).permutation(len(train))[:n_labelled])
+    chips["transfer_test"] = load_chips({**d, "tiles": s["transfer_test_tiles"], "chip": s["transfer_chip"],
+                                         "max_chips": s["transfer_test_chips"], "seed": 4})
+    root = write_multisensor_dataset(work / "multisensor", n_chips=s["multisensor_chips"], size=s["chip"],
+                                     seed=0)
+    ms = load_chips({"kind": "multisensor", "root": str(root)})
+    cut = (2 * len(ms)) // 3
+    chips["ms_pretrain"], chips["ms_knn"] = ms.subset(np.arange(cut)), ms.subset(np.arange(cut, len(ms)))
+    # k-NN chips at the crop size, as the encoder saw them in pretraining (centre crop).
+    o = (s["chip"] - s["crop"]) // 2
+    knn = chips["ms_knn"]
+    chips["ms_knn"] = ChipSet(knn.images[:, :, o:o + s["crop"], o:o + s["crop"]].copy(), knn.band_names,
+                              knn.sensors, knn.labels, None, knn.classes)
+    return chips
+
+
+# -- pretraining and k-NN --------------------------------------------------------------------------
+
+
+def pretrain_local(chips: ChipSet, s: dict, device: torch.device) -> tuple[CSFEncoder, list[float], float]:
+    """CSF in this process with the workers' step; returns the encoder, loss curve and seconds."""
+    cfg = PretrainConfig.from_dict({
+        "data": {"kind": "in-memory"}, "backbone": s["backbone"], "steps": s["pretrain_steps"],
+        "batch_size": s["batch_size"], "lr": s["lr"], "warmup_steps": s["warmup_steps"],
+        "grad_clip": s["grad_clip"], "temperature": s["temperature"], "crop": s["crop"],
+        "p_max": s["p_max"], "ramp_steps": s["ramp_steps"], "seed": s["seed"], "normalize": s["normalize"],
+    })
+    torch.manual_seed(s["seed"])
+    encoder = build_encoder(s["backbone"], len(chips.band_names)).to(device)
+    if device.type == "cuda":
+        encoder = encoder.to(memory_format=torch.channels_last)
+    step_fn = CSFStep(encoder, cfg, device)
+    mean, std = chips.band_stats()
+    images = chips.normalised(mean, std)
+    losses, start = [], time.perf_counter()
+    for step in range(cfg.steps):
+        rng = torch.Generator().manual_seed(s["seed"] * 100_003 + step)
+        pick = torch.randperm(len(images), generator=rng)[: cfg.batch_size].numpy()
+        losses.append(step_fn(torch.from_numpy(images[pick]), step, rng)["loss"])
+    return encoder, losses, time.perf_counter() - start
+
+
+def random_encoder(s: dict, in_chans: int) -> CSFEncoder:
+    torch.manual_seed(s["seed"])
+    return build_encoder(s["backbone"], in_chans)
+
+
+# -- transfer --------------------------------------------------------------------------------------
+
+
+class TinyFPN(nn.Module):
+    """Encoder + a light FPN-style decoder: every stage projected to 32 channels, summed, classified."""
+
+    def __init__(self, encoder: CSFEncoder, num_classes: int) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.lateral = nn.ModuleList(nn.Conv2d(c, 32, 1) for c in encoder.channels)
+        self.head = nn.Sequential(nn.Conv2d(32, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+                                  nn.Conv2d(32, num_classes, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats = self.encoder.forward_all(x)
+        size = feats[0].shape[-2:]
+        y = sum(F.interpolate(lat(f), size=size, mode="bilinear", align_corners=False)
+                for lat, f in zip(self.lateral, feats, strict=True))
+        return F.interpolate(self.head(y), size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def miou(pred: np.ndarray, target: np.ndarray, num_classes: int, ignore: int = 255) -> float:
+    valid = target != ignore
+    ious = []
+    for c in range(num_classes):
+        p, t = (pred == c) & valid, (target == c) & valid
+        union = (p | t).sum()
+        if (t.sum()) > 0:
+            ious.append((p & t).sum() / union)
+    return float(np.mean(ious))
+
+
+def transfer(encoder: CSFEncoder, train: ChipSet, test: ChipSet, s: dict, device: torch.device,
+             mean: list[float], std: list[float]) -> float:
+    torch.manual_seed(s["seed"])
+    model = TinyFPN(encoder, len(train.classes)).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x_train = torch.from_numpy(train.normalised(mean, std))
+    y_train = torch.from_numpy(train.masks.astype(np.int64))
+    amp = device.type == "cuda"
+    model.train()
+    for step in range(s["transfer_steps"]):
+        g = torch.Generator().manual_seed(1000 + step)
+        pick = torch.randperm(len(x_train), generator=g)[: s["transfer_batch"]]
+        x, y = x_train[pick].to(device), y_train[pick].to(device)
+        if torch.rand(1, generator=g).item() < 0.5:
+            x, y = x.flip(-1), y.flip(-1)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            loss = F.cross_entropy(model(x).float(), y, ignore_index=255)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    model.eval()
+    preds = []
+    x_test = torch.from_numpy(test.normalised(mean, std))
+    with torch.no_grad():
+        for i in range(0, len(x_test), 32):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                preds.append(model(x_test[i:i + 32].to(device)).float().argmax(1).cpu().numpy())
+    return miou(np.concatenate(preds), test.masks, len(test.classes))
+
+
+# -- throughput ------------------------------------------------------------------------------------
+
+
+def throughput(s: dict, work: Path) -> dict:
+    import ray
+
+    from csf.train import run_pretraining
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    out = {}
+    for workers in (1, 2):
+        spec = {
+            "name": f"throughput-{workers}", "num_workers": workers, "use_gpu": False,
+            "data": {"kind": "multisensor", "root": str(work / "multisensor"), "max_chips": 200},
+            "backbone": s["backbone"], "steps": s["throughput_steps"], "batch_size": s["batch_size"],
+            "crop": s["crop"], "checkpoint_every": 10_000, "threads_per_worker": 1,
+        }
+        result = run_pretraining(spec, str(work / "ray"), progress=None)
+        out[workers] = result["images_per_s_per_worker"]
+    ray.shutdown()
+    return {"images_per_s_per_worker": {str(k): round(v, 2) for k, v in out.items()},
+            "speedup_2_vs_1": round(2 * out[2] / out[1], 2)}
+
+
+# -- report ----------------------------------------------------------------------------------------
+
+
+def _knn_table(knn: dict) -> str:
+    lines = [f"{'dataset':<24}{'init':<12}" + "".join(f"{'k=' + str(k):>16}" for k in KS),
+             f"{'':<36}" + "".join(f"{'same / acc':>16}" for _ in KS)]
+    for dataset, inits in knn.items():
+        for init, per_k in inits.items():
+            cells = "".join(f"{per_k[str(k)]['same_class']:>8.3f}/{per_k[str(k)]['accuracy']:.3f}"
+                            for k in KS)
+            lines.append(f"{dataset:<24}{init:<12}{cells}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="cpu")
+    parser.add_argument("--backbone")
+    parser.add_argument("--normalize", action="store_true", help="cosine similarities (not the paper's)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--steps", type=int)
+    parser.add_argument("--batch", type=int)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--supervised-init", help="a local weights file for the backbone (never downloaded)")
+    parser.add_argument("--no-ray", action="store_true", help="skip the Ray throughput section")
+    parser.add_argument("--export-cache", type=Path)
+    parser.add_argument("--from-cache", type=Path)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/geonas-bench-csf"))
+    parser.add_argument("--tag", default="", help="suffix of the result file: csf{-tag}.json")
+    parser.add_argument("--out", type=Path, help="result file (default bench/results/csf{-tag}.json)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    s = settings(args)
+    device = torch.device(args.device)
+    args.work.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+
+    if args.from_cache:
+        chips = {p.stem: _load(p) for p in sorted(args.from_cache.glob("*.npz"))}
+    else:
+        chips = build_chips(s, args.work)
+    if args.export_cache:
+        args.export_cache.mkdir(parents=True, exist_ok=True)
+        for name, c in chips.items():
+            _save(c, args.export_cache / f"{name}.npz")
+    print(f"settings: {json.dumps(s)}")
+    print("chips: " + ", ".join(f"{k}={len(v)}×{v.images.shape[1]}×{v.images.shape[2]}px"
+                                for k, v in chips.items()))
+
+    knn: dict[str, dict] = {}
+    pretraining: dict[str, dict] = {}
+    encoders: dict[str, CSFEncoder] = {}
+    for name, pre, ev in (("dubai", "dubai_pretrain", "dubai_knn"), ("multisensor", "ms_pretrain", "ms_knn")):
+        encoder, losses, seconds = pretrain_local(chips[pre], s, device)
+        encoders[name] = encoder
+        pretraining[name] = {"seconds": round(seconds, 1), "loss_first10": float(np.mean(losses[:10])),
+                             "loss_last10": float(np.mean(losses[-10:])),
+                             "images_per_s": round(s["batch_size"] * len(losses) / seconds, 2)}
+        print(f"pretrained {name}: {len(losses)} steps in {seconds:.0f}s, loss {losses[0]:.1f} → "
+              f"mean of last 10 {pretraining[name]['loss_last10']:.2f}")
+        mean, std = chips[pre].band_stats()
+        inits = {"random": random_encoder(s, len(chips[pre].band_names)), "csf": encoder}
+        if args.supervised_init:
+            sup = random_encoder(s, len(chips[pre].band_names))
+            load_init_weights(sup, args.supervised_init)
+            inits = {"random": inits["random"], "supervised": sup, "csf": encoder}
+        res = evaluate_knn(inits, chips[ev], mean, std, device=device)
+        for subset in next(iter(res.values())):
+            key = name if subset == "all" else f"{name}/{subset}"
+            knn[key] = {init: {str(k): {m: round(v[m], 4) for m in ("same_class", "accuracy")}
+                               for k, v in res[init][subset].items()} for init in res}
+    print("\nk-NN (same-class share / leave-one-out accuracy), held-out chips:")
+    print(_knn_table(knn))
+
+    mean, std = chips["dubai_pretrain"].band_stats()
+    transfer_res = {
+        "random": round(transfer(random_encoder(s, 3), chips["transfer_train"], chips["transfer_test"], s,
+                                 device, mean, std), 4),
+        "csf": round(transfer(encoders["dubai"], chips["transfer_train"], chips["transfer_test"], s,
+                              device, mean, std), 4),
+    }
+    print(f"\ntransfer (Dubai, {len(chips['transfer_train'])} labelled chips = 10% of tiles 1-6, "
+          f"{s['transfer_steps']} steps, mIoU on tile 8):")
+    print(f"{'init':<10}{'mIoU':>8}\n" + "\n".join(f"{k:<10}{v:>8.4f}" for k, v in transfer_res.items()))
+
+    result = {"settings": s, "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(),
+              "knn": knn, "transfer": transfer_res, "pretraining": pretraining}
+    if not args.no_ray:
+        tp = throughput(s, args.work)
+        result["throughput"] = tp
+        print("\nthroughput (Ray Train, CPU, 1 thread per worker, 2 shared cores):")
+        print(f"{'workers':<10}{'img/s/worker':>14}")
+        for w, v in tp["images_per_s_per_worker"].items():
+            print(f"{w:<10}{v:>14.2f}")
+        print(f"speed-up 2 vs 1 worker: {tp['speedup_2_vs_1']}×")
+    result["seconds"] = round(time.perf_counter() - t0, 1)
+    out = args.out or RESULTS / f"csf{'-' + args.tag if args.tag else ''}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    print(f"\nwrote {out} ({result['seconds']:.0f}s)")
+
+
+if __name__ == "__main__":
+    main()
