@@ -221,3 +221,13 @@ def test_band_count_mismatch_names_the_file(demo_copy):
     _write(demo_copy / "val" / "images" / f"{cid}.tif", np.ones((3, 32, 32), np.uint16))
     with pytest.raises(DataError, match=rf"images/{cid}.tif: has 3 bands but dataset.yaml lists 4"):
         SegmentationDataset(demo_copy, "val")
+
+
+def test_georeferencing_mismatch_names_the_mask(demo_copy):
+    info = DatasetInfo.load(demo_copy)
+    cid = info.chip_ids("test")[0]
+    mask_path = demo_copy / "test" / "masks" / f"{cid}.tif"
+    with rasterio.open(mask_path, "r+") as dst:
+        dst.transform = dst.transform * Affine.translation(5, 0)
+    with pytest.raises(DataError, match=rf"masks/{cid}.tif: geotransform differs from its image"):
+        SegmentationDataset(demo_copy, "test")
