@@ -193,3 +193,24 @@ def test_evaluate_knn_per_sensor_and_all(multisensor_root):
     result = evaluate_knn({"random": enc}, chips, mean, std, ks=(10,))
     assert set(result["random"]) == {"aerial", "smallsat", "landsat", "all"}
     assert 0.0 <= result["random"]["all"][10]["accuracy"] <= 1.0
+
+
+# -- GPU
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_step_uses_amp_and_channels_last_and_learns():
+    from csf.train import CSFStep, PretrainConfig
+
+    cfg = PretrainConfig.from_dict({"data": {"kind": "multisensor"}, "backbone": "resnet18", "crop": 48,
+                                    "p_max": 0.3, "warmup_steps": 5, "ramp_steps": 0})
+    device = torch.device("cuda")
+    encoder = build_encoder("resnet18", 12).to(device).to(memory_format=torch.channels_last)
+    step = CSFStep(encoder, cfg, device)
+    assert step.amp_dtype in (torch.bfloat16, torch.float16)
+    g = torch.Generator().manual_seed(0)
+    batch = torch.randn(32, 12, 64, 64, generator=g)
+    losses = [step(batch, i, g)["loss"] for i in range(40)]
+    assert all(np.isfinite(losses))
+    assert np.mean(losses[-5:]) < np.mean(losses[:5])  # the same 32 chips: views become matchable
