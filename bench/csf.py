@@ -48,14 +48,14 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 PROFILES = {
     # 2 shared CPU cores: a small backbone, small chips, few steps.
-    "cpu": {"backbone": "resnet10t", "pretrain_steps": 60, "batch_size": 12, "chip": 40, "crop": 32,
-            "warmup_steps": 10, "ramp_steps": 40, "dubai_pretrain_chips": 1000, "dubai_knn_chips": 500,
-            "multisensor_chips": 750, "transfer_chip": 64, "transfer_steps": 80, "transfer_batch": 12,
-            "transfer_test_chips": 300, "throughput_steps": 10},
+    "cpu": {"backbone": "resnet10t", "pretrain_steps": 40, "batch_size": 12, "chip": 40, "crop": 32,
+            "warmup_steps": 8, "ramp_steps": 30, "dubai_pretrain_chips": 1000, "dubai_knn_chips": 500,
+            "multisensor_chips": 750, "transfer_chip": 64, "transfer_steps": 60, "transfer_batch": 12,
+            "transfer_test_chips": 300, "throughput_steps": 8},
     # One GPU: the paper's backbone at half its chip size (80 -> 64 px instead of 160 -> 128).
-    "gpu": {"backbone": "resnet50", "pretrain_steps": 2000, "batch_size": 128, "chip": 80, "crop": 64,
+    "gpu": {"backbone": "resnet50", "pretrain_steps": 1500, "batch_size": 128, "chip": 80, "crop": 64,
             "warmup_steps": 300, "ramp_steps": 1000, "dubai_pretrain_chips": 4000, "dubai_knn_chips": 800,
-            "multisensor_chips": 1200, "transfer_chip": 64, "transfer_steps": 600, "transfer_batch": 32,
+            "multisensor_chips": 900, "transfer_chip": 64, "transfer_steps": 600, "transfer_batch": 32,
             "transfer_test_chips": 600, "throughput_steps": 20},
     "quick": {"backbone": "resnet10t", "pretrain_steps": 12, "batch_size": 8, "chip": 40, "crop": 32,
               "warmup_steps": 3, "ramp_steps": 6, "dubai_pretrain_chips": 120, "dubai_knn_chips": 150,
@@ -256,6 +256,15 @@ def _knn_table(knn: dict) -> str:
     return "\n".join(lines)
 
 
+def _print_throughput(tp: dict) -> dict:
+    print("\nthroughput (Ray Train, CPU, 1 thread per worker, 2 shared cores):")
+    print(f"{'workers':<10}{'img/s/worker':>14}")
+    for w, v in tp["images_per_s_per_worker"].items():
+        print(f"{w:<10}{v:>14.2f}")
+    print(f"speed-up 2 vs 1 worker: {tp['speedup_2_vs_1']}x")
+    return tp
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -268,6 +277,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--supervised-init", help="a local weights file for the backbone (never downloaded)")
     parser.add_argument("--no-ray", action="store_true", help="skip the Ray throughput section")
+    parser.add_argument("--only-throughput", action="store_true",
+                        help="run only the Ray throughput section and add it to the existing result file")
     parser.add_argument("--export-cache", type=Path)
     parser.add_argument("--from-cache", type=Path)
     parser.add_argument("--work", type=Path, default=Path("/tmp/geonas-bench-csf"))
@@ -279,6 +290,16 @@ def main() -> None:
     device = torch.device(args.device)
     args.work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    out = args.out or RESULTS / f"csf{'-' + args.tag if args.tag else ''}.json"
+    if args.only_throughput:
+        from csf.multisensor import write_multisensor_dataset
+
+        write_multisensor_dataset(args.work / "multisensor", n_chips=200, size=s["chip"], seed=0)
+        result = json.loads(out.read_text()) if out.is_file() else {"settings": s}
+        result["throughput"] = _print_throughput(throughput(s, args.work))
+        out.write_text(json.dumps(result, indent=1))
+        print(f"\nadded throughput to {out} ({time.perf_counter() - t0:.0f}s)")
+        return
 
     if args.from_cache:
         chips = {p.stem: _load(p) for p in sorted(args.from_cache.glob("*.npz"))}
@@ -331,15 +352,8 @@ def main() -> None:
     result = {"settings": s, "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(),
               "knn": knn, "transfer": transfer_res, "pretraining": pretraining}
     if not args.no_ray:
-        tp = throughput(s, args.work)
-        result["throughput"] = tp
-        print("\nthroughput (Ray Train, CPU, 1 thread per worker, 2 shared cores):")
-        print(f"{'workers':<10}{'img/s/worker':>14}")
-        for w, v in tp["images_per_s_per_worker"].items():
-            print(f"{w:<10}{v:>14.2f}")
-        print(f"speed-up 2 vs 1 worker: {tp['speedup_2_vs_1']}×")
+        result["throughput"] = _print_throughput(throughput(s, args.work))
     result["seconds"] = round(time.perf_counter() - t0, 1)
-    out = args.out or RESULTS / f"csf{'-' + args.tag if args.tag else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
     print(f"\nwrote {out} ({result['seconds']:.0f}s)")
