@@ -295,6 +295,7 @@ class LatencyResult:
     estimate_rse: float = math.nan
     wall_s: float = 0.0
     host: str = field(default_factory=socket.gethostname)
+    node: str | None = None  # the Ray node that measured, when a latency meter did
     cached: bool = False
 
     def to_dict(self) -> dict[str, Any]:

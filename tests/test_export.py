@@ -94,3 +94,16 @@ def test_safetensors_errors_say_what_is_wrong(tmp_path: Path) -> None:
         load_weights(other, path)
     with pytest.raises(DataError, match="does not exist"):
         load_weights(model, tmp_path / "missing.safetensors")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_export_and_weights_from_a_model_on_the_gpu(tmp_path: Path) -> None:
+    model = build_model(arch_with("global_attention"), in_chans=4, num_classes=3).cuda().eval()
+    check_export(model, (1, 4, 64, 64), tmp_path / "gpu.onnx")
+    assert next(model.parameters()).is_cuda  # the export worked on a copy
+    path = save_weights(model, tmp_path / "gpu.safetensors", {"device": "cuda"})
+    fresh = build_model(arch_with("global_attention"), in_chans=4, num_classes=3).cuda().eval()
+    assert load_weights(fresh, path) == {"device": "cuda"}
+    x = torch.randn(1, 4, 64, 64, device="cuda")
+    assert torch.equal(fresh(x), model(x))

@@ -116,8 +116,10 @@ def test_harness_returns_sane_numbers_and_restores_threads_and_mode() -> None:
     assert 5 <= result.repeats <= 10
     assert 0 < result.min_ms <= result.raw_median_ms <= result.p90_ms < 10_000
     assert result.median_ms > 0 and result.cv >= 0 and result.wall_s > 0
-    assert result.reference_ms and result.ratio and result.median_ms == pytest.approx(
-        result.ratio * result.reference_ms
+    assert (
+        result.reference_ms
+        and result.ratio
+        and result.median_ms == pytest.approx(result.ratio * result.reference_ms)
     )
     assert LatencyResult.from_dict(result.to_dict()) == result
 
@@ -260,11 +262,14 @@ def test_meter_measures_once_then_answers_from_the_cache(ray_cluster, tmp_path: 
         assert first["cached"] is False and second["cached"] is True
         assert first["median_ms"] == second["median_ms"] > 0
         assert first["profile"] == "cpu-1threads" and first["key"] == model_key({"arch": arch.to_dict()}, 4)
-        assert first["node_id"] == ray_cluster.get_runtime_context().get_node_id()
+        assert first["node"] == second["node"] == ray_cluster.get_runtime_context().get_node_id()
+        assert first["meter"] == "latency-meter/cpu-1threads" and first["reference_ms"] > 0
         # the same named actor is found again, and it measured exactly once
         again = get_latency_meter("cpu-1threads", cache_path, placement)
         stats = ray_cluster.get(again.stats.remote())
-        assert stats["measured"] == 1 and stats["cache_hits"] == 1 and stats["pid"] == first["pid"]
+        assert (
+            stats["measured"] == 1 and stats["cache_hits"] == 1 and stats["meter_pid"] == first["meter_pid"]
+        )
         assert len(LatencyCache(cache_path)) == 1
 
         baseline = {"baseline": "unet", "backbone": "resnet18"}
@@ -273,5 +278,24 @@ def test_meter_measures_once_then_answers_from_the_cache(ray_cluster, tmp_path: 
 
         with pytest.raises(SpecError, match="bands"):
             ray_cluster.get(meter.measure.remote(arch.to_dict(), 4, 4, (1, 3, 32, 32)), timeout=60)
+    finally:
+        ray_cluster.kill(meter)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_meter_holds_a_gpu_and_measures(ray_cluster, tmp_path: Path) -> None:
+    from trainers.latency_actor import MeterPlacement, get_latency_meter, meter_actor_options
+
+    assert meter_actor_options("cuda")["num_gpus"] == 1.0
+    meter = get_latency_meter(
+        "cuda", tmp_path / "gpu.sqlite", MeterPlacement(namespace="test-gpu", harness=QUICK)
+    )
+    try:
+        result = ray_cluster.get(
+            meter.measure.remote(tiny_arch().to_dict(), 3, 4, (2, 3, 64, 64)), timeout=300
+        )
+        assert result["profile"].startswith("cuda:") and result["clock"] == "cuda-events"
+        assert result["median_ms"] > 0 and result["cached"] is False
     finally:
         ray_cluster.kill(meter)

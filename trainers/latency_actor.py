@@ -29,7 +29,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import ray
@@ -146,11 +146,12 @@ class LatencyMeter:
             pass
 
     def _provenance(self) -> dict[str, Any]:
+        """Who answered (the result's own ``node`` and ``host`` say who measured, maybe earlier)."""
         return {
             "meter": meter_name(self.profile),
-            "node_id": self.node_id,
-            "node_ip": self.node_ip,
-            "pid": os.getpid(),
+            "meter_node_id": self.node_id,
+            "meter_node_ip": self.node_ip,
+            "meter_pid": os.getpid(),
         }
 
     def _reference_ms(self) -> float:
@@ -175,7 +176,8 @@ class LatencyMeter:
             harness = dict(self.harness)
             if self.profile.backend != "torch-cuda" and harness.get("reference", "auto") == "auto":
                 harness["reference"] = self._reference_ms()
-            return measure_latency(factory(), input_shape, self.profile, **harness)
+            result = measure_latency(factory(), input_shape, self.profile, **harness)
+            return replace(result, node=self.node_id)  # cached with it: who measured stays known
 
         result = cached_latency(self.cache, key, measure)
         self.cache_hits += int(result.cached)
@@ -190,7 +192,8 @@ class LatencyMeter:
     ) -> dict[str, Any]:
         """Latency of a searched model (``ArchSpec.to_dict()``) or a descriptor (``{"arch"|"baseline"}``).
 
-        Returns :meth:`LatencyResult.to_dict` plus ``key``, ``cached`` and where it was measured.
+        Returns :meth:`LatencyResult.to_dict` (``cached``; ``node`` and ``host``: who measured) plus
+        ``key`` (the cache's architecture key) and ``meter*`` (who answered).
         """
         from search_spaces.builder import model_from_descriptor
 
