@@ -26,7 +26,7 @@ data_app = typer.Typer(help="Create and import datasets.", no_args_is_help=True)
 app.add_typer(experiments_app, name="experiments")
 app.add_typer(data_app, name="data")
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 130)
 DEFAULT_URL = "http://127.0.0.1:8000"
 UrlOption = typer.Option(DEFAULT_URL, "--url", envvar="GEONAS_URL", help="The geonas API.")
 
@@ -156,6 +156,48 @@ def leaderboard(
             ApiClient(url).leaderboard(max_latency_ms=max_latency_ms, device=device, limit=limit)
         )
     )
+
+
+@app.command()
+@friendly
+def predict(
+    model_id: str = typer.Argument(..., help="A registered (stage-2) model id."),
+    scene: Path = typer.Argument(..., help="GeoTIFF scene of any size with the model's bands."),
+    out: Path = typer.Argument(..., help="Output mask GeoTIFF (same CRS and transform)."),
+    probabilities: Path = typer.Option(None, help="Also write class probabilities (×255) here."),
+    tile: int = typer.Option(256, help="Tile side in pixels."),
+    overlap: int = typer.Option(32, help="Overlap between tiles in pixels (blended)."),
+    batch_size: int = typer.Option(None, help="Tiles per forward pass (default: from free memory)."),
+    url: str = UrlOption,
+) -> None:
+    """Segment a whole scene with a registered model, tile by tile."""
+    from rich.progress import Progress
+
+    from trainers.predict import predict_scene
+
+    from .predict_cli import load_registered_model, scene_band_indexes
+
+    client = ApiClient(url)
+    meta = client.model(model_id)
+    model = load_registered_model(client, meta)
+    bands = scene_band_indexes(scene, meta["data"]["bands"], meta.get("training", {}).get("data_root"))
+    with Progress(console=console) as bar:
+        task = bar.add_task(f"predicting {scene.name}", total=None)
+        report = predict_scene(
+            model,
+            scene,
+            out,
+            band_indexes=bands,
+            mean=meta["data"]["mean"],
+            std=meta["data"]["std"],
+            num_classes=len(meta["data"]["classes"]),
+            tile=tile,
+            overlap=overlap,
+            batch_size=batch_size,
+            probabilities=probabilities,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    console.print(f"wrote {report.out} ({report.width}×{report.height} px, {report.tiles} tiles)")
 
 
 @data_app.command("demo")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -59,6 +60,30 @@ class ApiClient:
 
     def trials(self, experiment_id: str) -> list[dict[str, Any]]:
         return self._call("GET", f"/v1/experiments/{experiment_id}/trials")
+
+    def models(self, experiment_id: str | None = None) -> list[dict[str, Any]]:
+        return self._call(
+            "GET", "/v1/models", params={"experiment_id": experiment_id} if experiment_id else None
+        )
+
+    def model(self, model_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/models/{model_id}")
+
+    def download_artifact(self, model_id: str, name: str, dest: Path) -> Path:
+        try:
+            with self._http.stream("GET", f"/v1/models/{model_id}/artifacts/{name}") as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise ApiError(f"{response.status_code}: {_describe(response.json().get('detail'))}")
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                tmp = dest.with_suffix(dest.suffix + ".part")
+                with tmp.open("wb") as fh:
+                    for chunk in response.iter_bytes():
+                        fh.write(chunk)
+                tmp.replace(dest)
+        except httpx.HTTPError as exc:
+            raise ApiError(f"cannot download {name} of model {model_id}: {exc}") from None
+        return dest
 
     def leaderboard(self, **params: Any) -> dict[str, Any]:
         clean = {k: v for k, v in params.items() if v is not None}

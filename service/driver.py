@@ -25,7 +25,7 @@ from .store import Store, get_store
 
 log = logging.getLogger("geonas.driver")
 
-__all__ = ["main", "run_experiment", "StoreCallback"]
+__all__ = ["main", "run_experiment", "run_stage2", "stage2_candidates"]
 
 
 def _store_callback_class():
@@ -222,7 +222,128 @@ def run_experiment(experiment_id: str, store: Store, storage: str) -> None:
             ),
         )
         baseline_tuner.fit()
+    run_stage2(spec, experiment_id, store, storage, context)
     store.update_experiment(experiment_id, state=State.COMPLETED)
+
+
+def stage2_candidates(spec: ExperimentSpec, trials: list) -> list:
+    """The top-k feasible searched architectures by reward (distinct), then every requested baseline."""
+    target = spec.latency.target_ms
+    hard = spec.latency.reward == "hard" and target is not None
+
+    def feasible(t) -> bool:
+        return not hard or (t.latency_ms is not None and t.latency_ms <= target)
+
+    done = [t for t in trials if t.stage == 1 and t.state == State.COMPLETED and t.reward is not None]
+    searched, seen = [], set()
+    for t in sorted((t for t in done if t.kind == "searched" and feasible(t)), key=lambda t: -t.reward):
+        if t.arch_hash not in seen:
+            seen.add(t.arch_hash)
+            searched.append(t)
+    baselines = [t for t in done if t.kind == "baseline"]
+    return searched[: spec.stage2.top_k] + (baselines if spec.stage2.top_k else [])
+
+
+def run_stage2(spec: ExperimentSpec, experiment_id: str, store: Store, storage: str, context) -> None:
+    """Fine-tune, evaluate, re-measure, export and register each stage-2 candidate."""
+    import json
+
+    from search_spaces.builder import model_from_descriptor
+    from search_spaces.latency import measure_latency
+    from trainers.export import export_onnx, save_weights
+    from trainers.stage2 import FinetuneConfig, run_finetune
+
+    for trial in stage2_candidates(spec, store.list_trials(experiment_id, stage=1)):
+        descriptor = {"arch": trial.arch} if trial.kind == "searched" else dict(trial.arch)
+        trial_id = f"{experiment_id}-s2-{trial.arch_hash}"
+        common = dict(stage=2, kind=trial.kind, arch=trial.arch, arch_hash=trial.arch_hash)
+        store.record_trial(trial_id, experiment_id, state=State.RUNNING, **common)
+        config = FinetuneConfig(
+            descriptor=descriptor,
+            data_root=spec.dataset.path,
+            bands=spec.dataset.bands,
+            epochs=spec.stage2.epochs,
+            batch_size=spec.stage1.batch_size,
+            lr=spec.stage1.lr,
+            seed=spec.seed,
+            backbone_weights=context.backbone_weights,
+        )
+        try:
+            result = run_finetune(
+                config, f"experiment-{experiment_id}-stage2-{trial.arch_hash}", storage, spec.stage2.workers
+            )
+            model = model_from_descriptor(descriptor, result.in_chans, result.num_classes).eval()
+            model.load_state_dict(result.state_dict)
+            tile = spec.latency.tile_size or context.chip_size
+            shape = (spec.latency.batch_size, result.in_chans, tile, tile)
+            latency = measure_latency(model, shape, spec.latency.device)
+            folder = Path(storage) / "models" / experiment_id / trial.arch_hash
+            folder.mkdir(parents=True, exist_ok=True)
+            data = {
+                "bands": result.bands,
+                "classes": result.class_names,
+                "mean": result.mean,
+                "std": result.std,
+                "chip_size": context.chip_size,
+                "ignore_index": context.ignore_index,
+            }
+            weights = save_weights(
+                model,
+                folder / "weights.safetensors",
+                {"descriptor": json.dumps(descriptor), "data": json.dumps(data)},
+            )
+            onnx = export_onnx(
+                model, (1, result.in_chans, context.chip_size, context.chip_size), folder / "model.onnx"
+            )
+            (folder / "model.json").write_text(
+                json.dumps({"descriptor": descriptor, "data": data, "training": _jsonable(config)}, indent=2)
+            )
+            metrics = {k: v for k, v in result.metrics.items() if k not in ("final",)}
+            metrics["onnx_max_abs_diff"] = onnx.max_abs_diff
+            store.record_trial(
+                trial_id,
+                experiment_id,
+                state=State.COMPLETED,
+                epoch=spec.stage2.epochs,
+                miou=metrics["miou"],
+                latency_ms=latency.median_ms,
+                latency_device=spec.latency.device,
+                params=sum(p.numel() for p in model.parameters()),
+                **common,
+            )
+            store.register_model(
+                experiment_id,
+                trial_id=trial_id,
+                kind=trial.kind,
+                arch_hash=trial.arch_hash,
+                descriptor=descriptor,
+                miou=metrics["miou"],
+                latency_ms=latency.median_ms,
+                latency_device=spec.latency.device,
+                metrics=metrics,
+                training=_jsonable(config),
+                data=data,
+                artifacts={
+                    "weights.safetensors": str(weights),
+                    "model.onnx": str(folder / "model.onnx"),
+                    "model.json": str(folder / "model.json"),
+                },
+            )
+        except Exception as exc:  # noqa: BLE001 - one failed fine-tune must not sink the others
+            log.exception("stage 2 failed for %s", trial.arch_hash)
+            store.record_trial(
+                trial_id,
+                experiment_id,
+                state=State.FAILED,
+                error=f"{type(exc).__name__}: {exc}"[:2000],
+                **common,
+            )
+
+
+def _jsonable(config) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return {k: v for k, v in asdict(config).items() if k != "descriptor"}
 
 
 def main(argv: list[str] | None = None) -> int:

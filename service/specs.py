@@ -25,6 +25,7 @@ __all__ = [
     "ExperimentCreated",
     "TrialPublic",
     "LeaderboardRow",
+    "ModelPublic",
     "Leaderboard",
 ]
 
@@ -182,6 +183,23 @@ class TrialPublic(BaseModel):
     history: list[dict[str, Any]]
     created_at: datetime
     updated_at: datetime
+
+
+class ModelPublic(BaseModel):
+    id: str
+    experiment_id: str
+    trial_id: str | None
+    kind: str
+    arch_hash: str | None
+    descriptor: dict[str, Any]
+    miou: float | None
+    latency_ms: float | None
+    latency_device: str | None
+    metrics: dict[str, Any]
+    training: dict[str, Any]
+    data: dict[str, Any]
+    artifacts: list[str]
+    created_at: datetime
 
 
 class LeaderboardRow(BaseModel):

@@ -23,7 +23,7 @@ from search_spaces.errors import NotFound
 
 from .states import TERMINAL, State, check_transition
 
-__all__ = ["Base", "Experiment", "Trial", "Store", "get_store"]
+__all__ = ["Base", "Experiment", "Trial", "Model", "Store", "get_store"]
 
 
 def _now() -> datetime:
@@ -73,6 +73,27 @@ class Trial(Base):
     history: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(default=_now)
     updated_at: Mapped[datetime] = mapped_column(default=_now, onupdate=_now)
+
+
+class Model(Base):
+    """A fine-tuned (stage-2) model: its architecture, metrics, normalisation and exported artifacts."""
+
+    __tablename__ = "models"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    experiment_id: Mapped[str] = mapped_column(ForeignKey("experiments.id"), index=True)
+    trial_id: Mapped[str | None] = mapped_column(String(96), nullable=True)
+    kind: Mapped[str] = mapped_column(String(16), default="searched")
+    arch_hash: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    descriptor: Mapped[dict[str, Any]] = mapped_column(JSON)
+    miou: Mapped[float | None] = mapped_column(Float, nullable=True)
+    latency_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    latency_device: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    training: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # bands, classes, mean, std
+    artifacts: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)  # name -> path
+    created_at: Mapped[datetime] = mapped_column(default=_now)
 
 
 _TRIAL_FIELDS = ("epoch", "miou", "latency_ms", "latency_device", "params", "reward", "error", "node_id")
@@ -231,6 +252,35 @@ class Store:
                 trial.state, trial.error = State.CANCELLED, reason
                 n += 1
             return n
+
+    # -- models ---------------------------------------------------------------------------------
+    def register_model(self, experiment_id: str, **fields: Any) -> Model:
+        """Register a fine-tuned model once per (experiment, trial): a re-run driver updates it."""
+        with self.session() as s:
+            existing = s.scalars(
+                select(Model).where(
+                    Model.experiment_id == experiment_id, Model.trial_id == fields.get("trial_id")
+                )
+            ).first()
+            model = existing or Model(id=new_id(), experiment_id=experiment_id)
+            for key, value in fields.items():
+                setattr(model, key, value)
+            s.add(model)
+            return model
+
+    def get_model(self, model_id: str) -> Model:
+        with self.session() as s:
+            model = s.get(Model, model_id)
+            if model is None:
+                raise NotFound(f"model {model_id} does not exist; list them with GET /v1/models")
+            return model
+
+    def list_models(self, experiment_id: str | None = None, limit: int = 100) -> list[Model]:
+        with self.session() as s:
+            query = select(Model)
+            if experiment_id is not None:
+                query = query.where(Model.experiment_id == experiment_id)
+            return list(s.scalars(query.order_by(Model.miou.desc()).limit(limit)))
 
     def leaderboard_candidates(
         self, max_latency_ms: float | None, device: str | None, stage: int | None

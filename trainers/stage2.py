@@ -1,0 +1,193 @@
+"""Stage 2: fine-tune one architecture on the full training split with Ray Train, evaluate on test.
+
+:func:`finetune_loop` is the per-worker loop of a ``TorchTrainer`` (data parallel; AMP and
+channels_last on CUDA; a checkpoint per epoch, resumed from the last one when the run restarts);
+rank 0 evaluates on the test split at the end and hands back the weights in the final checkpoint.
+:func:`run_finetune` runs it on the connected cluster and returns the metrics and the checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from search_spaces.builder import model_from_descriptor
+from search_spaces.errors import GeonasError
+
+from .loop import Device, evaluate, train_epoch
+
+__all__ = ["FinetuneConfig", "finetune_loop", "run_finetune", "FinetuneResult"]
+
+_STATE = "state.pt"
+_METRICS = "metrics.json"
+
+
+@dataclass
+class FinetuneConfig:
+    descriptor: dict[str, Any]
+    data_root: str
+    bands: list[str] | None = None
+    epochs: int = 10
+    batch_size: int = 8
+    lr: float = 1e-3
+    seed: int = 0
+    threads_per_worker: int = 1
+    backbone_weights: str | None = None
+    eval_split: str = "test"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FinetuneConfig:
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass
+class FinetuneResult:
+    metrics: dict[str, Any]
+    state_dict: dict[str, torch.Tensor] = field(repr=False)
+    in_chans: int = 0
+    num_classes: int = 0
+    bands: list[str] = field(default_factory=list)
+    class_names: list[str] = field(default_factory=list)
+    mean: list[float] = field(default_factory=list)
+    std: list[float] = field(default_factory=list)
+
+
+def finetune_loop(config: dict[str, Any]) -> None:
+    import ray.train
+    import ray.train.torch
+    from ray.train import Checkpoint
+
+    from .datasets import SegmentationDataset
+
+    cfg = FinetuneConfig.from_dict(config)
+    context = ray.train.get_context()
+    rank = context.get_world_rank()
+    torch.set_num_threads(cfg.threads_per_worker)
+    torch.manual_seed(cfg.seed + rank)
+    train = SegmentationDataset(cfg.data_root, "train", bands=cfg.bands)
+    device = Device(ray.train.torch.get_device())
+    model = model_from_descriptor(cfg.descriptor, train.in_chans, train.num_classes, cfg.backbone_weights)
+    if device.is_cuda:
+        model = model.to(memory_format=torch.channels_last)
+    model = ray.train.torch.prepare_model(model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(cfg.epochs, 1))
+    loader = ray.train.torch.prepare_data_loader(
+        DataLoader(train, batch_size=cfg.batch_size, shuffle=True, drop_last=len(train) > cfg.batch_size)
+    )
+
+    start, history = 0, []
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as folder:
+            state = torch.load(Path(folder) / _STATE, map_location="cpu", weights_only=False)
+        _unwrap(model).load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start, history = int(state["epoch"]), list(state["history"])
+
+    def save(epoch: int, metrics: dict[str, Any]) -> Checkpoint | None:
+        if rank != 0:
+            return None
+        folder = tempfile.mkdtemp(prefix="geonas-s2-")
+        torch.save(
+            {
+                "model": _unwrap(model).state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "epoch": epoch,
+                "history": history,
+            },
+            Path(folder) / _STATE,
+        )
+        (Path(folder) / _METRICS).write_text(json.dumps(metrics))
+        return Checkpoint.from_directory(folder)
+
+    for epoch in range(start + 1, cfg.epochs + 1):
+        if hasattr(loader, "sampler") and hasattr(loader.sampler, "set_epoch"):
+            loader.sampler.set_epoch(epoch)
+        t0 = time.perf_counter()
+        stats = train_epoch(model, loader, optimizer, device, train.ignore_index)
+        scheduler.step()
+        history.append({"epoch": epoch, "loss": stats["loss"], "train_s": time.perf_counter() - t0})
+        metrics: dict[str, Any] = {"epoch": epoch, "loss": stats["loss"], "final": False}
+        if epoch == cfg.epochs and rank == 0:
+            metrics.update(_evaluate_split(_unwrap(model), cfg, device), final=True, history=history)
+        ray.train.report(metrics, checkpoint=save(epoch, metrics), checkpoint_dir_name=f"epoch-{epoch:04d}")
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return getattr(model, "module", model)
+
+
+def _evaluate_split(model: torch.nn.Module, cfg: FinetuneConfig, device: Device) -> dict[str, Any]:
+    from .datasets import SegmentationDataset
+
+    split = SegmentationDataset(cfg.data_root, cfg.eval_split, bands=cfg.bands)
+    matrix = evaluate(model, DataLoader(split, batch_size=32), split.num_classes, device, split.ignore_index)
+    iou = matrix.iou()
+    return {
+        "miou": matrix.miou(),
+        "pixel_accuracy": matrix.pixel_accuracy(),
+        "iou": {
+            name: (None if np.isnan(v) else float(v)) for name, v in zip(split.class_names, iou, strict=True)
+        },
+        "eval_split": cfg.eval_split,
+    }
+
+
+def run_finetune(
+    config: FinetuneConfig, name: str, storage_path: str, num_workers: int = 1
+) -> FinetuneResult:
+    """Fine-tune on the connected cluster (same ``name`` resumes from its last checkpoint)."""
+    import ray
+    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from .datasets import SegmentationDataset
+
+    if not ray.is_initialized():
+        ray.init()
+    use_gpu = ray.cluster_resources().get("GPU", 0) >= 1
+    trainer = TorchTrainer(
+        finetune_loop,
+        train_loop_config=asdict(config),
+        scaling_config=ScalingConfig(
+            num_workers=num_workers,
+            use_gpu=use_gpu,
+            resources_per_worker={"CPU": config.threads_per_worker, **({"GPU": 1} if use_gpu else {})},
+        ),
+        run_config=RunConfig(
+            name=name,
+            storage_path=os.path.abspath(storage_path),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
+    )
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise GeonasError(f"fine-tuning run {name!r} ended without a checkpoint: {result.error}")
+    with result.checkpoint.as_directory() as folder:
+        state = torch.load(Path(folder) / _STATE, map_location="cpu", weights_only=False)
+        metrics = json.loads((Path(folder) / _METRICS).read_text())
+    if not metrics.get("final"):
+        raise GeonasError(f"fine-tuning run {name!r} stopped before its last epoch")
+    train = SegmentationDataset(config.data_root, "train", bands=config.bands, preload=False)
+    return FinetuneResult(
+        metrics=metrics,
+        state_dict=state["model"],
+        in_chans=train.in_chans,
+        num_classes=train.num_classes,
+        bands=train.bands,
+        class_names=train.class_names,
+        mean=[float(x) for x in train.mean],
+        std=[float(x) for x in train.std],
+    )
