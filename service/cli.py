@@ -215,6 +215,60 @@ def data_demo(
     console.print(f"wrote demo dataset to {root}")
 
 
+@data_app.command("import")
+@friendly
+def data_import(
+    src: Path = typer.Argument(..., help="Folder of images and masks (JPEG/PNG/GeoTIFF)."),
+    out: Path = typer.Argument(..., help="Dataset folder to write."),
+    classes: Path = typer.Option(None, help="Class table JSON: [{id, name, color}]."),
+    split: str = typer.Option(
+        None, help="Split file (YAML/JSON/CSV) or 'train=GLOB,GLOB;val=GLOB;test=GLOB' over image paths."
+    ),
+    chip_size: int = typer.Option(256, help="Chip side in pixels."),
+    overlap: int = typer.Option(0, help="Overlap between chips in pixels."),
+    image_glob: str = typer.Option("**/images/*", help="Which files are images."),
+    mask_glob: str = typer.Option("**/masks/*", help="Which files are masks."),
+    ignore_color: list[str] = typer.Option([], help="Mask colours (#rrggbb) to ignore; repeatable."),
+    preset: str = typer.Option(None, help="'dubai-aerial': the Dubai set's classes, split and colours."),
+    overwrite: bool = typer.Option(False, help="Replace an existing dataset at OUT."),
+) -> None:
+    """Import images + colour/index masks into GeoTIFF chips, split by scene, with train statistics."""
+    from trainers.datasets import DatasetInfo, band_stats
+    from trainers.importer import dubai_defaults, import_dataset
+
+    options: dict[str, Any] = dubai_defaults(src) if preset == "dubai-aerial" else {}
+    if preset not in (None, "dubai-aerial"):
+        raise GeonasError(f"unknown preset {preset!r}; available: dubai-aerial")
+    if classes:
+        options["classes"] = classes
+    if split:
+        options["split"] = _parse_split(split)
+    if image_glob != "**/images/*" or "image_glob" not in options:
+        options["image_glob"] = image_glob
+    if mask_glob != "**/masks/*" or "mask_glob" not in options:
+        options["mask_glob"] = mask_glob
+    if ignore_color:
+        options["extra_colors"] = {**options.get("extra_colors", {}), **{c: "ignore" for c in ignore_color}}
+    missing = [k for k in ("classes", "split") if k not in options]
+    if missing:
+        raise GeonasError(f"--{' and --'.join(missing)} needed (or --preset dubai-aerial)")
+    root = import_dataset(src, out, chip_size=chip_size, overlap=overlap, overwrite=overwrite, **options)
+    info = DatasetInfo.load(root)
+    band_stats(info)
+    counts = {s: len(info.chip_ids(s)) for s in info.splits}
+    console.print(f"imported {root}: bands {list(info.bands)}, classes {list(info.classes)}, chips {counts}")
+
+
+def _parse_split(text: str) -> dict[str, list[str]] | str:
+    if "=" not in text:
+        return text  # a split file
+    split: dict[str, list[str]] = {}
+    for part in text.split(";"):
+        name, _, globs = part.partition("=")
+        split[name.strip()] = [g.strip() for g in globs.split(",") if g.strip()]
+    return split
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app(prog_name="geonas")
 

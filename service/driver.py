@@ -148,6 +148,7 @@ def _build_context(spec: ExperimentSpec, storage: str, backbone_weights: str | N
         seed=spec.seed,
         latency=latency,
         backbone_weights=backbone_weights,
+        threads=max(1, int(spec.stage1.cpus_per_trial)),
     )
 
 
@@ -162,6 +163,42 @@ def search_space_config(spec: ExperimentSpec):
         num_cells=tuple(s.num_cells) if isinstance(s.num_cells, list) else (s.num_cells,),
         channels=tuple(s.channels) if isinstance(s.channels, list) else (s.channels,),
         ops=tuple(s.ops),
+    )
+
+
+def trial_resources(spec: ExperimentSpec) -> dict[str, float]:
+    """CPUs per trial from the spec; one GPU per trial when the cluster has GPUs."""
+    import ray
+
+    resources = {"cpu": spec.stage1.cpus_per_trial}
+    if ray.cluster_resources().get("GPU", 0) >= 1:
+        resources["gpu"] = 1
+    return resources
+
+
+def concurrency(spec: ExperimentSpec, resources: dict[str, float]) -> int:
+    """The spec's concurrency, capped by how many trials the cluster can hold at once."""
+    import ray
+
+    total = ray.cluster_resources()
+    fits = int(total.get("CPU", 1) // resources["cpu"])
+    if "gpu" in resources:
+        fits = min(fits, int(total.get("GPU", 0)))
+    return max(1, min(spec.budget.concurrency, fits))
+
+
+def early_stopping(spec: ExperimentSpec):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if spec.stage1.early_stopping == "none" or spec.stage1.epochs <= spec.stage1.grace_period:
+        return FIFOScheduler()
+    return ASHAScheduler(
+        time_attr="training_iteration",
+        metric="miou",
+        mode="max",
+        max_t=spec.stage1.epochs,
+        grace_period=spec.stage1.grace_period,
+        reduction_factor=spec.stage1.reduction_factor,
     )
 
 
@@ -186,22 +223,23 @@ def run_experiment(experiment_id: str, store: Store, storage: str) -> None:
     space = NasFpnSpace(search_space_config(spec))
     searcher = create_searcher(spec.searcher.name, space, seed=spec.seed, **spec.searcher.options)
     adapter = TuneAdapter(searcher, to_config=lambda tokens: {"arch": space.decode(tokens).to_dict()})
-    trainable = tune.with_resources(tune.with_parameters(stage1_trainable, context=context), {"cpu": 1})
+    resources = trial_resources(spec)
+    trainable = tune.with_resources(tune.with_parameters(stage1_trainable, context=context), resources)
     StoreCallback = _store_callback_class()
     run_config = tune.RunConfig(
         name=f"experiment-{experiment_id}",
         storage_path=storage,
         callbacks=[StoreCallback(store.url, experiment_id)],
-        failure_config=tune.FailureConfig(max_failures=0),
+        failure_config=tune.FailureConfig(max_failures=spec.stage1.max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         verbose=0,
     )
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            search_alg=ConcurrencyLimiter(adapter, max_concurrent=spec.budget.concurrency),
+            search_alg=ConcurrencyLimiter(adapter, max_concurrent=concurrency(spec, resources)),
+            scheduler=early_stopping(spec),
             num_samples=spec.budget.trials,
-            metric="reward",
-            mode="max",
             time_budget_s=spec.budget.wall_time_s,
         ),
         run_config=run_config,
@@ -213,7 +251,7 @@ def run_experiment(experiment_id: str, store: Store, storage: str) -> None:
         baseline_tuner = tune.Tuner(
             trainable,
             param_space={"baseline": tune.grid_search(list(spec.baselines)), "backbone": backbone},
-            tune_config=tune.TuneConfig(max_concurrent_trials=spec.budget.concurrency),
+            tune_config=tune.TuneConfig(max_concurrent_trials=concurrency(spec, resources)),
             run_config=tune.RunConfig(
                 name=f"experiment-{experiment_id}-baselines",
                 storage_path=storage,

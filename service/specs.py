@@ -99,6 +99,11 @@ class Stage1Spec(_Spec):
     epochs: int = Field(3, ge=1, le=500)
     batch_size: int = Field(8, ge=1, le=1024)
     lr: float = Field(1e-3, gt=0, lt=1)
+    early_stopping: Literal["asha", "none"] = Field("asha", description="ASHA on validation mIoU.")
+    grace_period: int = Field(1, ge=1, description="Epochs every trial gets before ASHA may stop it.")
+    reduction_factor: int = Field(3, ge=2)
+    max_failures: int = Field(1, ge=0, le=10, description="Retries of a crashed trial (from its checkpoint).")
+    cpus_per_trial: float = Field(1, gt=0, le=64)
 
 
 class Stage2Spec(_Spec):

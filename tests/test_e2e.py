@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
+import rasterio
 
 from service.app import create_app
 from service.client import ApiClient
@@ -38,7 +40,7 @@ def wait_for(api: ApiClient, experiment_id: str, timeout_s: float = 600) -> dict
     raise AssertionError(f"experiment {experiment_id} still {exp['state']} after {timeout_s} s")
 
 
-def test_submit_run_and_read_the_leaderboard(api, demo_dataset):
+def test_submit_run_and_read_the_leaderboard(api, demo_dataset, tmp_path):
     spec = {
         "name": "e2e",
         "dataset": {"path": str(demo_dataset)},
@@ -48,7 +50,7 @@ def test_submit_run_and_read_the_leaderboard(api, demo_dataset):
         "budget": {"trials": 3, "concurrency": 2},
         "stage1": {"epochs": 1, "batch_size": 8},
         "latency": {"device": "cpu-1threads"},
-        "stage2": {"top_k": 0},
+        "stage2": {"top_k": 1, "epochs": 1},
     }
     created = api.submit(spec)
     assert created["job_id"] and created["dashboard_url"].startswith("http://127.0.0.1")
@@ -56,15 +58,58 @@ def test_submit_run_and_read_the_leaderboard(api, demo_dataset):
     assert exp["state"] == "completed", exp["error"]
     assert exp["trials_done"] == 3
 
-    trials = api.trials(created["id"])
+    trials = [t for t in api.trials(created["id"]) if t["stage"] == 1]
     assert len(trials) == 3
     assert all(t["state"] == "completed" and t["node_id"] for t in trials)
     assert len({t["arch_hash"] for t in trials}) == 3  # no architecture trained twice
 
-    rows = [r for r in api.leaderboard()["rows"] if r["experiment_id"] == created["id"]]
+    rows = [r for r in api.leaderboard(stage=1)["rows"] if r["experiment_id"] == created["id"]]
     assert len(rows) == 3
     for row in rows:
         assert 0.0 <= row["miou"] <= 1.0
         assert row["latency_ms"] > 0
         assert row["latency_device"] == "cpu-1threads"
     assert any(r["pareto"] for r in rows)
+
+    # stage 2: the best architecture was fine-tuned with Ray Train, evaluated, exported, registered
+    (model,) = api.models(created["id"])
+    best = max(trials, key=lambda t: t["reward"])
+    assert model["arch_hash"] == best["arch_hash"]
+    assert 0.0 <= model["miou"] <= 1.0 and model["latency_ms"] > 0
+    assert set(model["metrics"]["iou"]) == {"background", "building"}
+    assert {"weights.safetensors", "model.onnx", "model.json"} <= set(model["artifacts"])
+    assert model["metrics"]["onnx_max_abs_diff"] < 1e-3
+    stage2 = [r for r in api.leaderboard(stage=2)["rows"] if r["experiment_id"] == created["id"]]
+    assert [r["arch_hash"] for r in stage2] == [model["arch_hash"]]
+    onnx = api.download_artifact(model["id"], "model.onnx", tmp_path / "model.onnx")
+    assert onnx.stat().st_size > 1000
+
+    # geonas predict on a scene larger than a chip keeps its georeferencing
+    from typer.testing import CliRunner
+
+    from service.cli import app
+
+    scene = _scene(demo_dataset, tmp_path / "scene.tif")
+    out = tmp_path / "pred.tif"
+    result = CliRunner().invoke(
+        app, ["predict", model["id"], str(scene), str(out), "--tile", "32", "--url", api.url]
+    )
+    assert result.exit_code == 0, result.output
+    with rasterio.open(scene) as src, rasterio.open(out) as dst:
+        assert dst.crs == src.crs and dst.transform == src.transform and dst.shape == src.shape
+        assert set(np.unique(dst.read(1))) <= {0, 1, 255}
+
+
+def _scene(dataset, path):
+    """Stitch four train chips into a 64×64 scene with the first chip's georeferencing."""
+    chips = sorted((dataset / "train" / "images").glob("*.tif"))[:4]
+    with rasterio.open(chips[0]) as first:
+        profile = first.profile | {"width": 64, "height": 64}
+        data = np.zeros((first.count, 64, 64), first.dtypes[0])
+    for i, chip in enumerate(chips):
+        with rasterio.open(chip) as src:
+            r, c = divmod(i, 2)
+            data[:, r * 32 : (r + 1) * 32, c * 32 : (c + 1) * 32] = src.read()
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+    return path

@@ -84,8 +84,17 @@ def _reward(miou: float, latency_ms: float, settings: LatencySettings) -> float:
     return compute_reward(settings.reward, miou, latency_ms, settings.target_ms)
 
 
-def run_trial(config: dict[str, Any], ctx: Stage1Context, report: Callable[[dict[str, Any]], None]) -> None:
-    """Measure, maybe prune, then train ``ctx.epochs`` epochs, reporting after each one."""
+Report = Callable[..., None]
+
+
+def run_trial(
+    config: dict[str, Any], ctx: Stage1Context, report: Report, resume: dict[str, Any] | None = None
+) -> None:
+    """Measure, maybe prune, then train ``ctx.epochs`` epochs, reporting after each one.
+
+    ``report(metrics, state=...)`` receives the training state (weights, optimiser, epoch) after
+    every epoch so that a retried trial continues from ``resume`` instead of starting over.
+    """
     torch.set_num_threads(ctx.threads)
     torch.manual_seed(ctx.seed)
     descriptor = {k: v for k, v in config.items() if k in ("arch", "baseline", "backbone")}
@@ -125,7 +134,12 @@ def run_trial(config: dict[str, Any], ctx: Stage1Context, report: Callable[[dict
         ctx.train, batch_size=ctx.batch_size, shuffle=True, generator=generator, drop_last=False
     )
     val_loader = DataLoader(ctx.val, batch_size=max(ctx.batch_size, 16), shuffle=False)
-    for epoch in range(1, ctx.epochs + 1):
+    first = 1
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        first = int(resume["epoch"]) + 1
+    for epoch in range(first, ctx.epochs + 1):
         t0 = time.perf_counter()
         stats = train_epoch(model, train_loader, optimizer, device, ctx.ignore_index)
         train_s = time.perf_counter() - t0
@@ -146,15 +160,37 @@ def run_trial(config: dict[str, Any], ctx: Stage1Context, report: Callable[[dict
                 "train_s": train_s,
                 "eval_s": time.perf_counter() - t0 - train_s,
                 "chips_per_s": stats["samples"] / max(train_s, 1e-9),
-            }
+            },
+            state={"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch},
         )
 
 
 def stage1_trainable(config: dict[str, Any], context: Stage1Context) -> None:
-    """Ray Tune entry point: :func:`run_trial` reporting through ``tune.report`` with the node id."""
+    """Ray Tune entry point: :func:`run_trial` reporting through ``tune.report``.
+
+    Each epoch's state goes into a Tune checkpoint, so a trial retried after a crash (see the
+    driver's ``FailureConfig``) resumes from its last finished epoch.
+    """
+    import tempfile
+
     import ray
     from ray import tune
 
     node_id = ray.get_runtime_context().get_node_id()
     os.environ.setdefault("OMP_NUM_THREADS", str(context.threads))
-    run_trial(config, context, lambda metrics: tune.report({**metrics, "node_id": node_id}))
+    resume = None
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            resume = torch.load(os.path.join(folder, "state.pt"), map_location="cpu", weights_only=False)
+
+    def report(metrics: dict[str, Any], state: dict[str, Any] | None = None) -> None:
+        metrics = {**metrics, "node_id": node_id}
+        if state is None:
+            tune.report(metrics)
+            return
+        with tempfile.TemporaryDirectory(prefix="geonas-s1-") as folder:
+            torch.save(state, os.path.join(folder, "state.pt"))
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+
+    run_trial(config, context, report, resume=resume)
