@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from search_spaces.errors import GeonasError, SpecError
 
 from .jobs import JobLauncher
-from .routes import experiments, leaderboard, models
+from .routes import experiments, leaderboard, models, pretraining
 from .settings import Settings, get_settings
 from .store import get_store
 
@@ -52,4 +52,5 @@ def create_app(settings: Settings | None = None, launcher: JobLauncher | None = 
     app.include_router(experiments.router)
     app.include_router(leaderboard.router)
     app.include_router(models.router)
+    app.include_router(pretraining.router)
     return app

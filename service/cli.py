@@ -118,6 +118,50 @@ def submit(
             raise typer.Exit(1)
 
 
+@app.command()
+@friendly
+def pretrain(
+    spec: Path = typer.Argument(..., help="CSF pretraining spec (YAML)."),
+    wait: bool = typer.Option(False, "--wait", help="Follow the loss until the job ends."),
+    url: str = UrlOption,
+) -> None:
+    """Submit a Contrastive Sensor Fusion pretraining job; its encoder becomes a backbone."""
+    import time
+
+    client = ApiClient(url)
+    created = client.submit_pretraining(_load_spec(spec))
+    console.print(f"pretraining job {created['id']} submitted as Ray Job {created['job_id']}")
+    if not wait:
+        return
+    while True:
+        job = client.pretraining(created["id"])
+        last = job["loss_curve"][-1]["loss"] if job["loss_curve"] else None
+        console.print(
+            f"{job['state']}: step {job['step']}" + (f", loss {last:.4f}" if last is not None else "")
+        )
+        if job["state"] in ("completed", "failed", "cancelled"):
+            break
+        time.sleep(5)
+    if job["state"] != "completed":
+        console.print(f"[red]{job['state']}[/red]: {job.get('error')}")
+        raise typer.Exit(1)
+    console.print(f"backbone ready: use `backbone: {{csf: {job['id']}}}` in an experiment spec")
+
+
+@app.command()
+@friendly
+def backbones(url: str = UrlOption) -> None:
+    """Encoders from finished CSF pretraining jobs."""
+    from rich.table import Table
+
+    table = Table(title="backbones")
+    for col in ("id", "name", "timm backbone", "bands", "steps"):
+        table.add_column(col)
+    for b in ApiClient(url).backbones():
+        table.add_row(b["id"], b["name"], b["backbone"], ", ".join(b["bands"]), str(b["steps"]))
+    console.print(table)
+
+
 @experiments_app.command("list")
 @friendly
 def experiments_list(url: str = UrlOption) -> None:

@@ -85,6 +85,15 @@ class ApiClient:
             raise ApiError(f"cannot download {name} of model {model_id}: {exc}") from None
         return dest
 
+    def submit_pretraining(self, spec: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", "/v1/pretraining", json=spec)
+
+    def pretraining(self, job_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/pretraining/{job_id}")
+
+    def backbones(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/v1/backbones")
+
     def leaderboard(self, **params: Any) -> dict[str, Any]:
         clean = {k: v for k, v in params.items() if v is not None}
         return self._call("GET", "/v1/leaderboard", params=clean)

@@ -152,13 +152,25 @@ def _build_context(spec: ExperimentSpec, storage: str, backbone_weights: str | N
     )
 
 
-def search_space_config(spec: ExperimentSpec):
+def resolve_backbone(spec: ExperimentSpec, store: Store) -> tuple[str, str | None]:
+    """(timm name, weights file or None): a ``{csf: id}`` backbone is that job's exported encoder."""
+    if isinstance(spec.backbone, str):
+        return spec.backbone, None
+    job = store.get_pretraining(spec.backbone.csf)
+    if job.state != State.COMPLETED or not job.artifact:
+        raise GeonasError(f"pretraining job {job.id} is {job.state}; its encoder is not available")
+    return str((job.encoder or {})["backbone"]), job.artifact
+
+
+def search_space_config(spec: ExperimentSpec, backbone: str | None = None):
     from search_spaces.nasfpn import SearchSpaceConfig
 
     s = spec.search_space
-    backbone = spec.backbone if isinstance(spec.backbone, str) else spec.backbone.csf
+    if backbone is None:
+        backbone = spec.backbone if isinstance(spec.backbone, str) else spec.backbone.csf
+    backbones = [backbone] if not isinstance(spec.backbone, str) else (s.backbones or [backbone])
     return SearchSpaceConfig(
-        backbones=tuple(s.backbones or [backbone]),
+        backbones=tuple(backbones),
         levels=tuple(s.levels),
         num_cells=tuple(s.num_cells) if isinstance(s.num_cells, list) else (s.num_cells,),
         channels=tuple(s.channels) if isinstance(s.channels, list) else (s.channels,),
@@ -218,9 +230,9 @@ def run_experiment(experiment_id: str, store: Store, storage: str) -> None:
     if not ray.is_initialized():
         ray.init(log_to_driver=False)
 
-    backbone_weights = None  # CSF backbones are resolved by the pretraining registry (issue 7)
+    backbone_name, backbone_weights = resolve_backbone(spec, store)
     context = _build_context(spec, storage, backbone_weights)
-    space = NasFpnSpace(search_space_config(spec))
+    space = NasFpnSpace(search_space_config(spec, backbone_name))
     searcher = create_searcher(spec.searcher.name, space, seed=spec.seed, **spec.searcher.options)
     adapter = TuneAdapter(searcher, to_config=lambda tokens: {"arch": space.decode(tokens).to_dict()})
     resources = trial_resources(spec)

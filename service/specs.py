@@ -26,6 +26,9 @@ __all__ = [
     "TrialPublic",
     "LeaderboardRow",
     "ModelPublic",
+    "PretrainingSpec",
+    "PretrainingPublic",
+    "BackbonePublic",
     "Leaderboard",
 ]
 
@@ -146,6 +149,69 @@ class ExperimentSpec(_Spec):
         if self.latency.reward == "hard" and self.latency.target_ms is None:
             raise ValueError("latency.reward 'hard' needs latency.target_ms")
         return self
+
+
+class PretrainingData(_Spec):
+    kind: Literal["geotiff", "multisensor"] = Field(
+        "geotiff", description="A dataset folder (dataset.yaml) or a multi-sensor folder."
+    )
+    path: str
+    bands: list[str] | None = Field(None, description="geotiff: bands to use; default all.")
+    sensors: list[str] | None = Field(None, description="multisensor: sensors to use; default all.")
+    max_chips: int | None = Field(None, ge=2)
+
+    @field_validator("path")
+    @classmethod
+    def _no_traversal(cls, value: str) -> str:
+        if ".." in Path(value).parts:
+            raise ValueError("data path must not contain '..'")
+        return value
+
+
+class PretrainingSpec(_Spec):
+    """What a user submits to ``POST /v1/pretraining`` (Contrastive Sensor Fusion)."""
+
+    name: str = Field(..., min_length=1, max_length=200)
+    data: PretrainingData
+    backbone: str = Field("resnet18", description="timm encoder; in_chans = the data's band count.")
+    steps: int = Field(1000, ge=1, le=1_000_000)
+    batch_size: int = Field(32, ge=2, le=4096, description="Per worker; all workers' samples are negatives.")
+    workers: int = Field(1, ge=1, le=64)
+    lr: float = Field(1e-3, gt=0, lt=1)
+    warmup_steps: int = Field(3000, ge=0)
+    crop: int = Field(128, ge=8, le=4096)
+    temperature: float = Field(0.1, gt=0)
+    ramp_steps: int = Field(8000, ge=0, description="Steps over which band dropout ramps to p_max.")
+    p_max: float = Field(0.66, ge=0, lt=1)
+    checkpoint_every: int = Field(500, ge=1)
+    seed: int = Field(0, ge=0)
+    knn: bool = Field(True, description="Evaluate k-NN (random init vs CSF) when done.")
+
+
+class PretrainingPublic(BaseModel):
+    id: str
+    name: str
+    state: str
+    spec: dict[str, Any]
+    job_id: str | None
+    dashboard_url: str | None
+    error: str | None
+    step: int
+    loss_curve: list[dict[str, Any]]
+    knn: dict[str, Any] | None
+    artifact: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class BackbonePublic(BaseModel):
+    id: str
+    name: str
+    backbone: str
+    in_chans: int
+    bands: list[str]
+    steps: int
+    created_at: datetime
 
 
 class ExperimentCreated(BaseModel):

@@ -23,7 +23,7 @@ from search_spaces.errors import NotFound
 
 from .states import TERMINAL, State, check_transition
 
-__all__ = ["Base", "Experiment", "Trial", "Model", "Store", "get_store"]
+__all__ = ["Base", "Experiment", "Trial", "Model", "PretrainingJob", "Store", "get_store"]
 
 
 def _now() -> datetime:
@@ -94,6 +94,27 @@ class Model(Base):
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # bands, classes, mean, std
     artifacts: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)  # name -> path
     created_at: Mapped[datetime] = mapped_column(default=_now)
+
+
+class PretrainingJob(Base):
+    """A CSF pretraining run; once completed, its encoder is a backbone experiments can name."""
+
+    __tablename__ = "pretraining_jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200))
+    state: Mapped[str] = mapped_column(String(16), default=State.PENDING, index=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    job_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    dashboard_url: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    step: Mapped[int] = mapped_column(Integer, default=0)
+    loss_curve: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    knn: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    artifact: Mapped[str | None] = mapped_column(String(1000), nullable=True)
+    encoder: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # backbone, bands, ...
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+    updated_at: Mapped[datetime] = mapped_column(default=_now, onupdate=_now)
 
 
 _TRIAL_FIELDS = ("epoch", "miou", "latency_ms", "latency_device", "params", "reward", "error", "node_id")
@@ -281,6 +302,43 @@ class Store:
             if experiment_id is not None:
                 query = query.where(Model.experiment_id == experiment_id)
             return list(s.scalars(query.order_by(Model.miou.desc()).limit(limit)))
+
+    # -- pretraining ----------------------------------------------------------------------------
+    def create_pretraining(self, name: str, spec: dict[str, Any]) -> PretrainingJob:
+        with self.session() as s:
+            job = PretrainingJob(id=new_id(), name=name, spec=spec, state=State.PENDING, loss_curve=[])
+            s.add(job)
+        return job
+
+    def get_pretraining(self, job_id: str) -> PretrainingJob:
+        with self.session() as s:
+            job = s.get(PretrainingJob, job_id)
+            if job is None:
+                raise NotFound(f"pretraining job {job_id} does not exist; list them with GET /v1/pretraining")
+            return job
+
+    def list_pretraining(self, limit: int = 100) -> list[PretrainingJob]:
+        with self.session() as s:
+            query = select(PretrainingJob).order_by(PretrainingJob.created_at.desc()).limit(limit)
+            return list(s.scalars(query))
+
+    def update_pretraining(self, job_id: str, *, state: str | None = None, **fields: Any) -> PretrainingJob:
+        with self.session() as s:
+            job = s.get(PretrainingJob, job_id)
+            if job is None:
+                raise NotFound(f"pretraining job {job_id} does not exist")
+            if state is not None:
+                check_transition("pretraining job", job_id, job.state, state)
+                job.state = state
+            for key, value in fields.items():
+                setattr(job, key, value)
+            return job
+
+    def delete_pretraining(self, job_id: str) -> None:
+        with self.session() as s:
+            job = s.get(PretrainingJob, job_id)
+            if job is not None:
+                s.delete(job)
 
     def leaderboard_candidates(
         self, max_latency_ms: float | None, device: str | None, stage: int | None

@@ -13,24 +13,28 @@ import yaml
 from search_spaces.errors import SpecError
 
 from .settings import Settings
-from .specs import ExperimentSpec
+from .specs import ExperimentSpec, PretrainingSpec
 
-__all__ = ["check_dataset"]
+__all__ = ["check_dataset", "check_pretraining_data", "check_backbone", "check_data_root"]
 
 
-def check_dataset(spec: ExperimentSpec, settings: Settings) -> Path:
-    root = Path(spec.dataset.path).expanduser().resolve()
+def check_data_root(path: str, settings: Settings, field: str) -> Path:
+    """Resolve ``path`` and refuse it unless it lies inside one of the allowed data roots."""
+    root = Path(path).expanduser().resolve()
     if settings.data_roots:
         allowed = [Path(r).expanduser().resolve() for r in settings.data_roots]
         if not any(root == base or base in root.parents for base in allowed):
             raise SpecError(
-                f"dataset path {spec.dataset.path} is outside the allowed data roots "
-                f"({', '.join(map(str, allowed))})",
-                field="dataset.path",
+                f"{path} is outside the allowed data roots ({', '.join(map(str, allowed))})", field=field
             )
-    meta = root / "dataset.yaml"
     if not root.is_dir():
-        raise SpecError(f"dataset folder {root} does not exist", field="dataset.path")
+        raise SpecError(f"folder {root} does not exist", field=field)
+    return root
+
+
+def check_dataset(spec: ExperimentSpec, settings: Settings) -> Path:
+    root = check_data_root(spec.dataset.path, settings, "dataset.path")
+    meta = root / "dataset.yaml"
     if not meta.is_file():
         raise SpecError(
             f"{meta} is missing: a dataset folder needs a dataset.yaml (write one with `geonas data demo DIR`)",
@@ -47,4 +51,46 @@ def check_dataset(spec: ExperimentSpec, settings: Settings) -> Path:
             raise SpecError(
                 f"bands {missing} are not in {meta}; available: {', '.join(available)}", field="dataset.bands"
             )
+    return root
+
+
+def _bands_of(root: Path) -> list[str]:
+    raw = yaml.safe_load((root / "dataset.yaml").read_text()) or {}
+    return [str(b) for b in raw.get("bands") or []]
+
+
+def check_backbone(spec: ExperimentSpec, settings: Settings, store) -> None:
+    """A ``{csf: id}`` backbone must be a finished job whose encoder reads the experiment's bands."""
+    if isinstance(spec.backbone, str):
+        return
+    from search_spaces.errors import NotFound
+
+    try:
+        job = store.get_pretraining(spec.backbone.csf)
+    except NotFound:
+        raise SpecError(
+            f"backbone csf {spec.backbone.csf!r} is not a pretraining job; list them with GET /v1/backbones",
+            field="backbone.csf",
+        ) from None
+    if job.state != "completed" or not job.artifact:
+        raise SpecError(f"pretraining job {job.id} is {job.state}, not completed", field="backbone.csf")
+    bands = spec.dataset.bands or _bands_of(Path(spec.dataset.path).expanduser().resolve())
+    encoder_bands = list((job.encoder or {}).get("band_names", []))
+    if len(bands) != len(encoder_bands):
+        raise SpecError(
+            f"the CSF encoder of job {job.id} reads {len(encoder_bands)} bands {encoder_bands}; the experiment "
+            f"uses {len(bands)} {bands}: choose dataset.bands to match",
+            field="backbone.csf",
+        )
+
+
+def check_pretraining_data(spec: PretrainingSpec, settings: Settings) -> Path:
+    root = check_data_root(spec.data.path, settings, "data.path")
+    if spec.data.kind == "geotiff":
+        if not (root / "dataset.yaml").is_file():
+            raise SpecError(f"{root} has no dataset.yaml (a geotiff dataset folder)", field="data.path")
+        available = _bands_of(root)
+        missing = [b for b in spec.data.bands or [] if b not in available]
+        if missing:
+            raise SpecError(f"bands {missing} not in {root}; available: {', '.join(available)}", "data.bands")
     return root

@@ -113,3 +113,59 @@ def _scene(dataset, path):
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(data)
     return path
+
+
+def wait_for_pretraining(api: ApiClient, job_id: str, timeout_s: float = 600) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        job = api.pretraining(job_id)
+        if job["state"] in ("completed", "failed", "cancelled"):
+            return job
+        time.sleep(2)
+    raise AssertionError(f"pretraining {job_id} still {job['state']} after {timeout_s} s")
+
+
+def test_csf_pretraining_gives_a_backbone_an_experiment_can_use(api, demo_dataset):
+    created = api.submit_pretraining(
+        {
+            "name": "csf-tiny",
+            "data": {"kind": "geotiff", "path": str(demo_dataset)},
+            "backbone": "mobilenetv3_small_050",
+            "steps": 6,
+            "batch_size": 4,
+            "crop": 24,
+            "warmup_steps": 2,
+            "ramp_steps": 4,
+            "checkpoint_every": 3,
+        }
+    )
+    job = wait_for_pretraining(api, created["id"])
+    assert job["state"] == "completed", job["error"]
+    assert job["step"] == 6 and len(job["loss_curve"]) == 6
+    assert set(job["knn"]) == {"random", "csf"}
+    (backbone,) = [b for b in api.backbones() if b["id"] == created["id"]]
+    assert backbone["backbone"] == "mobilenetv3_small_050" and backbone["in_chans"] == 4
+
+    exp = api.submit(
+        {
+            "name": "on-csf",
+            "dataset": {"path": str(demo_dataset)},
+            "backbone": {"csf": created["id"]},
+            "search_space": {"num_cells": 2, "channels": 8},
+            "searcher": "random",
+            "budget": {"trials": 1},
+            "stage1": {"epochs": 1, "batch_size": 8},
+            "stage2": {"top_k": 0},
+        }
+    )
+    done = wait_for(api, exp["id"])
+    assert done["state"] == "completed", done["error"]
+    (trial,) = api.trials(exp["id"])
+    assert trial["state"] == "completed" and trial["arch"]["backbone"] == "mobilenetv3_small_050"
+
+
+def test_experiment_on_an_unfinished_or_mismatched_backbone_is_refused(api, demo_dataset):
+    from service.client import ApiError
+
+    with pytest.raises(ApiError, match="422.*backbone.csf"):
+        api.submit({"name": "x", "dataset": {"path": str(demo_dataset)}, "backbone": {"csf": "nope"}})

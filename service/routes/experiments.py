@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Query, Request, status
 
 from ..specs import ExperimentCreated, ExperimentPublic, ExperimentSpec, TrialPublic
 from ..store import Experiment, Store, Trial
-from ..validation import check_dataset
+from ..validation import check_backbone, check_dataset
 from .deps import get_launcher, get_store_dep
 
 router = APIRouter(prefix="/v1/experiments", tags=["experiments"])
@@ -43,6 +43,7 @@ def submit_experiment(
     store: Store = Depends(get_store_dep),
 ) -> ExperimentCreated:
     check_dataset(spec, request.app.state.settings)
+    check_backbone(spec, request.app.state.settings, store)
     launcher = get_launcher(request)  # after validation: a bad spec is a 422 even with no cluster
     exp = store.create_experiment(spec.name, spec.model_dump(mode="json"))
     try:

@@ -1,0 +1,144 @@
+"""The CSF pretraining driver: what a Ray Job runs for one pretraining job.
+
+``python -m service.pretrain_driver JOB_ID`` runs :func:`csf.train.run_pretraining` on the cluster,
+stores the loss curve as it grows (throttled), evaluates k-NN (random init against the CSF encoder,
+per sensor and all bands) and registers the encoder, which experiments can then name as
+``backbone: {csf: JOB_ID}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+import traceback
+from typing import Any
+
+from search_spaces.errors import GeonasError
+
+from .settings import get_settings
+from .specs import PretrainingSpec
+from .states import State
+from .store import Store, get_store
+
+log = logging.getLogger("geonas.pretrain")
+
+__all__ = ["main", "run_pretraining_job", "csf_config"]
+
+
+def csf_config(spec: PretrainingSpec, name: str) -> dict[str, Any]:
+    """Translate the public spec into :class:`csf.train.PretrainConfig` fields."""
+    data: dict[str, Any] = {"kind": spec.data.kind, "root": spec.data.path}
+    if spec.data.kind == "geotiff" and spec.data.bands:
+        data["bands"] = spec.data.bands
+    if spec.data.kind == "multisensor" and spec.data.sensors:
+        data["sensors"] = spec.data.sensors
+    if spec.data.max_chips:
+        data["max_chips"] = spec.data.max_chips
+    return {
+        "name": name,
+        "num_workers": spec.workers,
+        "data": data,
+        "backbone": spec.backbone,
+        "steps": spec.steps,
+        "batch_size": spec.batch_size,
+        "lr": spec.lr,
+        "warmup_steps": spec.warmup_steps,
+        "crop": spec.crop,
+        "temperature": spec.temperature,
+        "ramp_steps": spec.ramp_steps,
+        "p_max": spec.p_max,
+        "checkpoint_every": spec.checkpoint_every,
+        "seed": spec.seed,
+    }
+
+
+class _Progress:
+    """Stores the loss curve every few seconds, not every step (the store is shared)."""
+
+    def __init__(self, store: Store, job_id: str, every_s: float = 2.0) -> None:
+        self.store, self.job_id, self.every_s = store, job_id, every_s
+        self.curve: list[dict[str, Any]] = []
+        self.last = 0.0
+
+    def __call__(self, metrics: dict[str, Any]) -> None:
+        self.curve.append({"step": int(metrics["step"]), "loss": float(metrics["loss"])})
+        if time.monotonic() - self.last >= self.every_s:
+            self.flush()
+
+    def flush(self) -> None:
+        self.last = time.monotonic()
+        step = self.curve[-1]["step"] if self.curve else 0
+        self.store.update_pretraining(self.job_id, step=step, loss_curve=list(self.curve))
+
+
+def _knn(spec: PretrainingSpec, artifact: str, data: dict[str, Any]) -> dict[str, Any]:
+    from csf.data import load_chips
+    from csf.encoder import build_encoder, load_csf_backbone
+    from csf.knn import evaluate_knn
+
+    chips = load_chips(data)
+    if chips.labels is None:
+        return {}
+    name, state, meta = load_csf_backbone(artifact)
+    stages = meta.get("stages") or [-2, -1]
+    random_init = build_encoder(name, meta["in_chans"], stages)
+    trained = build_encoder(name, meta["in_chans"], stages)
+    trained.body.load_state_dict(state, strict=True)
+    results = evaluate_knn({"random": random_init, "csf": trained}, chips, meta["mean"], meta["std"])
+    # JSON keys are strings: {encoder: {subset: {k: {same_class, accuracy}}}}
+    return {
+        e: {s: {str(k): v for k, v in by_k.items()} for s, by_k in subs.items()}
+        for e, subs in results.items()
+    }
+
+
+def run_pretraining_job(job_id: str, store: Store, storage: str) -> None:
+    import ray
+
+    from csf.train import run_pretraining
+
+    job = store.get_pretraining(job_id)
+    spec = PretrainingSpec.model_validate(job.spec)
+    store.update_pretraining(job_id, state=State.RUNNING)
+    if not ray.is_initialized():
+        ray.init(log_to_driver=False)
+    config = csf_config(spec, f"pretraining-{job_id}")
+    progress = _Progress(store, job_id)
+    summary = run_pretraining(config, storage, progress=progress)
+    progress.curve = summary.get("loss_curve") or progress.curve
+    progress.flush()
+    knn = _knn(spec, summary["artifact"], config["data"]) if spec.knn else None
+    store.update_pretraining(
+        job_id,
+        state=State.COMPLETED,
+        artifact=summary["artifact"],
+        encoder=summary["metadata"],
+        knn=knn,
+        step=summary["steps"],
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run one geonas CSF pretraining job (a Ray Job entrypoint).")
+    parser.add_argument("job_id")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    settings = get_settings()
+    store = get_store(settings.resolved_database_url)
+    try:
+        run_pretraining_job(args.job_id, store, settings.resolved_storage_path)
+    except BaseException as exc:
+        message = str(exc) if isinstance(exc, GeonasError) else f"{type(exc).__name__}: {exc}"
+        traceback.print_exc()
+        try:
+            store.update_pretraining(args.job_id, state=State.FAILED, error=message[:4000])
+        except GeonasError:
+            pass
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
