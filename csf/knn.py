@@ -20,10 +20,10 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
-from .data import ChipSet
-from .encoder import CSFEncoder
+from .data import ChipSet, load_chips
+from .encoder import CSFEncoder, build_encoder, load_csf_backbone, load_init_weights
 
-__all__ = ["KS", "embed", "pca_reduce", "knn_scores", "evaluate_knn"]
+__all__ = ["KS", "embed", "pca_reduce", "knn_scores", "evaluate_knn", "evaluate_artifact"]
 
 KS = (10, 25, 50, 100)
 
@@ -116,3 +116,36 @@ def evaluate_knn(
             emb = embed(encoder, images, keep_bands=keep, device=device)
             results[name][subset] = knn_scores(pca_reduce(emb, max_dim), chips.labels, ks)
     return results
+
+
+def evaluate_artifact(
+    artifact: str,
+    data: dict,
+    supervised_init: str | None = None,
+    ks: Sequence[int] = KS,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+) -> dict[str, dict[str, dict[int, dict[str, float]]]]:
+    """k-NN of a finished job's encoder against random init (and a supervised init file, if given).
+
+    ``data`` is a chip-source spec (:func:`csf.data.load_chips`) whose bands are the encoder's, in
+    its order; chips are normalised with the statistics stored in the artifact. Returns
+    ``{init: {subset: {k: {"same_class", "accuracy", "k_used"}}}}`` for the job's result page.
+    """
+    from search_spaces.errors import DataError
+
+    name, state, meta = load_csf_backbone(artifact)
+    chips = load_chips(data)
+    if chips.band_names != meta["band_names"]:
+        raise DataError(f"the k-NN chips have bands {chips.band_names}, the encoder expects "
+                        f"{meta['band_names']} (same names, same order)")
+    csf = build_encoder(name, meta["in_chans"], meta["stages"] or (-1,))
+    csf.body.load_state_dict(state, strict=True)
+    torch.manual_seed(seed)
+    encoders = {"random": build_encoder(name, meta["in_chans"])}
+    if supervised_init:
+        supervised = build_encoder(name, meta["in_chans"])
+        load_init_weights(supervised, supervised_init)
+        encoders["supervised"] = supervised
+    encoders["csf"] = csf
+    return evaluate_knn(encoders, chips, meta["mean"], meta["std"], ks=ks, device=device)

@@ -195,6 +195,20 @@ def test_evaluate_knn_per_sensor_and_all(multisensor_root):
     assert 0.0 <= result["random"]["all"][10]["accuracy"] <= 1.0
 
 
+def test_evaluate_artifact_checks_bands_and_compares_inits(multisensor_root, tmp_path):
+    from csf.knn import evaluate_artifact
+
+    chips = load_chips({"kind": "multisensor", "root": str(multisensor_root)})
+    mean, std = chips.band_stats()
+    meta = EncoderMetadata("resnet18", 12, chips.band_names, mean, std, chips.sensors, [3, 4], 1)
+    path = export_encoder(build_encoder("resnet18", 12), tmp_path / "e.safetensors", meta)
+    data = {"kind": "multisensor", "root": str(multisensor_root)}
+    result = evaluate_artifact(str(path), data, ks=(5,))
+    assert set(result) == {"random", "csf"} and set(result["csf"]) == {"aerial", "smallsat", "landsat", "all"}
+    with pytest.raises(DataError, match="same order"):
+        evaluate_artifact(str(path), {**data, "sensors": ["landsat"]}, ks=(5,))
+
+
 # -- GPU
 
 
