@@ -15,7 +15,19 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, Float, ForeignKey, Integer, String, Text, create_engine, event, func, select
+from sqlalchemy import (
+    JSON,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    event,
+    func,
+    inspect,
+    select,
+)
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
@@ -137,13 +149,32 @@ def _make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest Alembic revision (cheap when it is there already).
+
+    A database made by the pre-Alembic ``create_all`` has the tables but no version: it is stamped at
+    the initial revision, whose schema it has, and upgraded from there.
+    """
+    from . import migrations
+
+    with engine.begin() as conn:
+        version = migrations.current(conn)
+        if version == migrations.head():
+            return
+        if version is None and inspect(conn).has_table(Experiment.__tablename__):
+            from alembic import command
+
+            command.stamp(migrations.alembic_config(connection=conn), "0001")
+        migrations.upgrade(conn)
+
+
 class Store:
     """All reads and writes of experiments and trials."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = _make_engine(url)
-        Base.metadata.create_all(self.engine)
+        migrate(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager
