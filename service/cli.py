@@ -25,6 +25,8 @@ experiments_app = typer.Typer(help="List and inspect experiments.", no_args_is_h
 data_app = typer.Typer(help="Create and import datasets.", no_args_is_help=True)
 app.add_typer(experiments_app, name="experiments")
 app.add_typer(data_app, name="data")
+db_app = typer.Typer(help="The database: migrations.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
 
 console = Console(width=None if sys.stdout.isatty() else 130)
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -301,6 +303,15 @@ def data_import(
     band_stats(info)
     counts = {s: len(info.chip_ids(s)) for s in info.splits}
     console.print(f"imported {root}: bands {list(info.bands)}, classes {list(info.classes)}, chips {counts}")
+
+
+@db_app.command("upgrade")
+@friendly
+def db_upgrade(revision: str = typer.Argument("head", help="Alembic revision to upgrade to.")) -> None:
+    """Migrate the database (GEONAS_DATABASE_URL, default the SQLite file) to a revision."""
+    from .dbcli import upgrade
+
+    console.print(upgrade(revision))
 
 
 def _parse_split(text: str) -> dict[str, list[str]] | str:
