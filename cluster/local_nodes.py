@@ -20,6 +20,8 @@ import signal
 import subprocess
 import tempfile
 import time
+import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +39,8 @@ class LocalNode:
     log_path: Path
     node_manager_port: int
     resources: dict[str, float] = field(default_factory=dict)
+    agent_port: int = 0  # the dashboard agent's HTTP port: its health endpoint says the node is up
+    log_offset: int = 0  # where this attempt's output starts in a log shared with failed attempts
 
     @property
     def alive(self) -> bool:
@@ -46,13 +50,16 @@ class LocalNode:
 class LocalRayCluster:
     """A head and any number of extra nodes on 127.0.0.1, under one private temp dir."""
 
-    def __init__(self, root: Path | None = None, ready_timeout_s: float = 180.0) -> None:
+    def __init__(
+        self, root: Path | None = None, ready_timeout_s: float = 180.0, start_attempts: int = 3
+    ) -> None:
         self.root = Path(root or tempfile.mkdtemp(prefix="geonas-ray-"))
         # Ray puts unix sockets under the temp dir; their paths must stay under ~107 bytes.
         self.temp_dir = Path(tempfile.mkdtemp(prefix="rn", dir="/tmp"))
         self.gcs_port = free_port()
         self.dashboard_port = free_port()
         self.ready_timeout_s = ready_timeout_s
+        self.start_attempts = start_attempts
         self.nodes: list[LocalNode] = []
         # Token auth on, with a token of this cluster's own: `ray start` turns auth on only when
         # told to (or when ~/.ray/auth_token exists, which other Rays on this machine share).
@@ -73,25 +80,57 @@ class LocalRayCluster:
         return {"RAY_ADDRESS": self.address, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.auth_token}
 
     def start_head(self, num_cpus: int = 1, resources: dict[str, float] | None = None) -> LocalNode:
-        extra = [
-            "--head",
-            f"--port={self.gcs_port}",
-            "--include-dashboard=true",
-            "--dashboard-host=127.0.0.1",
-            f"--dashboard-port={self.dashboard_port}",
-            f"--ray-client-server-port={free_port()}",
-        ]
-        return self._start("head", extra, num_cpus, resources)
+        def role_args() -> list[str]:
+            return [
+                "--head",
+                f"--port={self.gcs_port}",
+                "--include-dashboard=true",
+                "--dashboard-host=127.0.0.1",
+                f"--dashboard-port={self.dashboard_port}",
+                f"--ray-client-server-port={free_port()}",
+            ]
+
+        def fresh_ports() -> None:
+            # A head that failed may hold its ports (or a half-started GCS) for a while.
+            self.gcs_port, self.dashboard_port = free_port(), free_port()
+
+        return self._start("head", role_args, num_cpus, resources, before_retry=fresh_ports)
 
     def add_node(self, name: str, num_cpus: int = 1, resources: dict[str, float] | None = None) -> LocalNode:
         if not self.nodes:
             raise RuntimeError("start_head() first: a node joins an existing head")
-        return self._start(name, [f"--address={self.address}"], num_cpus, resources)
+        return self._start(name, lambda: [f"--address={self.address}"], num_cpus, resources)
 
     def _start(
+        self,
+        name: str,
+        role_args: Callable[[], list[str]],
+        num_cpus: int,
+        resources: dict[str, float] | None,
+        before_retry: Callable[[], None] | None = None,
+    ) -> LocalNode:
+        """Start a node; retry a node that died starting (Ray gives a raylet 30 s to register,
+        which an overloaded machine can miss), with fresh ports, after killing what it left."""
+        for attempt in range(1, self.start_attempts + 1):
+            node = self._launch(name, role_args(), num_cpus, resources)
+            try:
+                self._wait_ready(node)
+                return node
+            except RuntimeError:
+                self.nodes.remove(node)
+                self.stop_node(node)
+                if name == "head":  # no other node exists yet: all of this GCS's processes go
+                    self._kill_leftovers(str(self.gcs_port))
+                if attempt == self.start_attempts:
+                    raise
+                if before_retry is not None:
+                    before_retry()
+        raise AssertionError("unreachable")
+
+    def _launch(
         self, name: str, role_args: list[str], num_cpus: int, resources: dict[str, float] | None
     ) -> LocalNode:
-        node_manager_port = free_port()
+        node_manager_port, agent_port = free_port(), free_port()
         log_path = self.root / f"{name}.log"
         command = [
             ray_executable(),
@@ -104,33 +143,61 @@ class LocalRayCluster:
             f"--resources={json.dumps(resources or {})}",
             f"--node-manager-port={node_manager_port}",
             f"--object-manager-port={free_port()}",
-            f"--dashboard-agent-listen-port={free_port()}",
+            f"--dashboard-agent-listen-port={agent_port}",
             f"--dashboard-agent-grpc-port={free_port()}",
             f"--runtime-env-agent-port={free_port()}",
             f"--metrics-export-port={free_port()}",
+            # No log monitor: nothing here streams worker output to drivers, one process less.
+            "--include-log-monitor=false",
             "--disable-usage-stats",
             "--log-style=record",
         ]
-        with open(log_path, "wb") as log:
+        with open(log_path, "ab") as log:
             # A new session: signals for this node never reach pytest or the other nodes.
             process = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, env=self._env, start_new_session=True
             )
-        node = LocalNode(name, process, log_path, node_manager_port, dict(resources or {}))
+        node = LocalNode(name, process, log_path, node_manager_port, dict(resources or {}), agent_port)
+        node.log_offset = log_path.stat().st_size if log_path.exists() else 0
         self.nodes.append(node)
-        self._wait_ready(node)
         return node
 
     def _wait_ready(self, node: LocalNode) -> None:
+        """Ready = `ray start` says so and the node's agent answers its health check. Waiting for
+        the agent too keeps node starts from overlapping, which on a busy machine can make the
+        next raylet miss its 30 s registration window."""
         deadline = time.monotonic() + self.ready_timeout_s
         while time.monotonic() < deadline:
-            if READY_LINE in node.log_path.read_text(errors="replace"):
+            started = READY_LINE in node.log_path.read_text(errors="replace")[node.log_offset :]
+            if started and _healthy(f"http://127.0.0.1:{node.agent_port}/api/local_raylet_healthz"):
                 return
             if not node.alive:
                 break
-            time.sleep(0.2)
+            time.sleep(0.5)
         tail = node.log_path.read_text(errors="replace")[-3000:]
         raise RuntimeError(f"ray node {node.name!r} did not start; its log ends:\n{tail}")
+
+    def node_ids(self) -> dict[str, str]:
+        """Node name -> Ray node id of the live nodes, from the dashboard's state API.
+
+        A node is recognised by its custom resources, so give each node one of its own.
+        """
+        request = urllib.request.Request(
+            f"{self.dashboard_url}/api/v0/nodes?limit=1000",
+            headers={"Authorization": f"Bearer {self.auth_token}"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            listed = json.loads(answer.read())["data"]["result"]["result"]
+        found = {}
+        for node in self.nodes:
+            for entry in listed:
+                if (
+                    entry.get("state") == "ALIVE"
+                    and node.resources
+                    and node.resources.keys() <= set(entry.get("resources_total", {}))
+                ):
+                    found[node.name] = entry["node_id"]
+        return found
 
     def stop_node(self, node: LocalNode, timeout_s: float = 20.0) -> None:
         """Stop one node: its ``ray start`` process tears down its raylet and workers."""
@@ -159,7 +226,8 @@ class LocalRayCluster:
 
     def _kill_leftovers(self, marker: str) -> None:
         # Processes that outlived their ray start (workers mid-task, agents) and belong to this
-        # cluster: their command line names our GCS port and the marker (a port of ours).
+        # cluster: their command line names our temp dir, our GCS port and the marker (a port of
+        # ours).
         for pid, cmdline in _processes():
             if pid == os.getpid():
                 continue
@@ -174,6 +242,14 @@ class LocalRayCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.shutdown()
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return answer.status == 200
+    except OSError:  # URLError, HTTPError and timeouts are all OSErrors
+        return False
 
 
 def _processes() -> list[tuple[int, str]]:

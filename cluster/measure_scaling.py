@@ -119,7 +119,9 @@ def _noop_trainable(config: dict[str, Any]) -> None:
         tune.report({"reward": config["x"], "step": step})
 
 
-def measure_tune(trials: int = 100, concurrency: int = 2, reports: int = 1) -> dict[str, Any]:
+def measure_tune(
+    trials: int = 20, concurrency: int = 2, reports: int = 1, reuse_actors: bool = False
+) -> dict[str, Any]:
     import ray
     from ray import tune
 
@@ -130,7 +132,9 @@ def measure_tune(trials: int = 100, concurrency: int = 2, reports: int = 1) -> d
             tuner = tune.Tuner(
                 tune.with_resources(_noop_trainable, {"cpu": 1}),
                 param_space={"x": tune.uniform(0, 1), "reports": reports},
-                tune_config=tune.TuneConfig(num_samples=trials, max_concurrent_trials=concurrency),
+                tune_config=tune.TuneConfig(
+                    num_samples=trials, max_concurrent_trials=concurrency, reuse_actors=reuse_actors
+                ),
                 run_config=tune.RunConfig(storage_path=storage, name="noop", verbose=0),
             )
             grid = tuner.fit()
@@ -142,6 +146,7 @@ def measure_tune(trials: int = 100, concurrency: int = 2, reports: int = 1) -> d
         "trials": trials,
         "concurrency": concurrency,
         "reports_per_trial": reports,
+        "reuse_actors": reuse_actors,
         "errors": errors,
         "seconds": elapsed,
         "seconds_per_trial": elapsed / trials,
@@ -167,7 +172,7 @@ def measure_models(samples: int = 5) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=300, help="Proposals per searcher.")
-    parser.add_argument("--tune-trials", type=int, default=100)
+    parser.add_argument("--tune-trials", type=int, default=20)
     parser.add_argument("--only", nargs="*", choices=["searchers", "store", "tune", "models"])
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
@@ -187,8 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     if "models" in wanted:
         report["models"] = measure_models()
     if "tune" in wanted:
+        # Tune's default starts a new worker process per trial; reusing actors skips that.
         report["tune"] = measure_tune(args.tune_trials)
-        report["tune_5_reports"] = measure_tune(max(args.tune_trials // 2, 10), reports=5)
+        report["tune_reuse_actors"] = measure_tune(args.tune_trials, reuse_actors=True)
     text = json.dumps(report, indent=2)
     if args.out:
         args.out.write_text(text)

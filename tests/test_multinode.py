@@ -103,3 +103,9 @@ def test_dashboard_refuses_requests_without_the_token(multinode):
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {multinode.auth_token}"})
     with urllib.request.urlopen(request, timeout=10) as answer:
         assert json.loads(answer.read())["ray_version"]
+
+
+def test_node_ids_are_read_from_the_dashboard(multinode):
+    ids = multinode.node_ids()
+    assert sorted(ids) == sorted(NODE_NAMES)
+    assert len(set(ids.values())) == 3
