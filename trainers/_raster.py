@@ -7,6 +7,7 @@ what counts as a nodata pixel, and how a file's problems turn into a :class:`Dat
 from __future__ import annotations
 
 import os
+import shutil
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +19,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
 from search_spaces.errors import DataError
 
-__all__ = ["open_raster", "nodata_pixels", "write_chip", "atomic_write_text"]
+__all__ = ["open_raster", "nodata_pixels", "write_chip", "atomic_write_text", "publish_dir"]
 
 
 @contextmanager
@@ -101,3 +102,22 @@ def atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def publish_dir(tmp: Path, out: Path, *, replace: bool) -> Path:
+    """Move a finished dataset from its private build folder ``tmp`` to ``out``.
+
+    Builders write into a per-process folder and publish with one rename, so readers never see a
+    half-written dataset. When another process published the same dataset first (several trials
+    preparing the demo set at once), its copy wins and ours is discarded.
+    """
+    if replace and out.exists():
+        shutil.rmtree(out)
+    try:
+        tmp.rename(out)
+    except OSError:
+        if not (out / "dataset.yaml").is_file():
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out

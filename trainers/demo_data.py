@@ -16,9 +16,11 @@ comes from its own scenes, so no scene leaks across splits. Reflectance is store
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from rasterio.crs import CRS
@@ -26,7 +28,7 @@ from rasterio.transform import Affine
 from scipy.ndimage import gaussian_filter
 
 from search_spaces.errors import DataError, SpecError
-from trainers._raster import write_chip
+from trainers._raster import publish_dir, write_chip
 from trainers.datasets import DatasetInfo, band_stats
 
 __all__ = [
@@ -239,6 +241,53 @@ def _scene(rng: np.random.Generator, size: int, spectra: _Spectra, nodata_edge: 
     return refl, building.astype(np.uint8), nodata
 
 
+def _write_chips(tmp: Path, chips: dict[str, int], size: int, names: list[str], seed: int) -> dict[str, Any]:
+    """Generate scenes split by split and write their chips under ``tmp``; returns pixel counts."""
+    spectra = _Spectra.for_bands(names)
+    rng = np.random.default_rng(seed)
+    scene_px = size * _SCENE_CHIPS
+    scene_no = 0
+    counts: dict[str, dict[str, int]] = {}
+    for split, wanted in chips.items():
+        written, nodata_px, building_px, labelled = 0, 0, 0, 0
+        while written < wanted:
+            refl, mask, nodata = _scene(rng, scene_px, spectra, nodata_edge=scene_no % 4 == 0)
+            scene_gain = rng.uniform(0.85, 1.15)
+            east, north = 380_000 + 3_000 * (scene_no % 20), 2_800_000 - 3_000 * (scene_no // 20)
+            for r in range(_SCENE_CHIPS):
+                for c in range(_SCENE_CHIPS):
+                    if written == wanted:
+                        break
+                    win = (slice(r * size, (r + 1) * size), slice(c * size, (c + 1) * size))
+                    gain = scene_gain * rng.uniform(0.93, 1.07)  # per-chip brightness, like a mosaic
+                    dn = np.clip(np.rint(refl[:, win[0], win[1]] * gain * 10_000), 1, 65_535).astype(
+                        np.uint16
+                    )
+                    m = mask[win].copy()
+                    bad = nodata[win]
+                    dn[:, bad] = _NODATA
+                    m[bad] = 255
+                    transform = Affine(_GSD, 0.0, east + c * size * _GSD, 0.0, -_GSD, north - r * size * _GSD)
+                    chip_id = f"s{scene_no:03d}_r{r}c{c}"
+                    geo = {"crs": _CRS, "transform": transform}
+                    write_chip(
+                        tmp / split / "images" / f"{chip_id}.tif", dn, nodata=_NODATA, band_names=names, **geo
+                    )
+                    write_chip(tmp / split / "masks" / f"{chip_id}.tif", m[None], nodata=None, **geo)
+                    written += 1
+                    nodata_px += int(bad.sum())
+                    building_px += int((m == 1).sum())
+                    labelled += int((m != 255).sum())
+            scene_no += 1
+        counts[split] = {
+            "chips": written,
+            "building_pixels": building_px,
+            "labelled_pixels": labelled,
+            "nodata_pixels": nodata_px,
+        }
+    return counts
+
+
 def write_demo_dataset(
     out_dir: str | Path,
     *,
@@ -272,62 +321,25 @@ def write_demo_dataset(
         if not (out / "dataset.yaml").is_file():
             raise DataError(f"{out}: not a dataset folder (no dataset.yaml); refusing to replace it")
 
-    tmp = out.with_name(f".{out.name}.partial")
+    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    spectra = _Spectra.for_bands(names)
-    rng = np.random.default_rng(seed)
-    scene_px = size * _SCENE_CHIPS
-    scene_no = 0
-    counts: dict[str, dict[str, int]] = {}
-    for split, wanted in chips.items():
-        written, nodata_px, building_px, labelled = 0, 0, 0, 0
-        while written < wanted:
-            refl, mask, nodata = _scene(rng, scene_px, spectra, nodata_edge=scene_no % 4 == 0)
-            scene_gain = rng.uniform(0.85, 1.15)
-            east, north = 380_000 + 3_000 * (scene_no % 20), 2_800_000 - 3_000 * (scene_no // 20)
-            for r in range(_SCENE_CHIPS):
-                for c in range(_SCENE_CHIPS):
-                    if written == wanted:
-                        break
-                    win = (slice(r * size, (r + 1) * size), slice(c * size, (c + 1) * size))
-                    gain = scene_gain * rng.uniform(0.93, 1.07)  # per-chip brightness, like a mosaic
-                    dn = np.clip(np.rint(refl[:, win[0], win[1]] * gain * 10_000), 1, 65_535).astype(
-                        np.uint16
-                    )
-                    m = mask[win].copy()
-                    bad = nodata[win]
-                    dn[:, bad] = _NODATA
-                    m[bad] = 255
-                    transform = Affine(_GSD, 0.0, east + c * size * _GSD, 0.0, -_GSD, north - r * size * _GSD)
-                    chip_id = f"s{scene_no:03d}_r{r}c{c}"
-                    write_chip(tmp / split / "images" / f"{chip_id}.tif", dn, crs=_CRS, transform=transform,
-                               nodata=_NODATA, band_names=names)  # fmt: skip
-                    write_chip(tmp / split / "masks" / f"{chip_id}.tif", m[None], crs=_CRS,
-                               transform=transform,
-                               nodata=None)  # fmt: skip
-                    written += 1
-                    nodata_px += int(bad.sum())
-                    building_px += int((m == 1).sum())
-                    labelled += int((m != 255).sum())
-            scene_no += 1
-        counts[split] = {"chips": written, "building_pixels": building_px, "labelled_pixels": labelled,
-                         "nodata_pixels": nodata_px}  # fmt: skip
-
-    info = DatasetInfo(
-        name="geonas-demo",
-        bands=tuple(names),
-        classes=tuple(_CLASSES),
-        root=tmp,
-        ignore_index=255,
-        splits={s: s for s in chips},
-        source=f"synthetic scenes from geonas.trainers.demo_data (seed={seed}, chip={size}px, 1 m GSD, "
-        "uint16 reflectance x10000, Sentinel-2-like band centres)",
-        crs=_CRS.to_string(),
-        extra={"nodata": _NODATA, "chip_size": size, "counts": counts},
-    )
-    info.write()
-    band_stats(info)
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
-    return out
+    try:
+        counts = _write_chips(tmp, chips, size, names, seed)
+        info = DatasetInfo(
+            name="geonas-demo",
+            bands=tuple(names),
+            classes=tuple(_CLASSES),
+            root=tmp,
+            ignore_index=255,
+            splits={s: s for s in chips},
+            source=f"synthetic scenes from geonas.trainers.demo_data (seed={seed}, chip={size}px, 1 m GSD, "
+            "uint16 reflectance x10000, Sentinel-2-like band centres)",
+            crs=_CRS.to_string(),
+            extra={"nodata": _NODATA, "chip_size": size, "counts": counts},
+        )
+        info.write()
+        band_stats(info)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return publish_dir(tmp, out, replace=overwrite)

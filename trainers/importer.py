@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import re
 import shutil
 from collections.abc import Iterator
@@ -39,7 +40,7 @@ from rasterio.transform import Affine
 from rasterio.windows import Window
 
 from search_spaces.errors import DataError, SpecError
-from trainers._raster import nodata_pixels, open_raster, write_chip
+from trainers._raster import nodata_pixels, open_raster, publish_dir, write_chip
 from trainers.datasets import DatasetInfo, band_stats
 
 __all__ = ["ClassTable", "import_dataset", "dubai_defaults", "DUBAI_SPLIT"]
@@ -567,7 +568,7 @@ def import_dataset(
     where = "split" if isinstance(split, dict) else str(split)
     by_split = _assign(_find_scenes(src, image_glob, mask_glob), _load_split(split), where)
 
-    tmp = out.with_name(f".{out.name}.partial")
+    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     cutter = _Cutter(table, chip_size, chip_size - overlap, ignore_index, min_labelled, bands)
     report: dict[str, Any] = {"chips": {}, "skipped_empty": {}, "class_pixels": {}, "scenes": {}}
@@ -610,7 +611,4 @@ def import_dataset(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
-    return out
+    return publish_dir(tmp, out, replace=overwrite)
