@@ -66,6 +66,8 @@ class TuneAdapter(TuneSearcher):
         self.to_config = to_config
         self.reward_fn = reward_fn
         self.trials: dict[str, str] = {}  # Tune trial id -> proposal id
+        self.tokens: dict[str, list[int]] = {}  # proposal id -> tokens, while in flight
+        self.replay: list[str] = []  # proposals to hand out again after a resume
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
         # The search space is the token space; Tune's metric/mode only matter for reporting.
@@ -76,11 +78,26 @@ class TuneAdapter(TuneSearcher):
         return True
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
-        proposal = self.inner.propose()
-        if proposal is None:
-            return None
-        self.trials[trial_id] = proposal.id
-        return {"tokens": list(proposal.tokens), **self.to_config(proposal.tokens)}
+        if self.replay:
+            proposal_id = self.replay.pop(0)
+            tokens = self.tokens[proposal_id]
+        else:
+            proposal = self.inner.propose()
+            if proposal is None:
+                return None
+            proposal_id, tokens = proposal.id, list(proposal.tokens)
+            self.tokens[proposal_id] = tokens
+        self.trials[trial_id] = proposal_id
+        return {"tokens": list(tokens), **self.to_config(tokens)}
+
+    def requeue_pending(self) -> int:
+        """After a restore: the proposals that were in flight when the driver stopped are handed out
+        again, under new trial ids, before any new proposal; the searcher sees each result once."""
+        self.replay = [pid for pid in self.trials.values() if pid in self.tokens] + [
+            pid for pid in self.replay if pid not in self.trials.values()
+        ]
+        self.trials = {}
+        return len(self.replay)
 
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
@@ -88,6 +105,7 @@ class TuneAdapter(TuneSearcher):
         proposal_id = self.trials.pop(trial_id, None)
         if proposal_id is None:
             return
+        self.tokens.pop(proposal_id, None)
         reward = None if error or not result else self.reward_fn(result)
         self.inner.observe(proposal_id, reward)
 
@@ -96,6 +114,8 @@ class TuneAdapter(TuneSearcher):
         return {
             "searcher": self.inner.state_dict(),
             "trials": dict(self.trials),
+            "tokens": dict(self.tokens),
+            "replay": list(self.replay),
             "name": self.inner.name,
         }
 
@@ -107,6 +127,8 @@ class TuneAdapter(TuneSearcher):
             )
         self.inner.load_state_dict(state["searcher"])
         self.trials = dict(state["trials"])
+        self.tokens = dict(state.get("tokens", {}))
+        self.replay = list(state.get("replay", []))
 
     def save(self, checkpoint_path: str) -> None:
         path = Path(checkpoint_path)
