@@ -12,6 +12,7 @@ import os
 import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+pytest_plugins = ["pg"]  # PostgreSQL server fixtures (tests/pg.py)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,70 @@
+"""The store on both backends (a SQLite file and a real PostgreSQL server): migrations and contracts."""
+
+from __future__ import annotations
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine, inspect
+
+from search_spaces.errors import Conflict, NotFound
+from service import migrations
+from service.states import State
+from service.store import Base, Store
+
+
+def test_migrations_reach_exactly_the_models(store_url):
+    """Head of the migrations is the schema the ORM declares: no drift between the two."""
+    store = Store(store_url)
+    with store.engine.connect() as conn:
+        assert migrations.current(conn) == migrations.head()
+        diffs = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
+    assert diffs == []
+    store.engine.dispose()
+
+
+def test_a_pre_alembic_database_is_adopted_not_recreated(store_url):
+    """A database from the old ``create_all`` keeps its rows and is stamped, then upgraded."""
+    from sqlalchemy import text
+
+    engine = create_engine(store_url)
+    with engine.begin() as conn:  # the initial schema, without Alembic's version table
+        migrations.upgrade(conn, "0001")
+        conn.execute(text("DROP TABLE alembic_version"))
+        conn.execute(
+            text(
+                "INSERT INTO experiments (id, name, state, spec, created_at, updated_at) "
+                "VALUES ('old', 'old', 'completed', '{}', '2024-01-01', '2024-01-01')"
+            )
+        )
+    engine.dispose()
+    store = Store(store_url)
+    assert store.get_experiment("old").name == "old"
+    with store.engine.connect() as conn:
+        assert migrations.current(conn) == migrations.head()
+    store.engine.dispose()
+
+
+def test_starting_twice_is_a_no_op(store_url):
+    Store(store_url).engine.dispose()
+    store = Store(store_url)
+    assert set(inspect(store.engine).get_table_names()) >= {"experiments", "trials", "alembic_version"}
+    store.engine.dispose()
+
+
+def test_trial_writes_are_idempotent_and_transitions_checked(store_url):
+    store = Store(store_url)
+    exp = store.create_experiment("x", {"budget": {"trials": 2}})
+    for _ in range(3):
+        store.record_trial(
+            f"{exp.id}-t", exp.id, state=State.RUNNING, epoch=1, history_entry={"epoch": 1, "miou": 0.3}
+        )
+    store.record_trial(f"{exp.id}-t", exp.id, state=State.COMPLETED, miou=0.5)
+    with pytest.raises(Conflict):
+        store.record_trial(f"{exp.id}-t", exp.id, state=State.RUNNING, miou=0.1)
+    (trial,) = store.list_trials(exp.id)
+    assert (trial.miou, len(trial.history)) == (0.5, 1)
+    assert store.trial_counts([exp.id]) == {exp.id: 1}
+    with pytest.raises(NotFound):
+        store.get_experiment("nope")
+    store.engine.dispose()
