@@ -18,9 +18,7 @@ from search_spaces.errors import GeonasError
 
 from .client import ApiClient
 
-app = typer.Typer(
-    help="geonas: latency-constrained NAS for satellite-image segmentation.", no_args_is_help=True
-)
+app = typer.Typer(help="geonas: latency-constrained NAS for satellite-image segmentation.", no_args_is_help=True)
 experiments_app = typer.Typer(help="List and inspect experiments.", no_args_is_help=True)
 data_app = typer.Typer(help="Create and import datasets.", no_args_is_help=True)
 app.add_typer(experiments_app, name="experiments")
@@ -77,7 +75,12 @@ def serve(
     settings = get_settings()
     cluster = connect(settings.ray_address, num_cpus=settings.local_num_cpus, home=settings.home)
     console.print(f"Ray dashboard: {cluster.dashboard_url}  ({cluster.token_note})")
-    application = create_app(settings, launcher=JobLauncher(cluster.dashboard_url, settings))
+    launcher = JobLauncher(cluster.dashboard_url, settings)
+    application = create_app(settings, launcher=launcher)
+    from .resume import reconcile
+
+    for experiment_id, action in reconcile(application.state.store, launcher).items():
+        console.print(f"experiment {experiment_id}: its driver had stopped; {action}")
     try:
         uvicorn.run(application, host=host or settings.api_host, port=port or settings.api_port)
     finally:
@@ -138,9 +141,7 @@ def pretrain(
     while True:
         job = client.pretraining(created["id"])
         last = job["loss_curve"][-1]["loss"] if job["loss_curve"] else None
-        console.print(
-            f"{job['state']}: step {job['step']}" + (f", loss {last:.4f}" if last is not None else "")
-        )
+        console.print(f"{job['state']}: step {job['step']}" + (f", loss {last:.4f}" if last is not None else ""))
         if job["state"] in ("completed", "failed", "cancelled"):
             break
         time.sleep(5)
@@ -187,9 +188,7 @@ def experiments_show(experiment_id: str, url: str = UrlOption) -> None:
 @app.command()
 @friendly
 def leaderboard(
-    max_latency_ms: float = typer.Option(
-        None, "--max-latency-ms", help="Only models at or under this latency."
-    ),
+    max_latency_ms: float = typer.Option(None, "--max-latency-ms", help="Only models at or under this latency."),
     device: str = typer.Option(None, help="Only latencies measured on this device profile."),
     limit: int = typer.Option(20, help="Rows to show."),
     url: str = UrlOption,
@@ -198,9 +197,7 @@ def leaderboard(
     from .render import leaderboard_table
 
     console.print(
-        leaderboard_table(
-            ApiClient(url).leaderboard(max_latency_ms=max_latency_ms, device=device, limit=limit)
-        )
+        leaderboard_table(ApiClient(url).leaderboard(max_latency_ms=max_latency_ms, device=device, limit=limit))
     )
 
 

@@ -35,9 +35,7 @@ class ApiClient:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
-            raise ApiError(
-                f"cannot reach the geonas API at {self.url} ({exc}); is `geonas serve` running?"
-            ) from None
+            raise ApiError(f"cannot reach the geonas API at {self.url} ({exc}); is `geonas serve` running?") from None
         if response.status_code >= 400:
             try:
                 detail = response.json().get("detail", response.text)
@@ -62,9 +60,7 @@ class ApiClient:
         return self._call("GET", f"/v1/experiments/{experiment_id}/trials")
 
     def models(self, experiment_id: str | None = None) -> list[dict[str, Any]]:
-        return self._call(
-            "GET", "/v1/models", params={"experiment_id": experiment_id} if experiment_id else None
-        )
+        return self._call("GET", "/v1/models", params={"experiment_id": experiment_id} if experiment_id else None)
 
     def model(self, model_id: str) -> dict[str, Any]:
         return self._call("GET", f"/v1/models/{model_id}")

@@ -52,9 +52,7 @@ def _store_callback_class():
             if "arch" in config:
                 return config["arch"], descriptor_key(config)[1]
             if "baseline" in config:
-                return {"baseline": config["baseline"], "backbone": config["backbone"]}, descriptor_key(
-                    config
-                )[1]
+                return {"baseline": config["baseline"], "backbone": config["backbone"]}, descriptor_key(config)[1]
             return None, None
 
         def _write(self, trial, state: str, result: dict[str, Any] | None = None, error: str | None = None):
@@ -214,7 +212,50 @@ def early_stopping(spec: ExperimentSpec):
     )
 
 
+def _searcher_checkpoint_class():
+    from ray.tune import Callback
+
+    class SearcherCheckpoint(Callback):
+        """Saves the searcher (weights, optimiser, RNG, in-flight proposals) after every finished trial.
+
+        Tune informs the search algorithm before its callbacks, so the file always includes the
+        result just observed; it is written atomically (temp file + rename) by the adapter.
+        """
+
+        def __init__(self, adapter, path: Path) -> None:
+            self.adapter, self.path = adapter, path
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            self.adapter.save(str(self.path))
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self.adapter.save(str(self.path))
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self.adapter.save(str(self.path))
+
+    return SearcherCheckpoint
+
+
+def _run_name(storage: str, experiment_id: str) -> str:
+    """A fresh Tune run name per driver attempt: ``experiment-ID``, then ``experiment-ID-a2``, …"""
+    base = f"experiment-{experiment_id}"
+    if "://" in storage or not (Path(storage) / base).exists():
+        return base
+    attempt = 2
+    while (Path(storage) / f"{base}-a{attempt}").exists():
+        attempt += 1
+    return f"{base}-a{attempt}"
+
+
 def run_experiment(experiment_id: str, store: Store, storage: str) -> None:
+    """Run (or resume) one experiment: stage 1, baselines, stage 2.
+
+    Resuming is the same call: completed trials stay in the store and count against the budget, the
+    searcher is restored from its last saved state, and the proposals that were in flight when the
+    previous driver stopped are trained again first, so the experiment ends with exactly its
+    budgeted number of finished trials and no architecture trained twice.
+    """
     import ray
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
@@ -226,7 +267,7 @@ def run_experiment(experiment_id: str, store: Store, storage: str) -> None:
 
     exp = store.get_experiment(experiment_id)
     spec = ExperimentSpec.model_validate(exp.spec)
-    store.update_experiment(experiment_id, state=State.RUNNING)
+    store.update_experiment(experiment_id, state=State.RUNNING, error=None)
     if not ray.is_initialized():
         ray.init(log_to_driver=False)
 
@@ -235,39 +276,55 @@ def run_experiment(experiment_id: str, store: Store, storage: str) -> None:
     space = NasFpnSpace(search_space_config(spec, backbone_name))
     searcher = create_searcher(spec.searcher.name, space, seed=spec.seed, **spec.searcher.options)
     adapter = TuneAdapter(searcher, to_config=lambda tokens: {"arch": space.decode(tokens).to_dict()})
+    state_path = Path(storage) / f"experiment-{experiment_id}.searcher.pkl"
+    if state_path.exists():
+        adapter.restore(str(state_path))
+        replayed = adapter.requeue_pending()
+        log.info("resumed searcher state from %s; %d in-flight proposals re-run first", state_path, replayed)
+    store.interrupt_open_trials(experiment_id, "interrupted when its driver stopped; re-run on resume")
+    remaining = spec.budget.trials - store.count_finished(experiment_id, stage=1, kind="searched")
+
     resources = trial_resources(spec)
     trainable = tune.with_resources(tune.with_parameters(stage1_trainable, context=context), resources)
     StoreCallback = _store_callback_class()
-    run_config = tune.RunConfig(
-        name=f"experiment-{experiment_id}",
-        storage_path=storage,
-        callbacks=[StoreCallback(store.url, experiment_id)],
-        failure_config=tune.FailureConfig(max_failures=spec.stage1.max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-        verbose=0,
-    )
-    tuner = tune.Tuner(
-        trainable,
-        tune_config=tune.TuneConfig(
-            search_alg=ConcurrencyLimiter(adapter, max_concurrent=concurrency(spec, resources)),
-            scheduler=early_stopping(spec),
-            num_samples=spec.budget.trials,
-            time_budget_s=spec.budget.wall_time_s,
-        ),
-        run_config=run_config,
-    )
-    tuner.fit()
+    SearcherCheckpoint = _searcher_checkpoint_class()
+    if remaining > 0:
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=ConcurrencyLimiter(adapter, max_concurrent=concurrency(spec, resources)),
+                scheduler=early_stopping(spec),
+                num_samples=remaining,
+                time_budget_s=spec.budget.wall_time_s,
+            ),
+            run_config=tune.RunConfig(
+                name=_run_name(storage, experiment_id),
+                storage_path=storage,
+                callbacks=[StoreCallback(store.url, experiment_id), SearcherCheckpoint(adapter, state_path)],
+                failure_config=tune.FailureConfig(max_failures=spec.stage1.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                verbose=0,
+            ),
+        )
+        tuner.fit()
 
-    if spec.baselines:
+    done_baselines = {
+        t.arch["baseline"]
+        for t in store.list_trials(experiment_id, stage=1)
+        if t.kind == "baseline" and t.state == State.COMPLETED and t.arch
+    }
+    baselines = [b for b in spec.baselines if b not in done_baselines]
+    if baselines:
         backbone = space.config.backbones[0]
         baseline_tuner = tune.Tuner(
             trainable,
-            param_space={"baseline": tune.grid_search(list(spec.baselines)), "backbone": backbone},
+            param_space={"baseline": tune.grid_search(baselines), "backbone": backbone},
             tune_config=tune.TuneConfig(max_concurrent_trials=concurrency(spec, resources)),
             run_config=tune.RunConfig(
-                name=f"experiment-{experiment_id}-baselines",
+                name=_run_name(storage, experiment_id) + "-baselines",
                 storage_path=storage,
                 callbacks=[StoreCallback(store.url, experiment_id, kind="baseline")],
+                failure_config=tune.FailureConfig(max_failures=spec.stage1.max_failures),
                 verbose=0,
             ),
         )
@@ -303,7 +360,10 @@ def run_stage2(spec: ExperimentSpec, experiment_id: str, store: Store, storage: 
     from trainers.export import export_onnx, save_weights
     from trainers.stage2 import FinetuneConfig, run_finetune
 
+    finished = {t.arch_hash for t in store.list_trials(experiment_id, stage=2) if t.state == State.COMPLETED}
     for trial in stage2_candidates(spec, store.list_trials(experiment_id, stage=1)):
+        if trial.arch_hash in finished:
+            continue  # a resumed driver does not fine-tune the same model twice
         descriptor = {"arch": trial.arch} if trial.kind == "searched" else dict(trial.arch)
         trial_id = f"{experiment_id}-s2-{trial.arch_hash}"
         common = dict(stage=2, kind=trial.kind, arch=trial.arch, arch_hash=trial.arch_hash)
@@ -342,9 +402,7 @@ def run_stage2(spec: ExperimentSpec, experiment_id: str, store: Store, storage: 
                 folder / "weights.safetensors",
                 {"descriptor": json.dumps(descriptor), "data": json.dumps(data)},
             )
-            onnx = export_onnx(
-                model, (1, result.in_chans, context.chip_size, context.chip_size), folder / "model.onnx"
-            )
+            onnx = export_onnx(model, (1, result.in_chans, context.chip_size, context.chip_size), folder / "model.onnx")
             (folder / "model.json").write_text(
                 json.dumps({"descriptor": descriptor, "data": data, "training": _jsonable(config)}, indent=2)
             )

@@ -46,8 +46,8 @@ class JobLauncher:
         }
         return env
 
-    def submit(self, kind: str, resource_id: str, module: str = "service.driver") -> SubmittedJob:
-        submission_id = f"geonas-{kind}-{resource_id}"
+    def submit(self, kind: str, resource_id: str, module: str = "service.driver", attempt: int = 1) -> SubmittedJob:
+        submission_id = f"geonas-{kind}-{resource_id}" + (f"-r{attempt}" if attempt > 1 else "")
         try:
             job_id = self._client().submit_job(
                 # The cluster's PATH may hold another python: use this interpreter explicitly.

@@ -88,10 +88,7 @@ def _knn(spec: PretrainingSpec, artifact: str, data: dict[str, Any]) -> dict[str
     trained.body.load_state_dict(state, strict=True)
     results = evaluate_knn({"random": random_init, "csf": trained}, chips, meta["mean"], meta["std"])
     # JSON keys are strings: {encoder: {subset: {k: {same_class, accuracy}}}}
-    return {
-        e: {s: {str(k): v for k, v in by_k.items()} for s, by_k in subs.items()}
-        for e, subs in results.items()
-    }
+    return {e: {s: {str(k): v for k, v in by_k.items()} for s, by_k in subs.items()} for e, subs in results.items()}
 
 
 def run_pretraining_job(job_id: str, store: Store, storage: str) -> None:

@@ -26,6 +26,7 @@ __all__ = [
     "TrialPublic",
     "LeaderboardRow",
     "ModelPublic",
+    "ResumeRequest",
     "PretrainingSpec",
     "PretrainingPublic",
     "BackbonePublic",
@@ -136,6 +137,7 @@ class ExperimentSpec(_Spec):
     stage2: Stage2Spec = Field(default_factory=Stage2Spec)
     baselines: list[Literal["unet", "fpn"]] = Field(default_factory=list)
     seed: int = Field(0, ge=0)
+    auto_resume: bool = Field(False, description="Resume automatically if the driver dies while the API is down.")
 
     @field_validator("searcher")
     @classmethod
@@ -212,6 +214,10 @@ class BackbonePublic(BaseModel):
     bands: list[str]
     steps: int
     created_at: datetime
+
+
+class ResumeRequest(_Spec):
+    trials: int | None = Field(None, ge=1, le=10000, description="A new (larger) trial budget.")
 
 
 class ExperimentCreated(BaseModel):

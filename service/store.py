@@ -193,16 +193,12 @@ class Store:
         with self.session() as s:
             exp = s.get(Experiment, experiment_id)
             if exp is None:
-                raise NotFound(
-                    f"experiment {experiment_id} does not exist; list them with GET /v1/experiments"
-                )
+                raise NotFound(f"experiment {experiment_id} does not exist; list them with GET /v1/experiments")
             return exp
 
     def list_experiments(self, limit: int = 100, offset: int = 0) -> list[Experiment]:
         with self.session() as s:
-            rows = s.scalars(
-                select(Experiment).order_by(Experiment.created_at.desc()).limit(limit).offset(offset)
-            )
+            rows = s.scalars(select(Experiment).order_by(Experiment.created_at.desc()).limit(limit).offset(offset))
             return list(rows)
 
     def update_experiment(self, experiment_id: str, *, state: str | None = None, **fields: Any) -> Experiment:
@@ -217,6 +213,18 @@ class Store:
                 setattr(exp, key, value)
             return exp
 
+    def reopen_experiment(self, experiment_id: str, spec: dict[str, Any]) -> Experiment:
+        """Put a stopped experiment back to pending (for resume) with its possibly larger spec.
+
+        The one transition out of a terminal state, kept here so nothing else can do it.
+        """
+        with self.session() as s:
+            exp = s.get(Experiment, experiment_id)
+            if exp is None:
+                raise NotFound(f"experiment {experiment_id} does not exist")
+            exp.state, exp.spec, exp.error = State.PENDING, spec, None
+            return exp
+
     def delete_experiment(self, experiment_id: str) -> None:
         """Remove an experiment that never started (used when its job could not be submitted)."""
         with self.session() as s:
@@ -225,13 +233,16 @@ class Store:
                 s.delete(exp)
 
     def trial_counts(self, experiment_ids: list[str]) -> dict[str, int]:
-        """Finished trials (any terminal state) per experiment."""
+        """Finished stage-1 searched trials (completed, pruned or failed) per experiment."""
         if not experiment_ids:
             return {}
         with self.session() as s:
             rows = s.execute(
                 select(Trial.experiment_id, func.count())
-                .where(Trial.experiment_id.in_(experiment_ids), Trial.state.in_([str(x) for x in TERMINAL]))
+                .where(
+                    Trial.experiment_id.in_(experiment_ids),
+                    Trial.state.in_([str(State.COMPLETED), str(State.PRUNED), str(State.FAILED)]),
+                )
                 .where(Trial.kind == "searched", Trial.stage == 1)
                 .group_by(Trial.experiment_id)
             )
@@ -292,6 +303,22 @@ class Store:
                 query = query.where(Trial.stage == stage)
             return list(s.scalars(query.order_by(Trial.created_at, Trial.id)))
 
+    def count_finished(self, experiment_id: str, stage: int = 1, kind: str = "searched") -> int:
+        """Trials that used up budget: completed, pruned or failed (not cancelled)."""
+        finished = [str(State.COMPLETED), str(State.PRUNED), str(State.FAILED)]
+        with self.session() as s:
+            query = select(func.count()).where(
+                Trial.experiment_id == experiment_id,
+                Trial.stage == stage,
+                Trial.kind == kind,
+                Trial.state.in_(finished),
+            )
+            return int(s.scalar(query) or 0)
+
+    def interrupt_open_trials(self, experiment_id: str, reason: str) -> int:
+        """Mark trials a stopped driver left pending or running as cancelled (they are re-run)."""
+        return self.cancel_open_trials(experiment_id, reason)
+
     def cancel_open_trials(self, experiment_id: str, reason: str) -> int:
         with self.session() as s:
             trials = s.scalars(
@@ -310,9 +337,7 @@ class Store:
         """Register a fine-tuned model once per (experiment, trial): a re-run driver updates it."""
         with self.session() as s:
             existing = s.scalars(
-                select(Model).where(
-                    Model.experiment_id == experiment_id, Model.trial_id == fields.get("trial_id")
-                )
+                select(Model).where(Model.experiment_id == experiment_id, Model.trial_id == fields.get("trial_id"))
             ).first()
             model = existing or Model(id=new_id(), experiment_id=experiment_id)
             for key, value in fields.items():

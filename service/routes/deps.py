@@ -19,9 +19,7 @@ def get_launcher(request: Request) -> JobLauncher:
     if launcher is None:
         settings = request.app.state.settings
         if not settings.ray_address:
-            raise ClusterError(
-                "no Ray cluster is configured: start the API with `geonas serve` or set RAY_ADDRESS"
-            )
+            raise ClusterError("no Ray cluster is configured: start the API with `geonas serve` or set RAY_ADDRESS")
         from cluster.connect import jobs_url
 
         launcher = JobLauncher(jobs_url(settings.ray_address), settings)

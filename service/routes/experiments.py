@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Query, Request, status
 
-from ..specs import ExperimentCreated, ExperimentPublic, ExperimentSpec, TrialPublic
+from search_spaces.errors import Conflict
+
+from ..specs import ExperimentCreated, ExperimentPublic, ExperimentSpec, ResumeRequest, TrialPublic
+from ..states import TERMINAL, State
 from ..store import Experiment, Store, Trial
 from ..validation import check_backbone, check_dataset
 from .deps import get_launcher, get_store_dep
 
 router = APIRouter(prefix="/v1/experiments", tags=["experiments"])
 
-DASHBOARD_NOTE = (
-    "The Ray dashboard asks for a token: run `ray get-auth-token` on the head node and enter it once."
-)
+DASHBOARD_NOTE = "The Ray dashboard asks for a token: run `ray get-auth-token` on the head node and enter it once."
 
 
 def experiment_public(exp: Experiment, trials_done: int) -> ExperimentPublic:
@@ -84,3 +85,33 @@ def list_trials(
 ) -> list[TrialPublic]:
     store.get_experiment(experiment_id)
     return [trial_public(t) for t in store.list_trials(experiment_id, stage)]
+
+
+@router.post("/{experiment_id}/cancel", response_model=ExperimentPublic)
+def cancel_experiment(experiment_id: str, request: Request, store: Store = Depends(get_store_dep)) -> ExperimentPublic:
+    """Stop the experiment's Ray Job and mark its open trials cancelled."""
+    exp = store.get_experiment(experiment_id)
+    if exp.state in TERMINAL:
+        raise Conflict(f"experiment {experiment_id} is already {exp.state}")
+    if exp.job_id:
+        get_launcher(request).stop(exp.job_id)
+    store.update_experiment(experiment_id, state=State.CANCELLED, error="cancelled by user")
+    store.cancel_open_trials(experiment_id, "experiment cancelled")
+    return get_experiment(experiment_id, store)
+
+
+@router.post("/{experiment_id}/resume", response_model=ExperimentCreated)
+def resume_experiment(
+    experiment_id: str,
+    request: Request,
+    body: ResumeRequest | None = None,
+    store: Store = Depends(get_store_dep),
+) -> ExperimentCreated:
+    """Restart a stopped experiment's driver from its storage, optionally with a larger budget."""
+    from .. import resume
+
+    job = resume.resume(store, get_launcher(request), experiment_id, body.trials if body else None)
+    exp = store.get_experiment(experiment_id)
+    return ExperimentCreated(
+        id=exp.id, state=exp.state, job_id=job.job_id, dashboard_url=job.dashboard_url, dashboard_note=DASHBOARD_NOTE
+    )

@@ -40,9 +40,7 @@ def get_artifact(model_id: str, name: str, store: Store = Depends(get_store_dep)
     model = store.get_model(model_id)
     # Only names the registry recorded: a request can never reach another path on disk.
     if name not in model.artifacts:
-        raise NotFound(
-            f"model {model_id} has no artifact {name!r}; it has: {', '.join(sorted(model.artifacts))}"
-        )
+        raise NotFound(f"model {model_id} has no artifact {name!r}; it has: {', '.join(sorted(model.artifacts))}")
     path = Path(model.artifacts[name])
     if not path.is_file():
         raise NotFound(f"artifact {name!r} of model {model_id} is missing from storage ({path})")
