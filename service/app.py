@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from search_spaces.errors import GeonasError, SpecError
 
 from .jobs import JobLauncher
+from .pages import router as pages_router
 from .routes import experiments, leaderboard, models, pretraining
 from .settings import Settings, get_settings
 from .store import get_store
@@ -53,4 +54,5 @@ def create_app(settings: Settings | None = None, launcher: JobLauncher | None = 
     app.include_router(leaderboard.router)
     app.include_router(models.router)
     app.include_router(pretraining.router)
+    app.include_router(pages_router)
     return app

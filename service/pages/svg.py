@@ -81,7 +81,7 @@ class Plot:
     def axes(self, x_label: str, y_label: str) -> str:
         x0, x1 = self.left, self.width - self.right
         y0, y1 = self.height - self.bottom, self.top
-        parts = [f'<g class="axes" font-size="11" fill="#555">']
+        parts = ['<g class="axes" font-size="11" fill="#555">']
         for t in nice_ticks(*self.x_range):
             x = self.sx(t)
             parts.append(f'<line x1="{x:.1f}" y1="{y0}" x2="{x:.1f}" y2="{y1}" stroke="#eee"/>')
@@ -91,9 +91,7 @@ class Plot:
             parts.append(f'<line x1="{x0}" y1="{y:.1f}" x2="{x1}" y2="{y:.1f}" stroke="#eee"/>')
             parts.append(f'<text x="{x0 - 6}" y="{y + 4:.1f}" text-anchor="end">{fmt_num(t)}</text>')
         parts.append(f'<rect x="{x0}" y="{y1}" width="{x1 - x0}" height="{y0 - y1}" fill="none" stroke="#999"/>')
-        parts.append(
-            f'<text x="{(x0 + x1) / 2:.0f}" y="{self.height - 6}" text-anchor="middle">{esc(x_label)}</text>'
-        )
+        parts.append(f'<text x="{(x0 + x1) / 2:.0f}" y="{self.height - 6}" text-anchor="middle">{esc(x_label)}</text>')
         parts.append(
             f'<text transform="translate(13,{(y0 + y1) / 2:.0f}) rotate(-90)" text-anchor="middle">'
             f"{esc(y_label)}</text>"
@@ -106,9 +104,7 @@ def svg_document(width: int, height: int, body: Iterable[str], css_class: str, *
     attrs = "".join(f' data-{k.replace("_", "-")}="{esc(v)}"' for k, v in data.items())
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" class="{esc(css_class)}" viewBox="0 0 {width} {height}" '
-        f'width="{width}" height="{height}" font-family="system-ui, sans-serif"{attrs}>'
-        + "".join(body)
-        + "</svg>"
+        f'width="{width}" height="{height}" font-family="system-ui, sans-serif"{attrs}>' + "".join(body) + "</svg>"
     )
 
 
