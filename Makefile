@@ -20,6 +20,10 @@ test: install
 	@# the store tests also run on a real PostgreSQL: install the OS package when we can (root + apt)
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v apt-get >/dev/null || [ "$$(id -u)" != 0 ] \
 		|| { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; } || true
+	@# the page tests drive the OS's Chromium (never a Playwright browser download): install it likewise
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || ! command -v apt-get >/dev/null \
+		|| [ "$$(id -u)" != 0 ] \
+		|| { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || true
 	$(PY) -m pytest -q -p no:cacheprovider
 
 lint: install
