@@ -92,7 +92,7 @@ def test_submit_run_and_read_the_leaderboard(api, demo_dataset, tmp_path):
     scene = _scene(demo_dataset, tmp_path / "scene.tif")
     out = tmp_path / "pred.tif"
     result = CliRunner().invoke(
-        app, ["predict", model["id"], str(scene), str(out), "--tile", "32", "--url", api.url]
+        app, ["predict", model["id"], str(scene), str(out), "--tile", "32", "--overlap", "8", "--url", api.url]
     )
     assert result.exit_code == 0, result.output
     with rasterio.open(scene) as src, rasterio.open(out) as dst:
