@@ -44,6 +44,7 @@ from csf.train import CSFStep, PretrainConfig  # noqa: E402
 
 DUBAI = Path(os.environ.get("GEONAS_DUBAI", "/work/shared/data/dubai-aerial"))
 RESULTS = Path(__file__).resolve().parent / "results"
+SECTIONS = "knn,transfer,throughput"
 
 
 PROFILES = {
@@ -277,8 +278,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--supervised-init", help="a local weights file for the backbone (never downloaded)")
     parser.add_argument("--no-ray", action="store_true", help="skip the Ray throughput section")
-    parser.add_argument("--only-throughput", action="store_true",
-                        help="run only the Ray throughput section and add it to the existing result file")
+    parser.add_argument("--sections", default=SECTIONS,
+                        help="comma-separated subset of knn,transfer,throughput; a subset is merged into the "
+                             "existing result file (a CSF encoder pretrained by one section is reused)")
     parser.add_argument("--export-cache", type=Path)
     parser.add_argument("--from-cache", type=Path)
     parser.add_argument("--work", type=Path, default=Path("/tmp/geonas-bench-csf"))
@@ -291,39 +293,77 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     out = args.out or RESULTS / f"csf{'-' + args.tag if args.tag else ''}.json"
-    if args.only_throughput:
-        from csf.multisensor import write_multisensor_dataset
+    result = json.loads(out.read_text()) if out.is_file() and args.sections != SECTIONS else {}
+    result.update(settings=s, device=str(device) if device.type == "cpu" else torch.cuda.get_device_name())
+    sections = set(args.sections.split(","))
+    if args.no_ray:
+        sections.discard("throughput")
+    if sections & {"knn", "transfer"}:
+        if args.from_cache:
+            chips = {p.stem: _load(p) for p in sorted(args.from_cache.glob("*.npz"))}
+        else:
+            chips = build_chips(s, args.work)
+        if args.export_cache:
+            args.export_cache.mkdir(parents=True, exist_ok=True)
+            for name, c in chips.items():
+                _save(c, args.export_cache / f"{name}.npz")
+        print(f"settings: {json.dumps(s)}")
+        print("chips: " + ", ".join(f"{k}={len(v)}×{v.images.shape[1]}×{v.images.shape[2]}px"
+                                    for k, v in chips.items()))
+    if "knn" in sections:
+        result["knn"], result["pretraining"] = knn_section(chips, s, device, args)
+    if "transfer" in sections:
+        result["transfer"] = transfer_section(chips, s, device, args)
+    if "throughput" in sections:
+        if not (args.work / "multisensor" / "multisensor.json").is_file():
+            from csf.multisensor import write_multisensor_dataset
 
-        write_multisensor_dataset(args.work / "multisensor", n_chips=200, size=s["chip"], seed=0)
-        result = json.loads(out.read_text()) if out.is_file() else {"settings": s}
+            write_multisensor_dataset(args.work / "multisensor", n_chips=200, size=s["chip"], seed=0)
         result["throughput"] = _print_throughput(throughput(s, args.work))
-        out.write_text(json.dumps(result, indent=1))
-        print(f"\nadded throughput to {out} ({time.perf_counter() - t0:.0f}s)")
-        return
+    result.setdefault("seconds", {})[args.sections] = round(time.perf_counter() - t0, 1)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    print(f"\nwrote {out} ({time.perf_counter() - t0:.0f}s)")
 
-    if args.from_cache:
-        chips = {p.stem: _load(p) for p in sorted(args.from_cache.glob("*.npz"))}
-    else:
-        chips = build_chips(s, args.work)
-    if args.export_cache:
-        args.export_cache.mkdir(parents=True, exist_ok=True)
-        for name, c in chips.items():
-            _save(c, args.export_cache / f"{name}.npz")
-    print(f"settings: {json.dumps(s)}")
-    print("chips: " + ", ".join(f"{k}={len(v)}×{v.images.shape[1]}×{v.images.shape[2]}px"
-                                for k, v in chips.items()))
 
+def _encoder_file(args: argparse.Namespace, s: dict, name: str) -> tuple[Path, str]:
+    key = json.dumps({k: v for k, v in s.items() if k not in ("device", "threads")}, sort_keys=True)
+    return args.work / f"csf-{name}.safetensors", key
+
+
+def _pretrained(chips: dict[str, ChipSet], s: dict, device: torch.device, args: argparse.Namespace,
+                name: str, pre: str) -> tuple[CSFEncoder, dict]:
+    """CSF encoder for a data set: pretrained here, and kept in the work folder for later sections."""
+    from csf.encoder import EncoderMetadata, export_encoder, load_csf_backbone
+
+    path, key = _encoder_file(args, s, name)
+    sidecar = path.with_suffix(".json")
+    if path.is_file() and sidecar.is_file() and json.loads(sidecar.read_text())["key"] == key:
+        backbone, state, _ = load_csf_backbone(path)
+        encoder = build_encoder(backbone, len(chips[pre].band_names))
+        encoder.body.load_state_dict(state, strict=True)
+        print(f"reusing the CSF encoder of {name} from {path}")
+        return encoder.to(device), json.loads(sidecar.read_text())["pretraining"]
+    encoder, losses, seconds = pretrain_local(chips[pre], s, device)
+    info = {"seconds": round(seconds, 1), "loss_first10": float(np.mean(losses[:10])),
+            "loss_last10": float(np.mean(losses[-10:])),
+            "images_per_s": round(s["batch_size"] * len(losses) / seconds, 2)}
+    print(f"pretrained {name}: {len(losses)} steps in {seconds:.0f}s, loss {losses[0]:.1f} → "
+          f"mean of last 10 {info['loss_last10']:.2f}")
+    mean, std = chips[pre].band_stats()
+    c = chips[pre]
+    export_encoder(encoder, path, EncoderMetadata(s["backbone"], len(c.band_names), c.band_names, mean, std,
+                                                  c.sensors, list(encoder.stages), len(losses)))
+    sidecar.write_text(json.dumps({"key": key, "pretraining": info}))
+    return encoder, info
+
+
+def knn_section(chips: dict[str, ChipSet], s: dict, device: torch.device,
+                args: argparse.Namespace) -> tuple[dict, dict]:
     knn: dict[str, dict] = {}
     pretraining: dict[str, dict] = {}
-    encoders: dict[str, CSFEncoder] = {}
     for name, pre, ev in (("dubai", "dubai_pretrain", "dubai_knn"), ("multisensor", "ms_pretrain", "ms_knn")):
-        encoder, losses, seconds = pretrain_local(chips[pre], s, device)
-        encoders[name] = encoder
-        pretraining[name] = {"seconds": round(seconds, 1), "loss_first10": float(np.mean(losses[:10])),
-                             "loss_last10": float(np.mean(losses[-10:])),
-                             "images_per_s": round(s["batch_size"] * len(losses) / seconds, 2)}
-        print(f"pretrained {name}: {len(losses)} steps in {seconds:.0f}s, loss {losses[0]:.1f} → "
-              f"mean of last 10 {pretraining[name]['loss_last10']:.2f}")
+        encoder, pretraining[name] = _pretrained(chips, s, device, args, name, pre)
         mean, std = chips[pre].band_stats()
         inits = {"random": random_encoder(s, len(chips[pre].band_names)), "csf": encoder}
         if args.supervised_init:
@@ -337,26 +377,22 @@ def main() -> None:
                                for k, v in res[init][subset].items()} for init in res}
     print("\nk-NN (same-class share / leave-one-out accuracy), held-out chips:")
     print(_knn_table(knn))
+    return knn, pretraining
 
+
+def transfer_section(chips: dict[str, ChipSet], s: dict, device: torch.device,
+                     args: argparse.Namespace) -> dict:
+    encoder, _ = _pretrained(chips, s, device, args, "dubai", "dubai_pretrain")
     mean, std = chips["dubai_pretrain"].band_stats()
-    transfer_res = {
-        "random": round(transfer(random_encoder(s, 3), chips["transfer_train"], chips["transfer_test"], s,
-                                 device, mean, std), 4),
-        "csf": round(transfer(encoders["dubai"], chips["transfer_train"], chips["transfer_test"], s,
-                              device, mean, std), 4),
+    train, test = chips["transfer_train"], chips["transfer_test"]
+    res = {
+        "random": round(transfer(random_encoder(s, 3), train, test, s, device, mean, std), 4),
+        "csf": round(transfer(encoder, train, test, s, device, mean, std), 4),
     }
-    print(f"\ntransfer (Dubai, {len(chips['transfer_train'])} labelled chips = 10% of tiles 1-6, "
+    print(f"\ntransfer (Dubai, {len(train)} labelled chips = 10% of tiles 1-6, "
           f"{s['transfer_steps']} steps, mIoU on tile 8):")
-    print(f"{'init':<10}{'mIoU':>8}\n" + "\n".join(f"{k:<10}{v:>8.4f}" for k, v in transfer_res.items()))
-
-    result = {"settings": s, "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(),
-              "knn": knn, "transfer": transfer_res, "pretraining": pretraining}
-    if not args.no_ray:
-        result["throughput"] = _print_throughput(throughput(s, args.work))
-    result["seconds"] = round(time.perf_counter() - t0, 1)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
-    print(f"\nwrote {out} ({result['seconds']:.0f}s)")
+    print(f"{'init':<10}{'mIoU':>8}\n" + "\n".join(f"{k:<10}{v:>8.4f}" for k, v in res.items()))
+    return res
 
 
 if __name__ == "__main__":
