@@ -81,6 +81,12 @@ class ApiClient:
             raise ApiError(f"cannot download {name} of model {model_id}: {exc}") from None
         return dest
 
+    def cancel(self, experiment_id: str) -> dict[str, Any]:
+        return self._call("POST", f"/v1/experiments/{experiment_id}/cancel")
+
+    def resume(self, experiment_id: str, trials: int | None = None) -> dict[str, Any]:
+        return self._call("POST", f"/v1/experiments/{experiment_id}/resume", json={"trials": trials})
+
     def submit_pretraining(self, spec: dict[str, Any]) -> dict[str, Any]:
         return self._call("POST", "/v1/pretraining", json=spec)
 
