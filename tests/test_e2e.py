@@ -152,7 +152,8 @@ def test_csf_pretraining_gives_a_backbone_an_experiment_can_use(api, demo_datase
             "dataset": {"path": str(demo_dataset)},
             "backbone": {"csf": created["id"]},
             "search_space": {"num_cells": 2, "channels": 8},
-            "searcher": "random",
+            "searcher": "ppo",
+            "latency": {"target_ms": 1000.0, "reward": "hard", "device": "cpu-1threads"},
             "budget": {"trials": 1},
             "stage1": {"epochs": 1, "batch_size": 8},
             "stage2": {"top_k": 0},
@@ -162,6 +163,9 @@ def test_csf_pretraining_gives_a_backbone_an_experiment_can_use(api, demo_datase
     assert done["state"] == "completed", done["error"]
     (trial,) = api.trials(exp["id"])
     assert trial["state"] == "completed" and trial["arch"]["backbone"] == "mobilenetv3_small_050"
+    # PPO with a hard latency target: the leaderboard carries the reward the searcher learned from
+    (row,) = [r for r in api.leaderboard()["rows"] if r["experiment_id"] == exp["id"]]
+    assert row["reward"] == pytest.approx(row["miou"])  # feasible under the hard target: reward = mIoU
 
 
 def test_experiment_on_an_unfinished_or_mismatched_backbone_is_refused(api, demo_dataset):
