@@ -92,11 +92,12 @@ def serve(
 def demo(
     trials: int = typer.Option(None, help="Override the demo's trial budget."),
     epochs: int = typer.Option(None, help="Override the demo's epochs per trial."),
+    dataset: str = typer.Option("demo", help="'demo' (generated GeoTIFFs) or 'dubai-aerial' (real imagery)."),
 ) -> None:
     """Run the whole product locally: demo data, Ray, the API, a small search, the leaderboard."""
     from .demo import run_demo
 
-    final = run_demo(console, trials=trials, epochs=epochs)
+    final = run_demo(console, trials=trials, epochs=epochs, dataset=dataset)
     if final["state"] != "completed":
         raise typer.Exit(1)
 

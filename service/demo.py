@@ -64,15 +64,26 @@ class ServerThread:
         self.thread.join(timeout=10)
 
 
-def ensure_demo_data(folder: Path, size: int = 64) -> Path:
-    from trainers.demo_data import write_demo_dataset
+DEMO_DATASETS = {
+    # name -> options for trainers.catalog.prepare_dataset
+    "demo": {"size": 64, "seed": 0},
+    "dubai-aerial": {"chip_size": 128},
+}
 
-    if not (folder / "dataset.yaml").exists():
-        write_demo_dataset(folder, size=size, seed=0)
-    return folder
+
+def ensure_demo_data(home: Path, name: str = "demo") -> Path:
+    """The named demo dataset under ``home``, written (or imported) on first use."""
+    from search_spaces.errors import SpecError
+    from trainers.catalog import prepare_dataset
+
+    if name not in DEMO_DATASETS:
+        raise SpecError(f"unknown demo dataset {name!r}; choose one of {', '.join(DEMO_DATASETS)}", "dataset")
+    return prepare_dataset(name, home / f"{name}-data", **DEMO_DATASETS[name])
 
 
-def run_demo(console: Console, trials: int | None = None, epochs: int | None = None) -> dict[str, Any]:
+def run_demo(
+    console: Console, trials: int | None = None, epochs: int | None = None, dataset: str = "demo"
+) -> dict[str, Any]:
     from cluster.connect import connect
 
     from .app import create_app
@@ -84,7 +95,7 @@ def run_demo(console: Console, trials: int | None = None, epochs: int | None = N
 
     settings = get_settings()
     started = time.monotonic()
-    data = ensure_demo_data(settings.home.resolve() / "demo-data")
+    data = ensure_demo_data(settings.home.resolve(), dataset)
     console.print(f"[bold]demo dataset[/bold]: {data}")
     console.print("starting Ray …")
     cluster = connect(settings.ray_address, num_cpus=settings.local_num_cpus, home=settings.home)
