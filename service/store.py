@@ -17,8 +17,10 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -35,7 +37,7 @@ from search_spaces.errors import NotFound
 
 from .states import TERMINAL, State, check_transition
 
-__all__ = ["Base", "Experiment", "Trial", "Model", "PretrainingJob", "Store", "get_store"]
+__all__ = ["Base", "Experiment", "Trial", "Model", "PretrainingJob", "ApiToken", "Store", "get_store"]
 
 
 def _now() -> datetime:
@@ -60,7 +62,8 @@ class Experiment(Base):
     job_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     dashboard_url: Mapped[str | None] = mapped_column(String(500), nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(default=_now)
+    owner: Mapped[str | None] = mapped_column(String(100), nullable=True, index=True)  # a token's user
+    created_at: Mapped[datetime] = mapped_column(default=_now, index=True)
     updated_at: Mapped[datetime] = mapped_column(default=_now, onupdate=_now)
 
 
@@ -86,6 +89,12 @@ class Trial(Base):
     created_at: Mapped[datetime] = mapped_column(default=_now)
     updated_at: Mapped[datetime] = mapped_column(default=_now, onupdate=_now)
 
+    # The leaderboard filters on state and sorts by mIoU; a trial page is one experiment in order.
+    __table_args__ = (
+        Index("ix_trials_state_miou", "state", "miou"),
+        Index("ix_trials_experiment_created", "experiment_id", "created_at", "id"),
+    )
+
 
 class Model(Base):
     """A fine-tuned (stage-2) model: its architecture, metrics, normalisation and exported artifacts."""
@@ -105,6 +114,7 @@ class Model(Base):
     training: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # bands, classes, mean, std
     artifacts: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)  # name -> path
+    owner: Mapped[str | None] = mapped_column(String(100), nullable=True, index=True)  # the experiment's
     created_at: Mapped[datetime] = mapped_column(default=_now)
 
 
@@ -125,8 +135,23 @@ class PretrainingJob(Base):
     knn: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     artifact: Mapped[str | None] = mapped_column(String(1000), nullable=True)
     encoder: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # backbone, bands, ...
+    owner: Mapped[str | None] = mapped_column(String(100), nullable=True, index=True)
     created_at: Mapped[datetime] = mapped_column(default=_now)
     updated_at: Mapped[datetime] = mapped_column(default=_now, onupdate=_now)
+
+
+class ApiToken(Base):
+    """A bearer token: only a salted hash of its secret is kept (see :mod:`service.auth`)."""
+
+    __tablename__ = "tokens"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), index=True)  # the user; owner of what it creates
+    admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    salt: Mapped[str] = mapped_column(String(64))
+    digest: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+    revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
 _TRIAL_FIELDS = ("epoch", "miou", "latency_ms", "latency_device", "params", "reward", "error", "node_id")
@@ -183,9 +208,9 @@ class Store:
             yield session
 
     # -- experiments ----------------------------------------------------------------------------
-    def create_experiment(self, name: str, spec: dict[str, Any]) -> Experiment:
+    def create_experiment(self, name: str, spec: dict[str, Any], owner: str | None = None) -> Experiment:
         with self.session() as s:
-            exp = Experiment(id=new_id(), name=name, spec=spec, state=State.PENDING)
+            exp = Experiment(id=new_id(), name=name, spec=spec, state=State.PENDING, owner=owner)
             s.add(exp)
         return exp
 
@@ -196,9 +221,13 @@ class Store:
                 raise NotFound(f"experiment {experiment_id} does not exist; list them with GET /v1/experiments")
             return exp
 
-    def list_experiments(self, limit: int = 100, offset: int = 0) -> list[Experiment]:
+    def list_experiments(self, limit: int = 100, offset: int = 0, owner: str | None = None) -> list[Experiment]:
+        """Newest first; ``owner`` limits to one user's (None: everyone's, for admins)."""
         with self.session() as s:
-            rows = s.scalars(select(Experiment).order_by(Experiment.created_at.desc()).limit(limit).offset(offset))
+            query = select(Experiment)
+            if owner is not None:
+                query = query.where(Experiment.owner == owner)
+            rows = s.scalars(query.order_by(Experiment.created_at.desc()).limit(limit).offset(offset))
             return list(rows)
 
     def update_experiment(self, experiment_id: str, *, state: str | None = None, **fields: Any) -> Experiment:
@@ -296,12 +325,16 @@ class Store:
                     trial.history = [*trial.history, history_entry]
             return trial
 
-    def list_trials(self, experiment_id: str, stage: int | None = None) -> list[Trial]:
+    def list_trials(
+        self, experiment_id: str, stage: int | None = None, limit: int | None = None, offset: int = 0
+    ) -> list[Trial]:
+        """In creation order; ``limit``/``offset`` page through an experiment's (possibly many) trials."""
         with self.session() as s:
             query = select(Trial).where(Trial.experiment_id == experiment_id)
             if stage is not None:
                 query = query.where(Trial.stage == stage)
-            return list(s.scalars(query.order_by(Trial.created_at, Trial.id)))
+            query = query.order_by(Trial.created_at, Trial.id).offset(offset)
+            return list(s.scalars(query.limit(limit) if limit is not None else query))
 
     def count_finished(self, experiment_id: str, stage: int = 1, kind: str = "searched") -> int:
         """Trials that used up budget: completed, pruned or failed (not cancelled)."""
@@ -340,6 +373,8 @@ class Store:
                 select(Model).where(Model.experiment_id == experiment_id, Model.trial_id == fields.get("trial_id"))
             ).first()
             model = existing or Model(id=new_id(), experiment_id=experiment_id)
+            if model.owner is None:  # a model belongs to whoever owns its experiment
+                model.owner = s.scalar(select(Experiment.owner).where(Experiment.id == experiment_id))
             for key, value in fields.items():
                 setattr(model, key, value)
             s.add(model)
@@ -352,17 +387,23 @@ class Store:
                 raise NotFound(f"model {model_id} does not exist; list them with GET /v1/models")
             return model
 
-    def list_models(self, experiment_id: str | None = None, limit: int = 100) -> list[Model]:
+    def list_models(
+        self, experiment_id: str | None = None, limit: int = 100, owner: str | None = None
+    ) -> list[Model]:
         with self.session() as s:
             query = select(Model)
             if experiment_id is not None:
                 query = query.where(Model.experiment_id == experiment_id)
+            if owner is not None:
+                query = query.where(Model.owner == owner)
             return list(s.scalars(query.order_by(Model.miou.desc()).limit(limit)))
 
     # -- pretraining ----------------------------------------------------------------------------
-    def create_pretraining(self, name: str, spec: dict[str, Any]) -> PretrainingJob:
+    def create_pretraining(self, name: str, spec: dict[str, Any], owner: str | None = None) -> PretrainingJob:
         with self.session() as s:
-            job = PretrainingJob(id=new_id(), name=name, spec=spec, state=State.PENDING, loss_curve=[])
+            job = PretrainingJob(
+                id=new_id(), name=name, spec=spec, state=State.PENDING, loss_curve=[], owner=owner
+            )
             s.add(job)
         return job
 
@@ -373,9 +414,11 @@ class Store:
                 raise NotFound(f"pretraining job {job_id} does not exist; list them with GET /v1/pretraining")
             return job
 
-    def list_pretraining(self, limit: int = 100) -> list[PretrainingJob]:
+    def list_pretraining(self, limit: int = 100, owner: str | None = None) -> list[PretrainingJob]:
         with self.session() as s:
             query = select(PretrainingJob).order_by(PretrainingJob.created_at.desc()).limit(limit)
+            if owner is not None:
+                query = query.where(PretrainingJob.owner == owner)
             return list(s.scalars(query))
 
     def update_pretraining(self, job_id: str, *, state: str | None = None, **fields: Any) -> PretrainingJob:
@@ -397,8 +440,15 @@ class Store:
                 s.delete(job)
 
     def leaderboard_candidates(
-        self, max_latency_ms: float | None, device: str | None, stage: int | None
+        self,
+        max_latency_ms: float | None,
+        device: str | None,
+        stage: int | None,
+        owner: str | None = None,
+        limit: int | None = None,
     ) -> list[tuple[Trial, Experiment]]:
+        """Completed trials by mIoU, best first. With ``limit``, the first ``limit`` and every trial tied
+        with the last of them: all that can dominate those rows (see ``routes.leaderboard``)."""
         with self.session() as s:
             query = (
                 select(Trial, Experiment)
@@ -411,7 +461,54 @@ class Store:
                 query = query.where(Trial.latency_device == device)
             if stage is not None:
                 query = query.where(Trial.stage == stage)
-            return [(t, e) for t, e in s.execute(query.order_by(Trial.miou.desc()))]
+            if owner is not None:
+                query = query.where(Experiment.owner == owner)
+            ordered = query.order_by(Trial.miou.desc(), Trial.id)
+            rows = [(t, e) for t, e in s.execute(ordered.limit(limit) if limit is not None else ordered)]
+            if limit is not None and len(rows) == limit:
+                seen = {t.id for t, _ in rows}
+                ties = s.execute(ordered.where(Trial.miou == rows[-1][0].miou))
+                rows += [(t, e) for t, e in ties if t.id not in seen]
+            return rows
+
+    # -- tokens ---------------------------------------------------------------------------------
+    def add_token(self, token_id: str, name: str, admin: bool, salt: str, digest: str) -> ApiToken:
+        with self.session() as s:
+            token = ApiToken(id=token_id, name=name, admin=admin, salt=salt, digest=digest)
+            s.add(token)
+        return token
+
+    def get_token(self, token_id: str) -> ApiToken | None:
+        with self.session() as s:
+            return s.get(ApiToken, token_id)
+
+    def list_tokens(self) -> list[ApiToken]:
+        with self.session() as s:
+            return list(s.scalars(select(ApiToken).order_by(ApiToken.created_at)))
+
+    def revoke_token(self, token_id: str) -> None:
+        with self.session() as s:
+            token = s.get(ApiToken, token_id)
+            if token is None:
+                raise NotFound(f"token {token_id} does not exist; list them with `geonas token list`")
+            token.revoked_at = token.revoked_at or _now()
+
+    # -- metrics --------------------------------------------------------------------------------
+    def state_counts(self) -> dict[str, dict[str, int]]:
+        """Experiments, trials and pretraining jobs by state (one GROUP BY each)."""
+        out: dict[str, dict[str, int]] = {}
+        with self.session() as s:
+            for key, table in (("experiments", Experiment), ("trials", Trial), ("pretraining", PretrainingJob)):
+                out[key] = dict(s.execute(select(table.state, func.count()).group_by(table.state)).all())
+        return out
+
+    def trial_durations(self) -> list[float]:
+        """Seconds from creation to the last update of every finished trial."""
+        with self.session() as s:
+            rows = s.execute(
+                select(Trial.created_at, Trial.updated_at).where(Trial.state.in_([str(x) for x in TERMINAL]))
+            )
+            return [max((end - start).total_seconds(), 0.0) for start, end in rows]
 
 
 @lru_cache(maxsize=8)
