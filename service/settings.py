@@ -41,6 +41,14 @@ class Settings(BaseSettings):
         description="Folders a spec may read datasets from; empty allows any readable folder.",
     )
     local_num_cpus: int | None = Field(None, description="CPUs for a locally started Ray.")
+    auth: bool | None = Field(
+        None,
+        description="Bearer-token auth: true/false forces it; unset = on, except for the embedded local "
+        "default (no RAY_ADDRESS and the API bound to loopback).",
+    )
+    max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest request body; bigger is a 413.")
+    rate_limit_per_s: float = Field(20.0, ge=0, description="Requests per second per token; 0 = no limit.")
+    rate_limit_burst: int = Field(100, ge=1, description="Requests a token may make at once before 429s.")
 
     @property
     def resolved_database_url(self) -> str:
