@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from search_spaces.errors import GeonasError, SpecError
 
+from . import metrics as metrics_routes
+from .auth import Authenticator, announce, authenticate, bearer_scheme
 from .jobs import JobLauncher
+from .limits import BodySizeLimit, TokenBucket, rate_limit
+from .metrics import Metrics, RequestMiddleware
 from .pages import router as pages_router
+from .responses import COMMON
 from .routes import experiments, leaderboard, models, pretraining
 from .settings import Settings, get_settings
 from .store import get_store
@@ -28,6 +33,14 @@ def create_app(settings: Settings | None = None, launcher: JobLauncher | None = 
     app.state.settings = settings
     app.state.store = get_store(settings.resolved_database_url)
     app.state.launcher = launcher
+    app.state.auth_required = announce(settings)
+    app.state.authenticator = Authenticator(app.state.store)
+    app.state.rate_limiter = (
+        TokenBucket(settings.rate_limit_per_s, settings.rate_limit_burst) if settings.rate_limit_per_s > 0 else None
+    )
+    app.state.metrics = Metrics(app.state.store)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestMiddleware, metrics=app.state.metrics)  # outermost: sees every answer
 
     @app.exception_handler(GeonasError)
     async def _geonas_error(request: Request, exc: GeonasError) -> JSONResponse:
@@ -48,11 +61,17 @@ def create_app(settings: Settings | None = None, launcher: JobLauncher | None = 
 
     @app.get("/healthz", tags=["meta"])
     def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+        """Liveness, and whether this API requires tokens (it says so at start too)."""
+        return {"status": "ok", "auth": "on" if app.state.auth_required else "off"}
 
-    app.include_router(experiments.router)
-    app.include_router(leaderboard.router)
-    app.include_router(models.router)
-    app.include_router(pretraining.router)
+    guarded = {
+        "dependencies": [Depends(bearer_scheme), Depends(authenticate), Depends(rate_limit)],
+        "responses": COMMON,
+    }
+    app.include_router(experiments.router, **guarded)
+    app.include_router(leaderboard.router, **guarded)
+    app.include_router(models.router, **guarded)
+    app.include_router(pretraining.router, **guarded)
+    app.include_router(metrics_routes.router)
     app.include_router(pages_router)
     return app

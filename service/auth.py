@@ -1,0 +1,175 @@
+"""Bearer tokens, owners and visibility: who is asking, and what they may see.
+
+A token is ``gnt_<id>_<secret>``. Only ``sha256(salt + secret)`` with a per-token random salt is
+stored, so a leaked database does not leak usable tokens; the secret is 256 random bits, which makes
+a slow password hash unnecessary (nothing to brute-force). The id part finds the row without a scan.
+
+Every experiment, pretraining job and model has an owner (the token's name). Another user's resource
+is a 404, exactly like a missing one, so ids cannot be probed; an admin token sees everything.
+
+Auth is on unless turned off by settings, or by default for the embedded local setup (no
+``RAY_ADDRESS`` and the API bound to loopback): there, the only users are on this machine, and the
+local principal is an admin.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import logging
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import HTTPException, Request
+from fastapi.security import HTTPBearer
+
+from search_spaces.errors import NotFound
+
+from .settings import Settings
+from .store import Store
+
+__all__ = [
+    "Principal",
+    "LOCAL",
+    "auth_required",
+    "create_token",
+    "Authenticator",
+    "authenticate",
+    "principal_of",
+    "owner_filter",
+    "check_owner",
+    "bearer_scheme",
+]
+
+log = logging.getLogger("geonas.auth")
+
+PREFIX = "gnt"
+#: How long a verified token is trusted without asking the database again (revocation delay).
+CACHE_S = 30.0
+
+#: Documents the scheme in OpenAPI (the lock in /docs); the check itself is :func:`authenticate`.
+bearer_scheme = HTTPBearer(auto_error=False, description="`geonas token create --name NAME` prints one.")
+
+
+@dataclass(frozen=True)
+class Principal:
+    name: str
+    admin: bool = False
+    token_id: str | None = None
+
+
+LOCAL = Principal("local", admin=True)
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def auth_required(settings: Settings) -> bool:
+    """Forced by ``settings.auth``; else off only for the embedded local default."""
+    if settings.auth is not None:
+        return settings.auth
+    return not (settings.ray_address is None and _loopback(settings.api_host))
+
+
+def _digest(salt: str, secret: str) -> str:
+    return hashlib.sha256(f"{salt}:{secret}".encode()).hexdigest()
+
+
+def create_token(store: Store, name: str, admin: bool = False) -> str:
+    """Store a new token for user ``name`` and return it; this is the only time it is visible."""
+    name = name.strip()
+    if not name or len(name) > 100:
+        raise ValueError("a token's name (its user) must be 1..100 characters")
+    token_id, secret, salt = secrets.token_hex(6), secrets.token_urlsafe(32), secrets.token_hex(16)
+    store.add_token(token_id, name, admin, salt, _digest(salt, secret))
+    return f"{PREFIX}_{token_id}_{secret}"
+
+
+def _unauthorized(message: str) -> HTTPException:
+    return HTTPException(401, detail=message, headers={"WWW-Authenticate": 'Bearer realm="geonas"'})
+
+
+class Authenticator:
+    """Verifies tokens against the store, caching good ones for :data:`CACHE_S` seconds."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._cache: dict[str, tuple[Principal, float]] = {}
+        self._lock = threading.Lock()
+
+    def verify(self, token: str) -> Principal:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(token)
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        prefix, _, rest = token.partition("_")
+        token_id, _, secret = rest.partition("_")
+        row = self.store.get_token(token_id) if prefix == PREFIX and token_id and secret else None
+        if row is None or row.revoked_at is not None or not hmac.compare_digest(
+            row.digest, _digest(row.salt, secret)
+        ):
+            raise _unauthorized("invalid or revoked token; create one with `geonas token create --name NAME`")
+        principal = Principal(row.name, bool(row.admin), row.id)
+        with self._lock:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[token] = (principal, now + CACHE_S)
+        return principal
+
+
+async def authenticate(request: Request) -> Principal:
+    """Router dependency: sets ``request.state.principal`` or answers 401."""
+    app = request.app
+    if not app.state.auth_required:
+        principal = LOCAL
+    else:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise _unauthorized("this API needs a bearer token: send `Authorization: Bearer <token>`")
+        principal = app.state.authenticator.verify(token.strip())
+    request.state.principal = principal
+    return principal
+
+
+def principal_of(request: Request) -> Principal:
+    return getattr(request.state, "principal", None) or LOCAL
+
+
+def owner_filter(request: Request) -> str | None:
+    """The owner to filter lists by: the caller's name, or None (everything) for an admin."""
+    principal = principal_of(request)
+    return None if principal.admin else principal.name
+
+
+def check_owner(request: Request, resource: Any, missing: str) -> Any:
+    """``resource`` if the caller may see it; otherwise the same 404 a missing one gives."""
+    principal = principal_of(request)
+    if not principal.admin and getattr(resource, "owner", None) != principal.name:
+        raise NotFound(missing)
+    return resource
+
+
+def announce(settings: Settings) -> bool:
+    """Log whether auth is on (once, at start) and return it."""
+    required = auth_required(settings)
+    if required:
+        log.info("auth is on: every /v1 request needs a bearer token (`geonas token create --name NAME`)")
+    else:
+        log.warning(
+            "auth is OFF: embedded local default (no RAY_ADDRESS, API on %s); set GEONAS_AUTH=true to require "
+            "tokens",
+            settings.api_host,
+        )
+    return required
