@@ -43,6 +43,8 @@ __all__ = [
     "owner_filter",
     "check_owner",
     "bearer_scheme",
+    "ScopedStore",
+    "scoped_store",
 ]
 
 log = logging.getLogger("geonas.auth")
@@ -144,7 +146,11 @@ async def authenticate(request: Request) -> Principal:
 
 
 def principal_of(request: Request) -> Principal:
-    return getattr(request.state, "principal", None) or LOCAL
+    """Who is asking: set by :func:`authenticate`; a route without it sees nothing while auth is on."""
+    principal = getattr(request.state, "principal", None)
+    if principal is not None:
+        return principal
+    return ANONYMOUS if getattr(request.app.state, "auth_required", False) else LOCAL
 
 
 def owner_filter(request: Request) -> str | None:
@@ -173,3 +179,86 @@ def announce(settings: Settings) -> bool:
             settings.api_host,
         )
     return required
+
+
+ANONYMOUS = Principal("", admin=False)
+
+
+class ScopedStore:
+    """The store as one principal sees it: what they create is theirs; others' resources do not exist.
+
+    Routes get this from ``get_store_dep`` instead of the raw store, so ownership is enforced in one
+    place for every route (including ones added later) rather than remembered in each. An admin sees
+    everything; anything not listed here is passed through unchanged.
+    """
+
+    def __init__(self, store: Store, principal: Principal) -> None:
+        self._store = store
+        self.principal = principal
+        self._owner = None if principal.admin else principal.name
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def _visible(self, resource: Any, missing: str) -> Any:
+        if self._owner is not None and getattr(resource, "owner", None) != self._owner:
+            raise NotFound(missing)
+        return resource
+
+    # -- creation: the caller owns it --------------------------------------------------------
+    def create_experiment(self, name: str, spec: dict[str, Any], owner: str | None = None):
+        return self._store.create_experiment(name, spec, owner=self.principal.name)
+
+    def create_pretraining(self, name: str, spec: dict[str, Any], owner: str | None = None):
+        return self._store.create_pretraining(name, spec, owner=self.principal.name)
+
+    # -- single resources: someone else's is a 404 --------------------------------------------
+    def get_experiment(self, experiment_id: str):
+        exp = self._store.get_experiment(experiment_id)
+        return self._visible(exp, f"experiment {experiment_id} does not exist; list them with GET /v1/experiments")
+
+    def get_pretraining(self, job_id: str):
+        job = self._store.get_pretraining(job_id)
+        return self._visible(job, f"pretraining job {job_id} does not exist; list them with GET /v1/pretraining")
+
+    def get_model(self, model_id: str):
+        model = self._store.get_model(model_id)
+        return self._visible(model, f"model {model_id} does not exist; list them with GET /v1/models")
+
+    def list_trials(self, experiment_id: str, *args: Any, **kwargs: Any):
+        if self._owner is not None:
+            self.get_experiment(experiment_id)
+        return self._store.list_trials(experiment_id, *args, **kwargs)
+
+    def update_experiment(self, experiment_id: str, **kwargs: Any):
+        if self._owner is not None:
+            self.get_experiment(experiment_id)
+        return self._store.update_experiment(experiment_id, **kwargs)
+
+    def update_pretraining(self, job_id: str, **kwargs: Any):
+        if self._owner is not None:
+            self.get_pretraining(job_id)
+        return self._store.update_pretraining(job_id, **kwargs)
+
+    def cancel_open_trials(self, experiment_id: str, reason: str) -> int:
+        if self._owner is not None:
+            self.get_experiment(experiment_id)
+        return self._store.cancel_open_trials(experiment_id, reason)
+
+    # -- lists: only the caller's ---------------------------------------------------------------
+    def list_experiments(self, limit: int = 100, offset: int = 0, owner: str | None = None):
+        return self._store.list_experiments(limit, offset, owner=self._owner)
+
+    def list_pretraining(self, limit: int = 100, owner: str | None = None):
+        return self._store.list_pretraining(limit, owner=self._owner)
+
+    def list_models(self, experiment_id: str | None = None, limit: int = 100, owner: str | None = None):
+        return self._store.list_models(experiment_id, limit, owner=self._owner)
+
+    def leaderboard_candidates(self, *args: Any, **kwargs: Any):
+        kwargs["owner"] = self._owner
+        return self._store.leaderboard_candidates(*args, **kwargs)
+
+
+def scoped_store(request: Request) -> ScopedStore:
+    return ScopedStore(request.app.state.store, principal_of(request))

@@ -11,7 +11,10 @@ from ..store import Store
 
 
 def get_store_dep(request: Request) -> Store:
-    return request.app.state.store
+    """The store as the caller sees it (their own resources; all for an admin): see ``auth.ScopedStore``."""
+    from ..auth import scoped_store
+
+    return scoped_store(request)  # type: ignore[return-value]  # quacks like Store
 
 
 def get_launcher(request: Request) -> JobLauncher:
