@@ -12,21 +12,25 @@ router = APIRouter(prefix="/v1", tags=["leaderboard"])
 
 
 def pareto_flags(points: list[tuple[float, float | None]]) -> list[bool]:
-    """True for (mIoU, latency) points no other point beats on both (higher mIoU, lower latency)."""
-    flags = []
-    for i, (miou, lat) in enumerate(points):
-        if lat is None:
-            flags.append(False)
-            continue
-        dominated = any(
-            j != i
-            and other_lat is not None
-            and other_miou >= miou
-            and other_lat <= lat
-            and (other_miou > miou or other_lat < lat)
-            for j, (other_miou, other_lat) in enumerate(points)
-        )
-        flags.append(not dominated)
+    """True for (mIoU, latency) points no other point beats on both (higher mIoU, lower latency).
+
+    O(n log n): sorted by latency, a point is on the front when its mIoU beats every strictly faster
+    point's and is the best among points of equal latency. Points without a latency are never on it.
+    """
+    flags = [False] * len(points)
+    order = sorted((lat, -miou, i) for i, (miou, lat) in enumerate(points) if lat is not None)
+    best_faster = float("-inf")
+    k = 0
+    while k < len(order):
+        lat = order[k][0]
+        group_end = k
+        while group_end < len(order) and order[group_end][0] == lat:
+            group_end += 1
+        group_best = -order[k][1]  # sorted by -miou within a latency: the first is the best
+        for _, neg_miou, i in order[k:group_end]:
+            flags[i] = -neg_miou == group_best and group_best > best_faster
+        best_faster = max(best_faster, group_best)
+        k = group_end
     return flags
 
 
@@ -38,7 +42,9 @@ def leaderboard(
     limit: int = Query(50, ge=1, le=1000),
     store: Store = Depends(get_store_dep),
 ) -> Leaderboard:
-    candidates = store.leaderboard_candidates(max_latency_ms, device, stage)
+    # Only rows with an mIoU at least the limit-th's can dominate the shown rows, so the top `limit`
+    # (and ties) are all the front needs: the query stays an index scan however many trials exist.
+    candidates = store.leaderboard_candidates(max_latency_ms, device, stage, limit=limit)
     flags = pareto_flags([(t.miou or 0.0, t.latency_ms) for t, _ in candidates])
     rows = [
         LeaderboardRow(
