@@ -6,6 +6,7 @@ from fastapi import APIRouter, Depends, Query, Request, status
 
 from search_spaces.errors import Conflict
 
+from ..responses import CONFLICT, NO_CLUSTER, NOT_FOUND
 from ..specs import ExperimentCreated, ExperimentPublic, ExperimentSpec, ResumeRequest, TrialPublic
 from ..states import TERMINAL, State
 from ..store import Experiment, Store, Trial
@@ -37,7 +38,7 @@ def trial_public(t: Trial) -> TrialPublic:
     return TrialPublic.model_validate(t, from_attributes=True)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=ExperimentCreated)
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=ExperimentCreated, responses=NO_CLUSTER)
 def submit_experiment(
     spec: ExperimentSpec,
     request: Request,
@@ -73,21 +74,27 @@ def list_experiments(
     return [experiment_public(e, counts.get(e.id, 0)) for e in experiments]
 
 
-@router.get("/{experiment_id}", response_model=ExperimentPublic)
+@router.get("/{experiment_id}", response_model=ExperimentPublic, responses=NOT_FOUND)
 def get_experiment(experiment_id: str, store: Store = Depends(get_store_dep)) -> ExperimentPublic:
     exp = store.get_experiment(experiment_id)
     return experiment_public(exp, store.trial_counts([exp.id]).get(exp.id, 0))
 
 
-@router.get("/{experiment_id}/trials", response_model=list[TrialPublic])
+@router.get("/{experiment_id}/trials", response_model=list[TrialPublic], responses=NOT_FOUND)
 def list_trials(
-    experiment_id: str, stage: int | None = Query(None, ge=1, le=2), store: Store = Depends(get_store_dep)
+    experiment_id: str,
+    stage: int | None = Query(None, ge=1, le=2),
+    limit: int = Query(1000, ge=1, le=10000, description="Page size, in creation order."),
+    offset: int = Query(0, ge=0),
+    store: Store = Depends(get_store_dep),
 ) -> list[TrialPublic]:
     store.get_experiment(experiment_id)
-    return [trial_public(t) for t in store.list_trials(experiment_id, stage)]
+    return [trial_public(t) for t in store.list_trials(experiment_id, stage, limit=limit, offset=offset)]
 
 
-@router.post("/{experiment_id}/cancel", response_model=ExperimentPublic)
+@router.post(
+    "/{experiment_id}/cancel", response_model=ExperimentPublic, responses={**NOT_FOUND, **CONFLICT, **NO_CLUSTER}
+)
 def cancel_experiment(experiment_id: str, request: Request, store: Store = Depends(get_store_dep)) -> ExperimentPublic:
     """Stop the experiment's Ray Job and mark its open trials cancelled."""
     exp = store.get_experiment(experiment_id)
@@ -100,7 +107,9 @@ def cancel_experiment(experiment_id: str, request: Request, store: Store = Depen
     return get_experiment(experiment_id, store)
 
 
-@router.post("/{experiment_id}/resume", response_model=ExperimentCreated)
+@router.post(
+    "/{experiment_id}/resume", response_model=ExperimentCreated, responses={**NOT_FOUND, **CONFLICT, **NO_CLUSTER}
+)
 def resume_experiment(
     experiment_id: str,
     request: Request,

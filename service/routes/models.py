@@ -9,6 +9,7 @@ from fastapi.responses import FileResponse
 
 from search_spaces.errors import NotFound
 
+from ..responses import NOT_FOUND
 from ..specs import ModelPublic
 from ..store import Model, Store
 from .deps import get_store_dep
@@ -30,12 +31,16 @@ def list_models(
     return [model_public(m) for m in store.list_models(experiment_id, limit)]
 
 
-@router.get("/{model_id}", response_model=ModelPublic)
+@router.get("/{model_id}", response_model=ModelPublic, responses=NOT_FOUND)
 def get_model(model_id: str, store: Store = Depends(get_store_dep)) -> ModelPublic:
     return model_public(store.get_model(model_id))
 
 
-@router.get("/{model_id}/artifacts/{name}", response_class=FileResponse)
+@router.get(
+    "/{model_id}/artifacts/{name}",
+    response_class=FileResponse,
+    responses={**NOT_FOUND, 200: {"content": {"application/octet-stream": {}}, "description": "The file."}},
+)
 def get_artifact(model_id: str, name: str, store: Store = Depends(get_store_dep)) -> FileResponse:
     model = store.get_model(model_id)
     # Only names the registry recorded: a request can never reach another path on disk.

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Depends, Request, status
 
 from search_spaces.errors import Conflict
 
+from ..responses import CONFLICT, NO_CLUSTER, NOT_FOUND
 from ..specs import BackbonePublic, ExperimentCreated, PretrainingPublic, PretrainingSpec
 from ..states import TERMINAL, State
 from ..store import PretrainingJob, Store
@@ -33,7 +34,9 @@ def backbone_public(job: PretrainingJob) -> BackbonePublic:
     )
 
 
-@router.post("/v1/pretraining", status_code=status.HTTP_201_CREATED, response_model=ExperimentCreated)
+@router.post(
+    "/v1/pretraining", status_code=status.HTTP_201_CREATED, response_model=ExperimentCreated, responses=NO_CLUSTER
+)
 def submit_pretraining(
     spec: PretrainingSpec, request: Request, store: Store = Depends(get_store_dep)
 ) -> ExperimentCreated:
@@ -60,12 +63,16 @@ def list_pretraining(store: Store = Depends(get_store_dep)) -> list[PretrainingP
     return [pretraining_public(j) for j in store.list_pretraining()]
 
 
-@router.get("/v1/pretraining/{job_id}", response_model=PretrainingPublic)
+@router.get("/v1/pretraining/{job_id}", response_model=PretrainingPublic, responses=NOT_FOUND)
 def get_pretraining(job_id: str, store: Store = Depends(get_store_dep)) -> PretrainingPublic:
     return pretraining_public(store.get_pretraining(job_id))
 
 
-@router.post("/v1/pretraining/{job_id}/cancel", response_model=PretrainingPublic)
+@router.post(
+    "/v1/pretraining/{job_id}/cancel",
+    response_model=PretrainingPublic,
+    responses={**NOT_FOUND, **CONFLICT, **NO_CLUSTER},
+)
 def cancel_pretraining(
     job_id: str, request: Request, store: Store = Depends(get_store_dep)
 ) -> PretrainingPublic:
