@@ -25,10 +25,25 @@ app.add_typer(experiments_app, name="experiments")
 app.add_typer(data_app, name="data")
 db_app = typer.Typer(help="The database: migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+token_app = typer.Typer(help="API tokens (on the database, like `db`).", no_args_is_help=True)
+app.add_typer(token_app, name="token")
 
 console = Console(width=None if sys.stdout.isatty() else 130)
 DEFAULT_URL = "http://127.0.0.1:8000"
 UrlOption = typer.Option(DEFAULT_URL, "--url", envvar="GEONAS_URL", help="The geonas API.")
+
+
+@app.callback()
+def _options(
+    token: str = typer.Option(
+        None, "--token", envvar="GEONAS_TOKEN", help="Bearer token for the API (`geonas token create`)."
+    ),
+) -> None:
+    """geonas: latency-constrained NAS for satellite-image segmentation."""
+    if token:  # every ApiClient in this process sends it
+        import os
+
+        os.environ["GEONAS_TOKEN"] = token
 
 
 def friendly(fn):
@@ -70,9 +85,13 @@ def serve(
 
     from .app import create_app
     from .jobs import JobLauncher
+    from .logs import configure_logging
     from .settings import get_settings
 
+    configure_logging()
     settings = get_settings()
+    if host:  # auth's default depends on where the API listens
+        settings = settings.model_copy(update={"api_host": host})
     cluster = connect(settings.ray_address, num_cpus=settings.local_num_cpus, home=settings.home)
     console.print(f"Ray dashboard: {cluster.dashboard_url}  ({cluster.token_note})")
     launcher = JobLauncher(cluster.dashboard_url, settings)
@@ -310,6 +329,38 @@ def db_upgrade(revision: str = typer.Argument("head", help="Alembic revision to 
     from .dbcli import upgrade
 
     console.print(upgrade(revision))
+
+
+@token_app.command("create")
+@friendly
+def token_create(
+    name: str = typer.Option(..., "--name", help="The user: owner of what this token creates."),
+    admin: bool = typer.Option(False, "--admin", help="Sees every user's resources."),
+) -> None:
+    """Create a token and print it once (only a salted hash is stored)."""
+    from .dbcli import new_token
+
+    print(new_token(name, admin))
+
+
+@token_app.command("list")
+@friendly
+def token_list() -> None:
+    """Tokens: id, user, admin, created, revoked (never the secrets)."""
+    from .dbcli import tokens
+
+    for row in tokens():
+        console.print(row)
+
+
+@token_app.command("revoke")
+@friendly
+def token_revoke(token_id: str = typer.Argument(..., help="The id (second part of gnt_<id>_...).")) -> None:
+    """Revoke a token; APIs stop accepting it within 30 s (their verification cache)."""
+    from .dbcli import revoke
+
+    revoke(token_id)
+    console.print(f"revoked {token_id}")
 
 
 def _parse_split(text: str) -> dict[str, list[str]] | str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +28,11 @@ def _describe(detail: Any) -> str:
 
 
 class ApiClient:
-    def __init__(self, url: str, timeout: float = 30.0) -> None:
+    def __init__(self, url: str, timeout: float = 30.0, token: str | None = None) -> None:
         self.url = url.rstrip("/")
-        self._http = httpx.Client(base_url=self.url, timeout=timeout)
+        token = token or os.environ.get("GEONAS_TOKEN")  # `geonas --token` sets it for the process
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        self._http = httpx.Client(base_url=self.url, timeout=timeout, headers=headers)
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
@@ -56,8 +59,16 @@ class ApiClient:
     def experiment(self, experiment_id: str) -> dict[str, Any]:
         return self._call("GET", f"/v1/experiments/{experiment_id}")
 
-    def trials(self, experiment_id: str) -> list[dict[str, Any]]:
-        return self._call("GET", f"/v1/experiments/{experiment_id}/trials")
+    def trials(self, experiment_id: str, page: int = 1000) -> list[dict[str, Any]]:
+        """All trials of an experiment, page by page (the API pages them)."""
+        out: list[dict[str, Any]] = []
+        while True:
+            batch = self._call(
+                "GET", f"/v1/experiments/{experiment_id}/trials", params={"limit": page, "offset": len(out)}
+            )
+            out += batch
+            if len(batch) < page:
+                return out
 
     def models(self, experiment_id: str | None = None) -> list[dict[str, Any]]:
         return self._call("GET", "/v1/models", params={"experiment_id": experiment_id} if experiment_id else None)

@@ -10,7 +10,7 @@ from sqlalchemy import create_engine, pool
 
 from .settings import get_settings
 
-__all__ = ["upgrade"]
+__all__ = ["upgrade", "new_token", "tokens", "revoke"]
 
 
 def upgrade(revision: str = "head") -> str:
@@ -31,3 +31,32 @@ def upgrade(revision: str = "head") -> str:
         after = migrations.current(conn)
     engine.dispose()
     return f"database {engine.url.render_as_string(hide_password=True)}: {before or 'empty'} -> {after}"
+
+
+def _store():
+    from .store import get_store
+
+    return get_store(get_settings().resolved_database_url)
+
+
+def new_token(name: str, admin: bool = False) -> str:
+    from search_spaces.errors import GeonasError
+
+    from .auth import create_token
+
+    try:
+        return create_token(_store(), name, admin)
+    except ValueError as exc:
+        raise GeonasError(str(exc)) from None
+
+
+def tokens() -> list[str]:
+    return [
+        f"{t.id}  {t.name}  {'admin' if t.admin else 'user'}  created {t.created_at:%Y-%m-%d %H:%M}"
+        + (f"  revoked {t.revoked_at:%Y-%m-%d %H:%M}" if t.revoked_at else "")
+        for t in _store().list_tokens()
+    ]
+
+
+def revoke(token_id: str) -> None:
+    _store().revoke_token(token_id)
