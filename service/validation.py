@@ -18,9 +18,24 @@ from .specs import ExperimentSpec, PretrainingSpec
 __all__ = ["check_dataset", "check_pretraining_data", "check_backbone", "check_data_root"]
 
 
+#: Folders that never hold datasets. With no data roots configured (the embedded, single-user
+#: default) any readable folder is allowed, which is what a local user wants; these are refused even
+#: then, so a request that reaches the API (a misbound port, a forged browser request) cannot make a
+#: driver read or list system files.
+_SYSTEM = "/etc /proc /sys /dev /boot /run /var/run /var/lib /usr /bin /sbin /lib"
+SYSTEM_FOLDERS = tuple(Path(p) for p in _SYSTEM.split())
+
+
+def _refuse_system_folder(root: Path, path: str, field: str) -> None:
+    if root == Path("/") or any(root == base or base in root.parents for base in SYSTEM_FOLDERS):
+        raise SpecError(f"{path} is a system folder; datasets cannot be read from there", field=field)
+
+
 def check_data_root(path: str, settings: Settings, field: str) -> Path:
     """Resolve ``path`` and refuse it unless it lies inside one of the allowed data roots."""
     root = Path(path).expanduser().resolve()
+    if not settings.data_roots:
+        _refuse_system_folder(root, path, field)
     if settings.data_roots:
         allowed = [Path(r).expanduser().resolve() for r in settings.data_roots]
         if not any(root == base or base in root.parents for base in allowed):
