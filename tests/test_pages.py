@@ -178,14 +178,15 @@ def test_experiment_page_scatter_front_rewards_and_sortable_table(site, page):
         page.locator("#scatter .pt.front").nth(i).get_attribute("data-trial")
         for i in range(page.locator("#scatter .pt.front").count())
     }
-    assert {i.rsplit("-", 1)[-1] for i in front_ids} == FRONT
+    assert front_ids == {f"{exp.id}-{name}" for name in FRONT}
     assert len(page.locator("#scatter path.front").get_attribute("d").split("L")) == len(FRONT)
     assert page.locator("#scatter .target line").count() == 1
     assert page.locator("#scatter .pt.stage2").count() == 1
     assert page.locator("#scatter .pt.baseline").count() == 1
     assert page.locator("#rewards .pt").count() == len(STAGE1)
     assert page.locator("#rewards path.running-best").count() == 1
-    assert page.locator("#curves path.curve.highlight").count() == 1
+    assert page.locator("#curves svg.curves-miou path.curve.highlight").count() == 1
+    assert page.locator("#curves svg.curves-loss path.curve.highlight").count() == 1
 
     def column(name):
         cells = page.locator(f"#trials tbody td[data-col='{name}']").all_inner_texts()
@@ -208,7 +209,7 @@ def test_experiment_page_scatter_front_rewards_and_sortable_table(site, page):
     page.select_option("#filter-state", "")
     page.wait_for_function(f"document.querySelectorAll('#trials tbody tr').length === {len(STAGE1) + 3}")
     page.locator(f"#scatter .pt[data-trial='{exp.id}-c']").click()
-    page.wait_for_selector(f"#curves path.curve.highlight[data-trial='{exp.id}-c']")
+    page.wait_for_selector(f"#curves svg.curves-miou path.curve.highlight[data-trial='{exp.id}-c']")
     page.screenshot(path=str(site["shots"] / "experiment.png"), full_page=True)
 
 

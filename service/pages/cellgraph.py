@@ -16,7 +16,7 @@ from .svg import esc, svg_document
 
 __all__ = ["cell_graph_svg"]
 
-_NODE_W, _NODE_H, _COL, _ROW, _PAD = 118, 42, 150, 66, 20
+_NODE_W, _NODE_H, _COL, _ROW, _PAD = 136, 42, 164, 66, 20
 _OP_COLOURS = {
     "sum": "#dbeafe",
     "global_attention": "#fde68a",

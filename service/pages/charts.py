@@ -43,14 +43,16 @@ def _title(t: TrialRow) -> str:
 
 
 def scatter_svg(trials: Sequence[TrialRow], target_ms: float | None, width: int = 640, height: int = 380) -> str:
-    """mIoU against latency: one point per measured trial, the Pareto front, the latency target."""
+    """mIoU against latency: one point per measured trial, the stage-1 Pareto front, the latency target."""
     measured = [t for t in trials if t.miou is not None and t.latency_ms is not None]
     if not measured:
         return empty_chart(width, height, "chart scatter", "no trial has both mIoU and latency yet")
     lats = [t.latency_ms for t in measured] + ([target_ms] if target_ms else [])
     mious = [t.miou for t in measured]
-    plot = Plot(width, height, padded(min(lats), max(lats)), padded(min(mious), max(mious)))
-    front = pareto_front([(t.latency_ms, t.miou, t.id) for t in measured])
+    plot = Plot(width, height, padded(min(lats), max(lats)), padded(min(mious), max(mious)), top=30)
+    # The search's front: stage-1 trials (searched and baselines, trained the same way). Stage-2 mIoU
+    # comes from longer training on the test split, so those models are marked, not ranked with them.
+    front = pareto_front([(t.latency_ms, t.miou, t.id) for t in measured if t.stage == 1])
     front_ids = {ident for _, _, ident in front}
     body = [plot.axes("latency (ms)", "mIoU")]
     if target_ms:
