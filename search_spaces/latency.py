@@ -12,11 +12,12 @@ load only ever *adds* time, so the harness
   to other processes -- which wall time would count as latency. With several threads the work is
   spread over a pool, so the harness times wall clock and drops a sample during which the OS preempted
   the process (an involuntary context switch, ``getrusage``): that sample timed someone else's work;
-* normalises by a reference workload: a fixed small CNN is timed alternately with the model, sample
-  by sample, so both see the same machine at the same moment -- a neighbour that slows the core (SMT
-  sibling, shared cache, clock) slows both alike and the *ratio* model / reference stays put. The
+* normalises by a reference workload: a fixed network (``REFERENCE_BACKBONE``, at the same tile
+  size) is timed alternately with the model, sample by sample, so both see the same machine at the
+  same moment -- a neighbour that slows the core (SMT sibling, shared cache, memory bandwidth, clock)
+  slows both alike and the *ratio* model / reference stays put. The
   estimate is ``median_ms = ratio * reference_ms``, where ``reference_ms`` is the reference's latency
-  on this host and profile, calibrated once (per process, or shared by the caller) in its quiet state.
+  on this host, profile and tile size, calibrated once (per process, or shared through the cache).
   Ranks between models therefore depend only on ratios; ``direct_ms`` keeps the un-normalised estimate
   (the median of the three fastest block medians: background load only ever adds time);
 * repeats until the estimate is stable (relative standard error of the median block ratio, or the
@@ -50,6 +51,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -66,7 +68,8 @@ __all__ = [
     "LatencyCache",
     "measure_latency",
     "reference_latency",
-    "REFERENCE_SHAPE",
+    "REFERENCE_BACKBONE",
+    "reference_shape",
     "cached_latency",
     "get_profile",
     "list_profiles",
@@ -362,6 +365,8 @@ class _Runner:
 
 class _TorchCpuRunner(_Runner):
     def __enter__(self) -> _Runner:
+        if any(t.device.type != "cpu" for t in self.model.parameters()):
+            self.model = copy.deepcopy(self.model).float().cpu()  # leave the caller's GPU model alone
         was_training = self.model.training
         self.model.eval()
         self._stack.callback(self.model.train, was_training)
@@ -438,29 +443,28 @@ _RUNNERS: dict[str, type[_Runner]] = {
 # The harness
 # ---------------------------------------------------------------------------------------------------
 
-#: input of the reference workload: fixed, whatever shape the measured model takes
-REFERENCE_SHAPE: InputShape = (1, 16, 64, 64)
-_CALIBRATION: dict[str, float] = {}
+#: the reference workload: this backbone (features only, fixed random weights) on a 3-band batch of one
+#: at the measured tile size. A real segmentation backbone because the ratio cancels contention best
+#: when the reference spends its time like the models do -- partly streaming weights (memory-bound,
+#: at small tiles), partly convolving activations (compute-bound) -- and resnet18 is the space's default.
+REFERENCE_BACKBONE = "resnet18"
+_CALIBRATION: dict[tuple[str, int, int], float] = {}
 
 
+def reference_shape(input_shape: Any) -> InputShape:
+    """The reference's input for a measured shape: batch 1, 3 bands, the same height and width."""
+    shape = _check_shape(input_shape)
+    return (1, 3, shape[2], shape[3])
+
+
+@lru_cache(maxsize=1)
 def _reference_net() -> nn.Module:
-    """A fixed small CNN (convolutions, pooling, activations, like the models measured); fixed weights."""
-    generator = torch.Generator().manual_seed(1234)
-    net = nn.Sequential(
-        nn.Conv2d(16, 32, 3, padding=1),
-        nn.ReLU(),
-        nn.Conv2d(32, 32, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1),
-        nn.BatchNorm2d(64),
-        nn.ReLU(),
-        nn.Conv2d(64, 64, 3, padding=1),
-        nn.Sigmoid(),
-    )
-    with torch.no_grad():
-        for p in net.parameters():
-            p.copy_(torch.randn(p.shape, generator=generator) * 0.1)
+    """The reference backbone with the same weights in every process (seeded, no download)."""
+    import timm
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1234)
+        net = timm.create_model(REFERENCE_BACKBONE, features_only=True, pretrained=False)
     return net.eval()
 
 
@@ -468,18 +472,22 @@ def _cpu_twin(profile: DeviceProfile) -> DeviceProfile:
     return get_profile(f"cpu-{profile.threads or 1}threads")
 
 
-def reference_latency(profile: str | DeviceProfile, *, refresh: bool = False) -> float:
-    """The reference workload's latency (ms) under ``profile``'s CPU threads here, quiet state, memoised.
+def reference_latency(
+    profile: str | DeviceProfile, input_shape: Any = (1, 3, 32, 32), *, refresh: bool = False
+) -> float:
+    """The reference's latency (ms) under ``profile``'s CPU threads here, for ``input_shape``'s tile size.
 
-    Measured once per process (``refresh`` measures again) with the direct estimator and many repeats;
-    pass the value to :func:`measure_latency` as ``reference=`` to share one calibration between
-    processes (the latency actor stores it next to its cache).
+    Measured once per process and tile size (``refresh`` measures again) with the direct estimator and
+    many repeats; pass the value to :func:`measure_latency` as ``reference=`` to share one calibration
+    between processes (the latency meter stores it in its cache file).
     """
     twin = _cpu_twin(get_profile(profile))
-    if refresh or twin.name not in _CALIBRATION:
+    shape = reference_shape(input_shape)
+    key = (twin.name, shape[2], shape[3])
+    if refresh or key not in _CALIBRATION:
         result = measure_latency(
             _reference_net(),
-            REFERENCE_SHAPE,
+            shape,
             twin,
             reference=None,
             min_repeats=30,
@@ -487,8 +495,8 @@ def reference_latency(profile: str | DeviceProfile, *, refresh: bool = False) ->
             target_cv=0.01,
             max_seconds=30.0,
         )
-        _CALIBRATION[twin.name] = result.median_ms
-    return _CALIBRATION[twin.name]
+        _CALIBRATION[key] = result.median_ms
+    return _CALIBRATION[key]
 
 
 def _involuntary_switches() -> int:
@@ -575,7 +583,7 @@ def measure_latency(
         raise SpecError("need 1 <= min_repeats <= max_repeats, block_size >= 1, warmup >= 0, target_cv > 0")
     reference_ms: float | None = None
     if prof.backend != "torch-cuda" and reference is not None:
-        reference_ms = reference_latency(prof) if reference == "auto" else float(reference)
+        reference_ms = reference_latency(prof, shape) if reference == "auto" else float(reference)
     started = time.perf_counter()
     samples: list[float] = []
     block_medians: list[float] = []
@@ -587,7 +595,9 @@ def measure_latency(
         runners = [runner]
         if reference_ms is not None:
             runners.append(
-                stack.enter_context(_TorchCpuRunner(_reference_net(), REFERENCE_SHAPE, _cpu_twin(prof), 0))
+                stack.enter_context(
+                    _TorchCpuRunner(_reference_net(), reference_shape(shape), _cpu_twin(prof), 0)
+                )
             )
         for _ in range(warmup):
             for each in runners:
@@ -672,8 +682,9 @@ class LatencyCache:
                 " PRIMARY KEY (arch_hash, profile, input_shape))"
             )
             db.execute(
-                "CREATE TABLE IF NOT EXISTS reference (profile TEXT NOT NULL, host TEXT NOT NULL,"
-                " reference_ms REAL NOT NULL, measured_at TEXT NOT NULL, PRIMARY KEY (profile, host))"
+                "CREATE TABLE IF NOT EXISTS reference_calibration (profile TEXT NOT NULL, host TEXT NOT NULL,"
+                " tile TEXT NOT NULL, reference_ms REAL NOT NULL, measured_at TEXT NOT NULL,"
+                " PRIMARY KEY (profile, host, tile))"
             )
 
     @contextmanager
@@ -707,24 +718,28 @@ class LatencyCache:
                 (key.arch_hash, key.profile, key.shape_text, json.dumps(data), result.measured_at),
             )
 
-    def reference_ms(self, profile: str | DeviceProfile, measure: Callable[[], float]) -> float:
-        """This host's calibrated reference latency for ``profile``: stored once, then shared.
+    def reference_ms(
+        self, profile: str | DeviceProfile, input_shape: Any, measure: Callable[[], float]
+    ) -> float:
+        """This host's calibrated reference latency for ``profile`` and the tile size: stored once, shared.
 
         Every process measuring on this host then normalises by the same number, so their results are
         comparable. When two processes calibrate at once, the first to store wins and both use it.
         """
-        name, host = _cpu_twin(get_profile(profile)).name, socket.gethostname()
-        query = "SELECT reference_ms FROM reference WHERE profile=? AND host=?"
+        shape = reference_shape(input_shape)
+        row_key = (_cpu_twin(get_profile(profile)).name, socket.gethostname(), f"{shape[2]}x{shape[3]}")
+        query = "SELECT reference_ms FROM reference_calibration WHERE profile=? AND host=? AND tile=?"
         with self._connect() as db:
-            row = db.execute(query, (name, host)).fetchone()
+            row = db.execute(query, row_key).fetchone()
         if row:
             return float(row[0])
         value = float(measure())
         with self._connect() as db:
             db.execute(
-                "INSERT OR IGNORE INTO reference VALUES (?, ?, ?, ?)", (name, host, value, _utc_now())
+                "INSERT OR IGNORE INTO reference_calibration VALUES (?, ?, ?, ?, ?)",
+                (*row_key, value, _utc_now()),
             )
-            return float(db.execute(query, (name, host)).fetchone()[0])
+            return float(db.execute(query, row_key).fetchone()[0])
 
     def __contains__(self, key: object) -> bool:
         return isinstance(key, LatencyKey) and self.get(key) is not None

@@ -211,7 +211,7 @@ cache = LatencyCache(sys.argv[1])
 for i in range(25):
     key = LatencyKey.of(f"{sys.argv[2]}-{i}", "cpu-1threads", (1, 3, 32, 32))
     cache.put(key, LatencyResult(1.0 + i, 2.0, 0.1, 5, "cpu-1threads", (1, 3, 32, 32)))
-print(cache.reference_ms("cpu-1threads", lambda: float(sys.argv[3])))
+print(cache.reference_ms("cpu-1threads", (1, 3, 32, 32), lambda: float(sys.argv[3])))
 """
 
 

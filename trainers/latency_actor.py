@@ -154,11 +154,13 @@ class LatencyMeter:
             "meter_pid": os.getpid(),
         }
 
-    def _reference_ms(self) -> float:
+    def _reference_ms(self, input_shape: tuple[int, ...]) -> float:
         """The host's calibrated reference latency, shared through the cache file when there is one."""
         if self.cache is None:
-            return reference_latency(self.profile)
-        return self.cache.reference_ms(self.profile, lambda: reference_latency(self.profile))
+            return reference_latency(self.profile, input_shape)
+        return self.cache.reference_ms(
+            self.profile, input_shape, lambda: reference_latency(self.profile, input_shape)
+        )
 
     def _measure(
         self, key: LatencyKey, factory: Callable[[], nn.Module], input_shape: tuple[int, ...]
@@ -175,7 +177,7 @@ class LatencyMeter:
             self.measured += 1
             harness = dict(self.harness)
             if self.profile.backend != "torch-cuda" and harness.get("reference", "auto") == "auto":
-                harness["reference"] = self._reference_ms()
+                harness["reference"] = self._reference_ms(input_shape)
             result = measure_latency(factory(), input_shape, self.profile, **harness)
             return replace(result, node=self.node_id)  # cached with it: who measured stays known
 
