@@ -73,12 +73,14 @@ def measure_searchers(trials: int, names: list[str] | None = None) -> dict[str, 
     return results
 
 
-def measure_store(trials: int = 200, epochs: int = 3) -> dict[str, Any]:
+def measure_store(url: str | None = None, trials: int = 200, epochs: int = 3) -> dict[str, Any]:
+    """Writes/s through the store; ``url`` (e.g. a PostgreSQL URL), default a SQLite file."""
     from service.states import State
     from service.store import Store
 
     with tempfile.TemporaryDirectory() as folder:
-        store = Store(f"sqlite:///{folder}/bench.db")
+        url = url or f"sqlite:///{folder}/bench.db"
+        store = Store(url)
         experiment = store.create_experiment("bench", {"budget": {"trials": trials}})
         arch = {"cells": [{"a": 0, "b": 1, "level": 3, "op": "sum"}] * 7, "channels": 64}
         writes = 0
@@ -105,7 +107,7 @@ def measure_store(trials: int = 200, epochs: int = 3) -> dict[str, Any]:
             writes += 1
         elapsed = time.perf_counter() - started
     return {
-        "backend": "sqlite (WAL, local disk)",
+        "backend": url.split("://")[0].split("+")[0],
         "writes": writes,
         "seconds": elapsed,
         "writes_per_s": writes / elapsed,
@@ -174,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=300, help="Proposals per searcher.")
     parser.add_argument("--tune-trials", type=int, default=20)
     parser.add_argument("--only", nargs="*", choices=["searchers", "store", "tune", "models"])
+    parser.add_argument("--store-url", help="Database for the store measurement (default: SQLite file).")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -188,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     if "searchers" in wanted:
         report["searchers"] = measure_searchers(args.trials)
     if "store" in wanted:
-        report["store"] = measure_store()
+        report["store"] = measure_store(args.store_url)
     if "models" in wanted:
         report["models"] = measure_models()
     if "tune" in wanted:
