@@ -421,13 +421,14 @@ class Store:
                 query = query.where(PretrainingJob.owner == owner)
             return list(s.scalars(query))
 
-    def update_pretraining(self, job_id: str, *, state: str | None = None, **fields: Any) -> PretrainingJob:
+    def update_pretraining(self, pretraining_id: str, *, state: str | None = None, **fields: Any) -> PretrainingJob:
+        """Update a pretraining job (``fields`` may include ``job_id``, the Ray Job's id)."""
         with self.session() as s:
-            job = s.get(PretrainingJob, job_id)
+            job = s.get(PretrainingJob, pretraining_id)
             if job is None:
-                raise NotFound(f"pretraining job {job_id} does not exist")
+                raise NotFound(f"pretraining job {pretraining_id} does not exist")
             if state is not None:
-                check_transition("pretraining job", job_id, job.state, state)
+                check_transition("pretraining job", pretraining_id, job.state, state)
                 job.state = state
             for key, value in fields.items():
                 setattr(job, key, value)
