@@ -41,6 +41,7 @@ class BodySizeLimit:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        declared = None
         for key, value in scope.get("headers", ()):
             if key == b"content-length":
                 try:
@@ -49,32 +50,32 @@ class BodySizeLimit:
                     declared = 0
                 if declared > self.max_bytes:
                     return await self._reject(send)
-        received = 0
-        started = False
+        if declared is None and scope["method"] in ("POST", "PUT", "PATCH"):
+            # Streamed without a length: read it here (never more than the limit) and replay it, so
+            # the route sees an ordinary body and an oversized one never reaches a parser.
+            chunks, size = [], 0
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":
+                    break
+                size += len(message.get("body", b""))
+                if size > self.max_bytes:
+                    return await self._reject(send)
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    break
+            body = b"".join(chunks)
+            sent = False
 
-        class _TooLarge(Exception):
-            pass
+            async def replay():
+                nonlocal sent
+                if not sent:
+                    sent = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+                return await receive()
 
-        async def limited_receive():
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise _TooLarge
-            return message
-
-        async def tracking_send(message):
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
-            if not started:
-                await self._reject(send)
+            return await self.app(scope, replay, send)
+        await self.app(scope, receive, send)
 
 
 class TokenBucket:

@@ -126,7 +126,7 @@ class RequestMiddleware:
                 scope["method"],
                 scope["path"],
                 status,
-                extra={"route": route, "status": status, "ms": round(elapsed * 1000, 2)},
+                extra={"route": route, "status": status, "ms": round(elapsed * 1000, 2), "request_id": rid},
             )
             logs.request_id.reset(token)
 
