@@ -6,11 +6,11 @@ directly: each resource has a ``*Public`` schema.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
     "DatasetRef",
@@ -32,6 +32,13 @@ __all__ = [
     "BackbonePublic",
     "Leaderboard",
 ]
+
+def _as_utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+#: The store keeps naive UTC; the API says so (RFC 3339 with an offset), as the schema promises.
+UtcDateTime = Annotated[datetime, AfterValidator(_as_utc)]
 
 SEARCHERS = ("ppo", "random", "tpe", "regularized_evolution")
 OPS = ("sum", "global_attention", "product", "max", "concat_conv")
@@ -202,8 +209,8 @@ class PretrainingPublic(BaseModel):
     loss_curve: list[dict[str, Any]]
     knn: dict[str, Any] | None
     artifact: str | None
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcDateTime
+    updated_at: UtcDateTime
 
 
 class BackbonePublic(BaseModel):
@@ -213,7 +220,7 @@ class BackbonePublic(BaseModel):
     in_chans: int
     bands: list[str]
     steps: int
-    created_at: datetime
+    created_at: UtcDateTime
 
 
 class ResumeRequest(_Spec):
@@ -238,8 +245,8 @@ class ExperimentPublic(BaseModel):
     error: str | None
     trials_done: int
     trials_total: int
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcDateTime
+    updated_at: UtcDateTime
 
 
 class TrialPublic(BaseModel):
@@ -258,8 +265,8 @@ class TrialPublic(BaseModel):
     error: str | None
     node_id: str | None
     history: list[dict[str, Any]]
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcDateTime
+    updated_at: UtcDateTime
 
 
 class ModelPublic(BaseModel):
@@ -276,7 +283,7 @@ class ModelPublic(BaseModel):
     training: dict[str, Any]
     data: dict[str, Any]
     artifacts: list[str]
-    created_at: datetime
+    created_at: UtcDateTime
 
 
 class LeaderboardRow(BaseModel):
