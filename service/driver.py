@@ -132,6 +132,9 @@ def _build_context(spec: ExperimentSpec, storage: str, backbone_weights: str | N
         batch_size=spec.latency.batch_size,
         tile_size=spec.latency.tile_size,
         cache_path=str(Path(storage) / "latency-cache.sqlite") if "://" not in storage else None,
+        meter=True,
+        meter_cpus=METER_CPUS,
+        harness={"max_seconds": spec.latency.max_seconds},
     )
     return Stage1Context(
         train=train,
@@ -186,12 +189,31 @@ def trial_resources(spec: ExperimentSpec) -> dict[str, float]:
     return resources
 
 
+def start_latency_meter(context):
+    """Create the experiment's latency meter actor (trials find it by name; one calibration for all)."""
+    from trainers.latency_actor import MeterPlacement, get_latency_meter
+
+    settings = context.latency
+    placement = MeterPlacement(num_cpus=settings.meter_cpus, harness=dict(settings.harness))
+    return get_latency_meter(settings.profile, settings.cache_path, placement)
+
+
+METER_CPUS = 1.0  # CPUs the latency meter holds when no node offers the dedicated resource
+
+
 def concurrency(spec: ExperimentSpec, resources: dict[str, float]) -> int:
-    """The spec's concurrency, capped by how many trials the cluster can hold at once."""
+    """The spec's concurrency, capped by how many trials the cluster can hold at once.
+
+    When no node offers the ``latency_meter`` resource, the meter holds CPUs of its own, which
+    trials cannot use (otherwise a trial could wait forever for a meter that cannot be placed).
+    """
     import ray
 
+    from trainers.latency_actor import LATENCY_RESOURCE
+
     total = ray.cluster_resources()
-    fits = int(total.get("CPU", 1) // resources["cpu"])
+    cpus = total.get("CPU", 1) - (0 if total.get(LATENCY_RESOURCE, 0) >= 1 else METER_CPUS)
+    fits = int(max(cpus, resources["cpu"]) // resources["cpu"])
     if "gpu" in resources:
         fits = min(fits, int(total.get("GPU", 0)))
     return max(1, min(spec.budget.concurrency, fits))
@@ -286,6 +308,7 @@ def run_experiment(experiment_id: str, store: Store, storage: str) -> None:
 
     resources = trial_resources(spec)
     trainable = tune.with_resources(tune.with_parameters(stage1_trainable, context=context), resources)
+    meter = start_latency_meter(context)  # owned by this driver, so it outlives every trial  # noqa: F841
     StoreCallback = _store_callback_class()
     SearcherCheckpoint = _searcher_checkpoint_class()
     if remaining > 0:
@@ -386,7 +409,7 @@ def run_stage2(spec: ExperimentSpec, experiment_id: str, store: Store, storage: 
             model.load_state_dict(result.state_dict)
             tile = spec.latency.tile_size or context.chip_size
             shape = (spec.latency.batch_size, result.in_chans, tile, tile)
-            latency = measure_latency(model, shape, spec.latency.device)
+            latency = measure_latency(model, shape, spec.latency.device, max_seconds=spec.latency.max_seconds)
             folder = Path(storage) / "models" / experiment_id / trial.arch_hash
             folder.mkdir(parents=True, exist_ok=True)
             data = {

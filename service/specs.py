@@ -33,6 +33,7 @@ __all__ = [
     "Leaderboard",
 ]
 
+
 def _as_utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
@@ -97,6 +98,7 @@ class LatencySpec(_Spec):
     margin: float = Field(0.1, ge=0, description="Hard target: prune (skip training) above T·(1+margin).")
     batch_size: int = Field(1, ge=1, le=256)
     tile_size: int | None = Field(None, ge=16, le=4096, description="Tile side in px; default chip size.")
+    max_seconds: float = Field(30.0, gt=0, le=600, description="Cap on the time one measurement may take.")
 
 
 class BudgetSpec(_Spec):

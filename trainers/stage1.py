@@ -36,6 +36,9 @@ class LatencySettings:
     batch_size: int = 1
     tile_size: int | None = None
     cache_path: str | None = None
+    meter: bool = False  # measure in the profile's LatencyMeter actor (the driver turns this on)
+    meter_cpus: float | None = None  # CPUs the meter holds (None: the profile's threads)
+    harness: dict[str, Any] = field(default_factory=dict)  # measure_latency keyword arguments
 
 
 @dataclass
@@ -64,16 +67,26 @@ def descriptor_key(descriptor: dict[str, Any]) -> tuple[str, str]:
     return "baseline", f"{descriptor['baseline']}-{descriptor['backbone']}"
 
 
-def _measure_latency(model: torch.nn.Module, key: str, ctx: Stage1Context) -> float:
-    from search_spaces.latency import LatencyCache, LatencyKey, cached_latency, measure_latency
-
+def _measure_latency(model: torch.nn.Module, descriptor: dict[str, Any], key: str, ctx: Stage1Context) -> float:
+    """Median latency in ms: through the shared meter actor on a cluster, else in this process."""
     tile = ctx.latency.tile_size or ctx.chip_size
     shape = (ctx.latency.batch_size, ctx.in_chans, tile, tile)
+    if ctx.latency.meter:
+        from trainers.latency_actor import MeterPlacement, measure_remote
+
+        placement = MeterPlacement(num_cpus=ctx.latency.meter_cpus, harness=dict(ctx.latency.harness))
+        result = measure_remote(
+            descriptor, ctx.in_chans, ctx.num_classes, shape, ctx.latency.profile, ctx.latency.cache_path, placement
+        )
+        return float(result["median_ms"])
+
+    from search_spaces.latency import LatencyCache, LatencyKey, cached_latency, measure_latency
+
     cache = LatencyCache(ctx.latency.cache_path) if ctx.latency.cache_path else None
     result = cached_latency(
         cache,
         LatencyKey.of(key, ctx.latency.profile, shape),
-        lambda: measure_latency(model, shape, ctx.latency.profile),
+        lambda: measure_latency(model, shape, ctx.latency.profile, **ctx.latency.harness),
     )
     return float(result.median_ms)
 
@@ -87,9 +100,7 @@ def _reward(miou: float, latency_ms: float, settings: LatencySettings) -> float:
 Report = Callable[..., None]
 
 
-def run_trial(
-    config: dict[str, Any], ctx: Stage1Context, report: Report, resume: dict[str, Any] | None = None
-) -> None:
+def run_trial(config: dict[str, Any], ctx: Stage1Context, report: Report, resume: dict[str, Any] | None = None) -> None:
     """Measure, maybe prune, then train ``ctx.epochs`` epochs, reporting after each one.
 
     ``report(metrics, state=...)`` receives the training state (weights, optimiser, epoch) after
@@ -104,7 +115,7 @@ def run_trial(
     common = {"arch_hash": key, "kind": kind, "params": params, "latency_device": ctx.latency.profile}
 
     started = time.perf_counter()
-    latency_ms = _measure_latency(model, key, ctx)
+    latency_ms = _measure_latency(model, descriptor, key, ctx)
     measure_s = time.perf_counter() - started
     if (
         ctx.latency.target_ms is not None
@@ -130,9 +141,7 @@ def run_trial(
     model = device.prepare(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=ctx.lr, weight_decay=1e-4)
     generator = torch.Generator().manual_seed(ctx.seed)
-    train_loader = DataLoader(
-        ctx.train, batch_size=ctx.batch_size, shuffle=True, generator=generator, drop_last=False
-    )
+    train_loader = DataLoader(ctx.train, batch_size=ctx.batch_size, shuffle=True, generator=generator, drop_last=False)
     val_loader = DataLoader(ctx.val, batch_size=max(ctx.batch_size, 16), shuffle=False)
     first = 1
     if resume is not None:
