@@ -9,11 +9,11 @@ from fastapi.responses import JSONResponse
 from search_spaces.errors import GeonasError, SpecError
 
 from . import metrics as metrics_routes
+from . import pages
 from .auth import Authenticator, announce, authenticate, bearer_scheme
 from .jobs import JobLauncher
 from .limits import BodySizeLimit, TokenBucket, rate_limit
 from .metrics import Metrics, RequestMiddleware
-from .pages import router as pages_router
 from .responses import COMMON
 from .routes import experiments, leaderboard, models, pretraining
 from .settings import Settings, get_settings
@@ -73,5 +73,6 @@ def create_app(settings: Settings | None = None, launcher: JobLauncher | None = 
     app.include_router(models.router, **guarded)
     app.include_router(pretraining.router, **guarded)
     app.include_router(metrics_routes.router)
-    app.include_router(pages_router)
+    app.include_router(pages.shell_router)  # HTML shells: no data, public
+    app.include_router(pages.data_router, **guarded)
     return app

@@ -62,7 +62,7 @@ def site(tmp_path_factory):
     root = tmp_path_factory.mktemp("pages")
     data = write_demo_dataset(root / "data", chips={"train": 4, "val": 2, "test": 2}, size=32, bands=4, seed=0)
     info = DatasetInfo.load(data)
-    app = create_app(Settings(home=root / "home"))
+    app = create_app(Settings(home=root / "home", auth=False))
     store = app.state.store
     spec = {
         "name": "pages",
@@ -125,6 +125,7 @@ def site(tmp_path_factory):
             "job": job,
             "shots": shots,
             "classes": list(info.classes),
+            "home": root / "home",
         }
 
 
@@ -267,3 +268,26 @@ def test_token_is_sent_as_bearer_header_once_entered(site, page):
     page.wait_for_selector("body[data-ready='1']")
     page.wait_for_function("sessionStorage.getItem('geonas.token') === 's3cret'")
     assert seen[0] is None and seen[-1] == "Bearer s3cret"
+
+
+def test_with_auth_on_the_pages_ask_for_a_token_and_show_only_the_owners_experiments(site, page):
+    from service.app import create_app
+    from service.auth import create_token
+    from service.demo import ServerThread
+    from service.settings import Settings
+
+    app = create_app(Settings(home=site["home"], auth=True))  # the same database, tokens required
+    store = app.state.store
+    token = create_token(store, "alice")
+    mine = store.create_experiment("alices", {"budget": {"trials": 2}}, owner="alice")
+    with ServerThread(app) as server:
+        _open(page, server.url + "/")
+        assert "enter an API token" in page.inner_text("#error")
+        page.fill("#token-input", token)
+        page.click("#token-form button[type=submit]")
+        page.wait_for_selector(f"#experiments tr[data-id='{mine.id}']")
+        assert page.locator("#experiments tbody tr").count() == 1  # not the unowned ones
+        assert page.locator(f"#experiments tr[data-id='{mine.id}'] td").nth(3).inner_text() == "alice"
+        _open(page, f"{server.url}/experiments/{site['exp'].id}")  # someone else's: a 404, as in /v1
+        assert "404" in page.inner_text("#error")
+        page.screenshot(path=str(site["shots"] / "auth-404.png"))

@@ -18,6 +18,6 @@ library. Why:
 The script (``static/pages.js``, no dependencies) only fetches, inserts, sorts and polls.
 """
 
-from .routes import router
+from .routes import data_router, shell_router
 
-__all__ = ["router"]
+__all__ = ["shell_router", "data_router"]

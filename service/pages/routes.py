@@ -18,18 +18,23 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from search_spaces.errors import NotFound
 
 from ..routes.deps import get_store_dep
+from ..states import TERMINAL
 from ..store import Store
 from .cellgraph import cell_graph_svg
 from .charts import bars_svg, curves_svg, loss_svg, rewards_svg, scatter_svg
-from .queries import TABLE_COLUMNS, VersionCache, experiment_version, table_page, trial_histories, trial_rows
+from .queries import CHART_CACHE, TABLE_COLUMNS, experiment_version, table_page, trial_histories, trial_rows
 
-__all__ = ["router"]
+__all__ = ["shell_router", "data_router"]
 
-router = APIRouter(include_in_schema=False)
+#: HTML shells and their static files: no data in them, so public (a browser cannot attach a header
+#: to a navigation; the token travels with the fetches instead).
+shell_router = APIRouter(include_in_schema=False)
+#: Everything the pages show: include it with the same auth dependencies as ``/v1``.
+data_router = APIRouter(include_in_schema=False)
 STATIC = Path(__file__).with_name("static")
 _STATIC_TYPES = {".js": "text/javascript", ".css": "text/css"}
 _SVG = "image/svg+xml"
-_charts = VersionCache(16)
+_FINISHED = frozenset(str(s) for s in TERMINAL)
 DASHBOARD_TOKEN_NOTE = "The Ray dashboard asks for a token once: run `ray get-auth-token` on the head node."
 
 
@@ -42,27 +47,27 @@ def _shell(name: str) -> HTMLResponse:
     return HTMLResponse(_read_static(name), headers={"Cache-Control": "no-cache"})
 
 
-@router.get("/", response_class=HTMLResponse)
+@shell_router.get("/", response_class=HTMLResponse)
 def index_page() -> HTMLResponse:
     return _shell("index.html")
 
 
-@router.get("/experiments/{experiment_id}", response_class=HTMLResponse)
+@shell_router.get("/experiments/{experiment_id}", response_class=HTMLResponse)
 def experiment_page(experiment_id: str) -> HTMLResponse:
     return _shell("experiment.html")
 
 
-@router.get("/models/{model_id}", response_class=HTMLResponse)
+@shell_router.get("/models/{model_id}", response_class=HTMLResponse)
 def model_page(model_id: str) -> HTMLResponse:
     return _shell("model.html")
 
 
-@router.get("/pretraining/{job_id}", response_class=HTMLResponse)
+@shell_router.get("/pretraining/{job_id}", response_class=HTMLResponse)
 def pretraining_page(job_id: str) -> HTMLResponse:
     return _shell("pretraining.html")
 
 
-@router.get("/ui/static/{name}")
+@shell_router.get("/ui/static/{name}")
 def static_file(name: str) -> Response:
     suffix = Path(name).suffix
     # Only plain names of files shipped in static/: a request can never reach another path.
@@ -98,7 +103,7 @@ def _pretraining_public(job: Any) -> dict[str, Any]:
     }
 
 
-@router.get("/ui/overview")
+@data_router.get("/ui/overview")
 def overview(
     request: Request, limit: int = Query(200, ge=1, le=1000), store: Store = Depends(get_store_dep)
 ) -> dict[str, Any]:
@@ -131,7 +136,7 @@ def _target_ms(spec: dict[str, Any]) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
-@router.get("/ui/experiments/{experiment_id}/summary")
+@data_router.get("/ui/experiments/{experiment_id}/summary")
 def experiment_summary(experiment_id: str, store: Store = Depends(get_store_dep)) -> dict[str, Any]:
     exp = store.get_experiment(experiment_id)
     version = experiment_version(store, experiment_id)
@@ -148,7 +153,8 @@ def experiment_summary(experiment_id: str, store: Store = Depends(get_store_dep)
         "state": exp.state,
         "error": exp.error,
         "version": version,
-        "trials_done": store.trial_counts([exp.id]).get(exp.id, 0),
+        # Same rule as Store.trial_counts (finished stage-1 searched trials), from the cached rows.
+        "trials_done": sum(1 for r in rows if r.stage == 1 and r.kind == "searched" and r.state in _FINISHED),
         "trials_total": int(spec.get("budget", {}).get("trials", 0)),
         "trials_recorded": len(rows),
         "states": states,
@@ -183,25 +189,25 @@ def _chart(kind: str, store: Store, experiment_id: str) -> Response:
     exp = store.get_experiment(experiment_id)
     version = experiment_version(store, experiment_id)
     key = (store.url, experiment_id, version, kind)
-    body = _charts.get(key)
+    body = CHART_CACHE.get(key)
     if body is None:
         rows = trial_rows(store, experiment_id, version)
         body = scatter_svg(rows, _target_ms(exp.spec)) if kind == "scatter" else rewards_svg(rows)
-        _charts.put(key, body)
+        CHART_CACHE.put(key, body)
     return _svg(body)
 
 
-@router.get("/ui/experiments/{experiment_id}/scatter.svg")
+@data_router.get("/ui/experiments/{experiment_id}/scatter.svg")
 def scatter(experiment_id: str, store: Store = Depends(get_store_dep)) -> Response:
     return _chart("scatter", store, experiment_id)
 
 
-@router.get("/ui/experiments/{experiment_id}/rewards.svg")
+@data_router.get("/ui/experiments/{experiment_id}/rewards.svg")
 def rewards(experiment_id: str, store: Store = Depends(get_store_dep)) -> Response:
     return _chart("rewards", store, experiment_id)
 
 
-@router.get("/ui/experiments/{experiment_id}/trials")
+@data_router.get("/ui/experiments/{experiment_id}/trials")
 def trials_table(
     experiment_id: str,
     sort: str = Query("created_at"),
@@ -233,7 +239,7 @@ def trials_table(
     return JSONResponse({"total": total, "all": len(rows), "offset": offset, "rows": [r.public() for r in page]})
 
 
-@router.get("/ui/experiments/{experiment_id}/curves.svg")
+@data_router.get("/ui/experiments/{experiment_id}/curves.svg")
 def learning_curves(
     experiment_id: str,
     ids: str = Query("", max_length=20000, description="Comma-separated trial ids."),
@@ -248,12 +254,12 @@ def learning_curves(
 
 
 # -- model ----------------------------------------------------------------------------------------
-@router.get("/ui/models/{model_id}/cells.svg")
+@data_router.get("/ui/models/{model_id}/cells.svg")
 def model_cells(model_id: str, store: Store = Depends(get_store_dep)) -> Response:
     return _svg(cell_graph_svg(store.get_model(model_id).descriptor or {}))
 
 
-@router.get("/ui/models/{model_id}/iou.svg")
+@data_router.get("/ui/models/{model_id}/iou.svg")
 def model_iou(model_id: str, store: Store = Depends(get_store_dep)) -> Response:
     model = store.get_model(model_id)
     iou = (model.metrics or {}).get("iou") or {}
@@ -263,7 +269,7 @@ def model_iou(model_id: str, store: Store = Depends(get_store_dep)) -> Response:
     return _svg(bars_svg(iou if isinstance(iou, dict) else {}))
 
 
-@router.get("/ui/models/{model_id}/preview.json")
+@data_router.get("/ui/models/{model_id}/preview.json")
 def model_preview_meta(
     model_id: str, chip: int = Query(0, ge=0), store: Store = Depends(get_store_dep)
 ) -> dict[str, Any]:
@@ -272,7 +278,7 @@ def model_preview_meta(
     return render_preview(store.get_model(model_id), chip)["meta"]
 
 
-@router.get("/ui/models/{model_id}/preview/{kind}.png")
+@data_router.get("/ui/models/{model_id}/preview/{kind}.png")
 def model_preview_png(
     model_id: str, kind: str, chip: int = Query(0, ge=0), store: Store = Depends(get_store_dep)
 ) -> Response:
@@ -291,7 +297,7 @@ def _pretraining_job(store: Store, job_id: str) -> Any:
     return getter(job_id)
 
 
-@router.get("/ui/pretraining/{job_id}")
+@data_router.get("/ui/pretraining/{job_id}")
 def pretraining_detail(job_id: str, store: Store = Depends(get_store_dep)) -> dict[str, Any]:
     job = _pretraining_job(store, job_id)
     knn = getattr(job, "knn", None)
@@ -304,7 +310,7 @@ def pretraining_detail(job_id: str, store: Store = Depends(get_store_dep)) -> di
     }
 
 
-@router.get("/ui/pretraining/{job_id}/loss.svg")
+@data_router.get("/ui/pretraining/{job_id}/loss.svg")
 def pretraining_loss(job_id: str, store: Store = Depends(get_store_dep)) -> Response:
     job = _pretraining_job(store, job_id)
     return _svg(loss_svg(getattr(job, "loss_curve", None) or []))
