@@ -5,9 +5,11 @@ separate ``ray start --block`` process with its own CPUs, custom resources and p
 really cross node boundaries (distinct node ids, separate raylets and object stores).
 
 ``ray stop`` would kill every Ray on the machine, including other people's; this module stops
-only what it started: the ``ray start`` process of a node (whose exit handler tears down that
-node's raylet and workers), and then any process left whose command line names this cluster's
-GCS port and the node's own manager port.
+only what it started. Each node's ``ray start`` runs as the leader of a new session, and every
+process of that node (GCS, raylet, agents, workers, which rename themselves ``ray::...`` and
+each take a process group of their own) stays in that session: stopping a node ends its
+``ray start`` (whose exit handler tears the node down) and then kills whatever is left in the
+session, and nothing else.
 """
 
 from __future__ import annotations
@@ -50,9 +52,7 @@ class LocalNode:
 class LocalRayCluster:
     """A head and any number of extra nodes on 127.0.0.1, under one private temp dir."""
 
-    def __init__(
-        self, root: Path | None = None, ready_timeout_s: float = 180.0, start_attempts: int = 3
-    ) -> None:
+    def __init__(self, root: Path | None = None, ready_timeout_s: float = 180.0, start_attempts: int = 3) -> None:
         self.root = Path(root or tempfile.mkdtemp(prefix="geonas-ray-"))
         # Ray puts unix sockets under the temp dir; their paths must stay under ~107 bytes.
         self.temp_dir = Path(tempfile.mkdtemp(prefix="rn", dir="/tmp"))
@@ -118,18 +118,14 @@ class LocalRayCluster:
                 return node
             except RuntimeError:
                 self.nodes.remove(node)
-                self.stop_node(node)
-                if name == "head":  # no other node exists yet: all of this GCS's processes go
-                    self._kill_leftovers(str(self.gcs_port))
+                self.kill_node(node)
                 if attempt == self.start_attempts:
                     raise
                 if before_retry is not None:
                     before_retry()
         raise AssertionError("unreachable")
 
-    def _launch(
-        self, name: str, role_args: list[str], num_cpus: int, resources: dict[str, float] | None
-    ) -> LocalNode:
+    def _launch(self, name: str, role_args: list[str], num_cpus: int, resources: dict[str, float] | None) -> LocalNode:
         node_manager_port, agent_port = free_port(), free_port()
         log_path = self.root / f"{name}.log"
         command = [
@@ -199,16 +195,23 @@ class LocalRayCluster:
                     found[node.name] = entry["node_id"]
         return found
 
-    def stop_node(self, node: LocalNode, timeout_s: float = 20.0) -> None:
-        """Stop one node: its ``ray start`` process tears down its raylet and workers."""
+    def stop_node(self, node: LocalNode, timeout_s: float = 40.0) -> None:
+        """Stop one node the way an operator would: Ray drains it (up to 30 s for running tasks)
+        and its ``ray start`` process tears down its raylet and workers."""
         if node.alive:
             node.process.send_signal(signal.SIGTERM)
             try:
                 node.process.wait(timeout_s)
             except subprocess.TimeoutExpired:
-                os.killpg(node.process.pid, signal.SIGKILL)
-                node.process.wait(timeout_s)
-        self._kill_leftovers(f"{node.node_manager_port}")
+                pass  # the sweep below kills it
+        _kill_session(node.process.pid)
+        node.process.wait(timeout_s)
+
+    def kill_node(self, node: LocalNode) -> None:
+        """Lose one node the way a crashed machine does: every process of it killed at once, no
+        draining, so whatever ran there fails and the cluster only learns it from missed heartbeats."""
+        _kill_session(node.process.pid)
+        node.process.wait()
 
     def shutdown(self) -> None:
         """Stop the extra nodes, then the head, then anything of this cluster still running.
@@ -216,26 +219,16 @@ class LocalRayCluster:
         Ray's own logs (job drivers, raylets, workers) are kept under ``root/ray-logs`` for
         reading after a failure; the temp dir with its sockets and object spill files goes.
         """
+        # All nodes drain at once rather than one after another (up to 30 s each).
+        for node in reversed(self.nodes):
+            if node.alive:
+                node.process.send_signal(signal.SIGTERM)
         for node in reversed(self.nodes):
             self.stop_node(node)
-        self._kill_leftovers(f"{self.gcs_port}")
         logs = self.temp_dir / "session_latest" / "logs"
         if logs.is_dir():
             shutil.copytree(logs, self.root / "ray-logs", dirs_exist_ok=True, ignore_dangling_symlinks=True)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
-
-    def _kill_leftovers(self, marker: str) -> None:
-        # Processes that outlived their ray start (workers mid-task, agents) and belong to this
-        # cluster: their command line names our temp dir, our GCS port and the marker (a port of
-        # ours).
-        for pid, cmdline in _processes():
-            if pid == os.getpid():
-                continue
-            if str(self.gcs_port) in cmdline and marker in cmdline and str(self.temp_dir) in cmdline:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
 
     def __enter__(self) -> LocalRayCluster:
         return self
@@ -252,14 +245,29 @@ def _healthy(url: str) -> bool:
         return False
 
 
-def _processes() -> list[tuple[int, str]]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            raw = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        found.append((int(entry.name), raw.replace(b"\0", b" ").decode(errors="replace")))
-    return found
+def _kill_session(session_id: int) -> None:
+    """SIGKILL every process in the session ``session_id`` (a node's ``ray start`` leads one)."""
+    for _ in range(3):  # a process may fork while we sweep; sweep until the session is empty
+        members = [pid for pid in _pids() if _session_of(pid) == session_id and pid != os.getpid()]
+        if not members:
+            return
+        for pid in members:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.2)
+
+
+def _pids() -> list[int]:
+    return [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
+
+
+def _session_of(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # "pid (comm) state ppid pgrp session ...": comm may hold spaces and parentheses.
+    fields = stat.rsplit(")", 1)[1].split()
+    return int(fields[3])
