@@ -24,6 +24,7 @@ def _r(text: str) -> dict[str, Any]:
 
 #: Every /v1 route: auth, body size and rate limit apply to all of them.
 COMMON: dict[int | str, dict[str, Any]] = {
+    400: _r("The body is not parseable JSON."),
     401: _r("No valid bearer token (auth is on)."),
     413: _r("Request body larger than the configured limit."),
     429: _r("Too many requests for this token; see Retry-After."),
