@@ -54,12 +54,17 @@ def naive_wall_ms(model: torch.nn.Module, shape: tuple[int, int, int, int], thre
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=30, help="architectures to sample")
-    parser.add_argument("--shape", default="1,3,64,64", help="input shape B,C,H,W")
+    parser.add_argument("--shape", default="1,3,32,32", help="input shape B,C,H,W")
     parser.add_argument("--profile", default="cpu-1threads")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--min-repeats", type=int, default=15)
-    parser.add_argument("--max-repeats", type=int, default=60)
-    parser.add_argument("--target-cv", type=float, default=0.03)
+    parser.add_argument("--max-repeats", type=int, default=40)
+    parser.add_argument("--target-cv", type=float, default=0.02)
+    parser.add_argument("--channels", default="32,64,128", help="decoder channel choices")
+    parser.add_argument("--cells", default="3,5,7", help="number-of-cells choices")
+    parser.add_argument(
+        "--max-minutes", type=float, default=18.0, help="budget: pass A stops at half, pass B at the end"
+    )
     parser.add_argument("--no-naive", action="store_true", help="skip the naive wall-clock comparison")
     parser.add_argument("--out", default=str(RESULTS / "latency.json"))
     args = parser.parse_args()
@@ -68,7 +73,10 @@ def main() -> None:
     shape = tuple(int(d) for d in args.shape.split(","))
     profile = get_profile(args.profile)
     config = SearchSpaceConfig(
-        backbones=("resnet18",), num_cells=(3, 5, 7), channels=(32, 64, 96), ops=tuple(list_ops())
+        backbones=("resnet18",),
+        num_cells=tuple(int(c) for c in args.cells.split(",")),
+        channels=tuple(int(c) for c in args.channels.split(",")),
+        ops=tuple(list_ops()),
     )
     space = NasFpnSpace(config)
     rng = np.random.default_rng(args.seed)
@@ -90,16 +98,19 @@ def main() -> None:
     order_b = [order_a[i] for i in np.random.default_rng(args.seed + 1).permutation(len(order_a))]
     passes = {}
     naive = {}
-    for name, order in (("A", order_a), ("B", order_b)):
+    budget_s = 60 * args.max_minutes
+    for name, order, stop_s in (("A", order_a, budget_s / 2), ("B", order_b, budget_s)):
         passes[name] = {}
         naive[name] = {}
         for h in order:
+            if time.perf_counter() - started > stop_s or (name == "B" and h not in passes["A"]):
+                continue  # out of budget: compare the architectures both passes measured
             passes[name][h] = measure_latency(models[h], shape, profile, **settings)
             if not args.no_naive:
                 naive[name][h] = naive_wall_ms(models[h], shape, profile.threads or 1)
         print(f"pass {name} done after {time.perf_counter() - started:.0f} s", flush=True)
 
-    hashes = order_a
+    hashes = [h for h in order_a if h in passes["A"] and h in passes["B"]]
     a = [passes["A"][h] for h in hashes]
     b = [passes["B"][h] for h in hashes]
     rho = float(spearmanr([r.median_ms for r in a], [r.median_ms for r in b]).statistic)
@@ -129,6 +140,7 @@ def main() -> None:
     report = {
         **summary,
         "n_architectures": len(hashes),
+        "n_sampled": len(archs),
         "profile": profile.name,
         "clock": a[0].clock,
         "input_shape": list(shape),
