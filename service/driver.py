@@ -481,7 +481,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run one geonas experiment (the Ray Job entrypoint).")
     parser.add_argument("experiment_id")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from .logs import configure_logging
+
+    configure_logging(experiment=args.experiment_id)  # JSON lines, each with the experiment id
     settings = get_settings()
     store = get_store(settings.resolved_database_url)
     try:

@@ -121,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run one geonas CSF pretraining job (a Ray Job entrypoint).")
     parser.add_argument("job_id")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from .logs import configure_logging
+
+    configure_logging(experiment=args.job_id)  # JSON lines, each with the pretraining job's id
     settings = get_settings()
     store = get_store(settings.resolved_database_url)
     try:
