@@ -51,8 +51,8 @@ PROFILES = {
     # 2 shared CPU cores: a small backbone, small chips, few steps.
     "cpu": {"backbone": "resnet10t", "pretrain_steps": 40, "batch_size": 12, "chip": 40, "crop": 32,
             "warmup_steps": 8, "ramp_steps": 30, "dubai_pretrain_chips": 1000, "dubai_knn_chips": 500,
-            "multisensor_chips": 750, "transfer_chip": 64, "transfer_steps": 60, "transfer_batch": 12,
-            "transfer_test_chips": 300, "throughput_steps": 8},
+            "multisensor_chips": 750, "transfer_chip": 64, "transfer_steps": 30, "transfer_batch": 8,
+            "transfer_test_chips": 200, "throughput_steps": 8},
     # One GPU: the paper's backbone at half its chip size (80 -> 64 px instead of 160 -> 128).
     "gpu": {"backbone": "resnet50", "pretrain_steps": 1500, "batch_size": 128, "chip": 80, "crop": 64,
             "warmup_steps": 300, "ramp_steps": 1000, "dubai_pretrain_chips": 4000, "dubai_knn_chips": 800,
@@ -327,7 +327,9 @@ def main() -> None:
 
 
 def _encoder_file(args: argparse.Namespace, s: dict, name: str) -> tuple[Path, str]:
-    key = json.dumps({k: v for k, v in s.items() if k not in ("device", "threads")}, sort_keys=True)
+    skip = ("device", "threads", "knn_tiles", "transfer_test_tiles", "dubai_knn_chips")
+    key = json.dumps({k: v for k, v in s.items() if k not in skip and not k.startswith(("transfer", "throughput"))},
+                     sort_keys=True)
     return args.work / f"csf-{name}.safetensors", key
 
 
