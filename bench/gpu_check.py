@@ -21,8 +21,8 @@ from pathlib import Path
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np
-import torch
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 
 def section(results: dict, name: str):
@@ -114,8 +114,8 @@ def main() -> None:
 
     @section(results, "csf_step_amp")
     def _():
-        from csf.train import CSFStep, PretrainConfig
         from csf.encoder import CSFEncoder
+        from csf.train import CSFStep, PretrainConfig
 
         cfg = PretrainConfig.from_dict(
             {
