@@ -108,12 +108,7 @@ def run_one(job: tuple) -> dict:
 
 
 def run_grid(table_path, devices, searchers, seeds, trials, acc_col, outstanding, workers, options) -> dict:
-    jobs = [
-        (d, s, seed, trials, acc_col, outstanding, options)
-        for d in devices
-        for s in searchers
-        for seed in seeds
-    ]
+    jobs = [(d, s, seed, trials, acc_col, outstanding, options) for d in devices for s in searchers for seed in seeds]
     results: dict = {}
     with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(str(table_path),)) as pool:
         for r in pool.map(run_one, jobs, chunksize=1):
@@ -164,9 +159,7 @@ def tune_comparison(table, device, searchers, seeds, trials, concurrency, acc_co
                         metric="reward",
                         mode="max",
                     ),
-                    run_config=tune.RunConfig(
-                        verbose=0, storage_path=f"/tmp/geonas-bench-tune-{os.getpid()}"
-                    ),
+                    run_config=tune.RunConfig(verbose=0, storage_path=f"/tmp/geonas-bench-tune-{os.getpid()}"),
                 )
                 results = tuner.fit()
                 frame = results.get_dataframe().sort_values("timestamp", kind="stable")
@@ -208,14 +201,15 @@ def tune_comparison(table, device, searchers, seeds, trials, concurrency, acc_co
 
 def print_table(devices: dict) -> None:
     header = f"{'device':14} {'searcher':22} " + " ".join(f"{'@' + c:>8}" for c in map(str, CHECKPOINTS))
-    print(header + f" {'t2t med':>8} {'hit':>5} {'infeas':>7} {'s/run':>6}")
+    print(header + f" {'t2t med':>8} {'hit':>5} {'infeas':>7} {'s/run':>6} {'seeds':>5}")
     for device, by_searcher in devices.items():
         for name, rec in by_searcher.items():
             cells = " ".join(f"{rec['best_at'].get(str(c)) or float('nan'):8.2f}" for c in CHECKPOINTS)
             t2t = rec["trials_to_target_median"]
             print(
                 f"{device:14} {name:22} {cells} {('-' if t2t is None else f'{t2t:.0f}'):>8} "
-                f"{rec['hit_share']:5.2f} {rec['infeasible_share']:7.3f} {rec.get('seconds_per_run', 0):6.1f}"
+                f"{rec['hit_share']:5.2f} {rec['infeasible_share']:7.3f} {rec.get('seconds_per_run', 0):6.1f} "
+                f"{rec.get('seeds', '?'):>5}"
             )
 
 
@@ -229,16 +223,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--devices", nargs="*", help="subset of devices (default: every lat_* column)")
     parser.add_argument("--searchers", nargs="*", help="subset of searchers (default: all registered)")
     parser.add_argument("--workers", type=int, default=2, help="processes (at most 2 on a shared machine)")
-    parser.add_argument(
-        "--outstanding", type=int, default=1, help="proposals in flight in the in-process loop"
-    )
+    parser.add_argument("--outstanding", type=int, default=1, help="proposals in flight in the in-process loop")
     parser.add_argument("--options", default="{}", help='JSON: {"ppo": {"lr": 0.01}, ...}')
-    parser.add_argument(
-        "--tune-seeds", type=int, default=2, help="seeds through the Ray Tune adapter (0: skip)"
-    )
+    parser.add_argument("--tune-seeds", type=int, default=2, help="seeds through the Ray Tune adapter (0: skip)")
     parser.add_argument("--tune-trials", type=int, default=200)
     parser.add_argument("--tune-concurrency", type=int, default=2)
     parser.add_argument("--tune-searchers", nargs="*", default=["ppo", "random"])
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the other searchers' results already in --out (same seeds/trials/table) and add these",
+    )
     args = parser.parse_args(argv)
 
     from search_spaces.searchers import TableSpace, list_searchers
@@ -276,9 +271,26 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "devices": {},
     }
+    if args.merge and Path(args.out).exists():
+        previous = json.loads(Path(args.out).read_text())
+        same = all(previous["config"].get(k) == report["config"][k] for k in ("table", "accuracy", "trials"))
+        if not same:
+            raise SystemExit(f"--merge: {args.out} was run with other trials/table/accuracy; rerun everything")
+        report["devices"] = {
+            d: {n: {"seeds": previous["config"]["seeds"], **rec} for n, rec in v.items()}
+            for d, v in previous["devices"].items()
+        }
+        report["config"]["options"] = {**previous["config"].get("options", {}), **options}
+        report["config"]["targets"] = dict(previous["config"].get("targets", {}))
+        report["config"]["grid_seconds"] = {
+            "previous": previous["config"].get("grid_seconds"),
+            "this run": report["config"]["grid_seconds"],
+        }
+        if "tune" in previous:
+            report["tune"] = previous["tune"]
     for device in devices:
         target, optimum = target_accuracy(table, device, args.acc)
-        report["devices"][device] = {}
+        report["devices"].setdefault(device, {})
         for name in searchers:
             runs = grid[device][name]
             rec = summarise(
@@ -288,6 +300,7 @@ def main(argv: list[str] | None = None) -> dict:
                 args.trials,
             )
             rec["seconds_per_run"] = round(float(np.mean([r["seconds"] for r in runs])), 2)
+            rec["seeds"] = len(runs)
             report["devices"][device][name] = rec
         report["config"].setdefault("targets", {})[device] = {
             "target_ms": target,
@@ -297,9 +310,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"grid: {len(devices)} devices x {len(searchers)} searchers x {args.seeds} seeds x {args.trials} "
         f"trials in {grid_seconds:.0f} s ({args.workers} workers)"
     )
-    print_table(
-        {d: {k: v for k, v in s.items() if not k.startswith("_")} for d, s in report["devices"].items()}
-    )
+    print_table({d: {k: v for k, v in s.items() if not k.startswith("_")} for d, s in report["devices"].items()})
 
     if args.tune_seeds > 0:
         start = time.perf_counter()

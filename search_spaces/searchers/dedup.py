@@ -5,8 +5,9 @@ Tune adapter use it the same way. When the inner searcher proposes an architectu
 ``space.canonical``) that was already observed, its cached reward is fed straight back and the inner
 searcher is asked again; one that is still being trained is linked to the running trial and gets the
 same reward when it arrives. After ``max_retries`` duplicates in a row (a policy that has converged),
-it proposes an unseen architecture drawn uniformly so the search keeps moving; the inner searcher
-does not learn from those (it did not propose them).
+it proposes the nearest unseen neighbour of the last duplicate (one, then two, ... mutations; uniform
+draws as the last resort), so the search keeps moving where the searcher was looking. The inner
+searcher does not learn from those (it did not propose them); ``stats["explored"]`` counts them.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 
 from search_spaces.errors import SpecError
 from search_spaces.searchers.base import Proposal, Searcher, is_failed
+from search_spaces.searchers.evolution import mutate
 from search_spaces.tokens import TokenSpace, sample_uniform
 
 __all__ = ["Deduplicated"]
@@ -30,7 +32,7 @@ class Deduplicated:
     a failed architecture is not retried). ``stats`` counts cache hits and fallback proposals.
     """
 
-    def __init__(self, inner: Searcher, *, max_retries: int = 100, explore_tries: int = 1000):
+    def __init__(self, inner: Searcher, *, max_retries: int = 5, explore_tries: int = 200):
         if isinstance(inner, Deduplicated):
             raise SpecError("searcher is already deduplicated; wrap it once")
         self.inner = inner
@@ -52,10 +54,12 @@ class Deduplicated:
         self.inner.observe(inner_id, reward)
 
     def propose(self) -> Proposal | None:
+        last = None
         for _ in range(self.max_retries):
             proposal = self.inner.propose()
             if proposal is None:
                 return None
+            last = proposal.tokens
             key = self.space.canonical(proposal.tokens)
             if key in self.cache:
                 self.stats["cache_hits"] += 1
@@ -67,11 +71,16 @@ class Deduplicated:
                 self.running[key] = proposal.id
                 self.pending[proposal.id] = (key, [proposal.id])
                 return proposal
-        return self._explore()
+        return self._explore(last)
 
-    def _explore(self) -> Proposal | None:
-        for _ in range(self.explore_tries):
-            tokens = sample_uniform(self.space, self.rng)
+    def _explore(self, near: tuple[int, ...] | None) -> Proposal | None:
+        for attempt in range(2 * self.explore_tries):
+            if near is not None and attempt < self.explore_tries:
+                tokens = near
+                for _ in range(1 + attempt * len(self.space.sizes) // self.explore_tries):
+                    tokens = mutate(self.space, tokens, self.rng)
+            else:
+                tokens = sample_uniform(self.space, self.rng)
             key = self.space.canonical(tokens)
             if key not in self.cache and key not in self.running:
                 self._explore_id += 1

@@ -94,7 +94,8 @@ class PPOSearcher(Searcher):
     running std), ``replay`` (how many earlier batches join each update, re-weighted by their importance
     ratios), ``temperature``, ``logit_clip`` (tanh clipping of logits, as in ENAS/NAS-FPN; None = off),
     ``max_grad_norm``, ``max_pending`` (propose returns None when this many are outstanding; None = never),
-    ``sample_ahead`` (sequences drawn per batched pass of the controller).
+    ``sample_ahead`` (sequences drawn per batched pass of the controller), ``resample_passes`` (how many
+    batched passes may be spent skipping architectures already proposed).
     """
 
     def __init__(
@@ -118,6 +119,7 @@ class PPOSearcher(Searcher):
         max_grad_norm: float | None = 1.0,
         max_pending: int | None = None,
         sample_ahead: int = 32,
+        resample_passes: int = 2,
         **options: Any,
     ):
         super().__init__(space, seed, **options)
@@ -138,6 +140,7 @@ class PPOSearcher(Searcher):
             max_grad_norm=max_grad_norm,
             max_pending=max_pending,
             sample_ahead=sample_ahead,
+            resample_passes=resample_passes,
         )
         torch_seed = int(self.rng.integers(2**31 - 1))
         with torch.random.fork_rng(devices=[]):
@@ -148,6 +151,8 @@ class PPOSearcher(Searcher):
         self._drawn: dict[str, _Drawn] = {}
         self._last: _Drawn | None = None
         self._queue: list[_Drawn] = []
+        self.seen: set[str] = set()
+        self.learned: set[str] = set()
         self.batch: list[tuple[_Drawn, float]] = []
         self.history: list[list[tuple[_Drawn, float]]] = []
         self.baseline: float | None = None
@@ -159,9 +164,17 @@ class PPOSearcher(Searcher):
     def _propose(self) -> tuple[int, ...] | None:
         if self.hp["max_pending"] is not None and len(self.pending) >= self.hp["max_pending"]:
             return None
-        if not self._queue:
-            self._queue = self._sample(self.hp["sample_ahead"])
-        self._last = self._queue.pop(0)
+        # Sampling without replacement: draws of architectures this searcher already proposed are
+        # skipped (a peaked policy then explores the neighbourhood of its mode instead of repeating
+        # it). Bounded; a duplicate that gets through is the caller's to answer from its cache.
+        for _ in range(self.hp["resample_passes"] * self.hp["sample_ahead"]):
+            if not self._queue:
+                self._queue = self._sample(self.hp["sample_ahead"])
+            self._last = self._queue.pop(0)
+            key = self.space.canonical(self._last.tokens.tolist())
+            if key not in self.seen:
+                break
+        self.seen.add(key)
         return tuple(int(t) for t in self._last.tokens)
 
     @torch.no_grad()
@@ -203,7 +216,14 @@ class PPOSearcher(Searcher):
 
     # -- learning ---------------------------------------------------------------------------------
     def _observe(self, proposal_id: str, tokens: tuple[int, ...], reward: float, failed: bool) -> None:
-        self.batch.append((self._drawn.pop(proposal_id), reward))
+        drawn = self._drawn.pop(proposal_id)
+        key = self.space.canonical(tokens)
+        if key in self.learned:
+            # A duplicate answered from a cache: the policy already learnt from this architecture.
+            # Learning again would only sharpen a converged policy (and cost an update per batch).
+            return
+        self.learned.add(key)
+        self.batch.append((drawn, reward))
         if len(self.batch) >= self.hp["batch_size"]:
             self._update()
 
@@ -262,6 +282,8 @@ class PPOSearcher(Searcher):
             "drawn": dict(self._drawn),
             "batch": list(self.batch),
             "queue": list(self._queue),
+            "seen": set(self.seen),
+            "learned": set(self.learned),
             "history": [list(h) for h in self.history],
             "baseline": self.baseline,
             "reward_var": self.reward_var,
@@ -275,6 +297,8 @@ class PPOSearcher(Searcher):
         self._drawn = dict(state["drawn"])
         self.batch = list(state["batch"])
         self._queue = list(state["queue"])
+        self.seen = set(state["seen"])
+        self.learned = set(state["learned"])
         self.history = [list(h) for h in state["history"]]
         self.baseline = state["baseline"]
         self.reward_var = state["reward_var"]
