@@ -4,7 +4,8 @@ The store holds a finished tiny experiment written through the store's own metho
 with per-epoch history, a failed trial, a baseline, a stage-2 trial and its registered model whose
 weights are a real (untrained) network saved with ``save_weights`` over a real demo dataset, so the
 prediction preview runs the model. Screenshots are saved as artifacts (folder printed; set
-``GEONAS_SCREENSHOT_DIR`` to choose it). Skipped, saying why, only when no Chromium is installed.
+``GEONAS_SCREENSHOT_DIR`` to choose it). Browser tests are skipped, saying why, only when no
+Chromium is installed; the chart tests at the end need no browser.
 """
 
 from __future__ import annotations
@@ -18,9 +19,6 @@ import pytest
 from service.states import State
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="no Chromium on PATH: install the OS package (apt-get install -y chromium)"
-)
 
 ARCH = {
     "backbone": "mobilenetv3_small_050",
@@ -131,6 +129,8 @@ def site(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
+    if CHROMIUM is None:
+        pytest.skip("no Chromium on PATH: install the OS package (apt-get install -y chromium)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -291,3 +291,30 @@ def test_with_auth_on_the_pages_ask_for_a_token_and_show_only_the_owners_experim
         _open(page, f"{server.url}/experiments/{site['exp'].id}")  # someone else's: a 404, as in /v1
         assert "404" in page.inner_text("#error")
         page.screenshot(path=str(site["shots"] / "auth-404.png"))
+
+
+def test_large_scatter_keeps_every_point_in_one_raster_layer_and_the_front_as_elements():
+    import re
+    import zlib
+    from base64 import b64decode
+    from datetime import datetime
+
+    from service.pages.charts import BULK_THRESHOLD, pareto_front, scatter_svg
+    from service.pages.queries import TrialRow
+
+    n = BULK_THRESHOLD * 2
+    now = datetime(2026, 1, 1)
+    rows = [
+        TrialRow(
+            f"t{i}", "searched", 1, "completed", f"h{i}", (i * 7919 % n) / n, 5 + i % 97, 1, 0.1, 3, None, now, now
+        )
+        for i in range(n)
+    ]
+    svg = scatter_svg(rows, target_ms=50.0)
+    front = pareto_front([(r.latency_ms, r.miou, r.id) for r in rows])
+    assert f'data-points="{n}"' in svg
+    assert svg.count('class="pt front"') == len(front)
+    (count,) = re.findall(r'class="pt-bulk" data-count="(\d+)"', svg)
+    assert int(count) + len(front) == n  # every trial drawn: raster layer + front elements
+    png = b64decode(re.search(r"base64,([^\"]+)", svg).group(1))
+    assert png.startswith(b"\x89PNG") and zlib.decompress(png[png.index(b"IDAT") + 4 : -16])

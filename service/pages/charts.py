@@ -3,9 +3,9 @@
 Each function takes plain rows and returns an SVG string; nothing here touches the store or HTTP.
 Points carry ``class="pt"`` (plus ``front``, ``stage2``, ``baseline``) and ``data-trial`` so the page
 script can select a trial by clicking and a browser test can count them. Above
-:data:`BULK_THRESHOLD` points the ordinary stage-1 points are drawn as one ``<path>`` (one
-zero-length segment with a round cap per trial): the same picture at 10,000 trials with one DOM
-node instead of 10,000, while the front, stage-2 models and baselines stay individual elements.
+:data:`BULK_THRESHOLD` points the ordinary stage-1 points are rasterised into one PNG layer
+(:mod:`.raster`): the same picture at 10,000 trials with one element to paint instead of 10,000,
+while the front, stage-2 models and baselines stay individual, clickable elements.
 """
 
 from __future__ import annotations
@@ -13,7 +13,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from .queries import TrialRow
+from .raster import points_image
 from .svg import Plot, empty_chart, esc, fmt_num, padded, svg_document
 
 __all__ = ["pareto_front", "scatter_svg", "rewards_svg", "curves_svg", "bars_svg", "loss_svg", "BULK_THRESHOLD"]
@@ -70,11 +73,8 @@ def scatter_svg(trials: Sequence[TrialRow], target_ms: float | None, width: int 
     ordinary_ids = {t.id for t in ordinary}
     special = [t for t in measured if t.id not in ordinary_ids]
     if len(measured) > BULK_THRESHOLD:
-        d = "".join(f"M{plot.sx(t.latency_ms):.1f} {plot.sy(t.miou):.1f}h0" for t in ordinary)
-        body.append(
-            f'<path class="pt-bulk" data-count="{len(ordinary)}" d="{d}" stroke="#1f77b4" '
-            'stroke-opacity="0.45" stroke-width="5" stroke-linecap="round" fill="none"/>'
-        )
+        xs = np.array([plot.sx(t.latency_ms) for t in ordinary])
+        body.append(points_image(xs, np.array([plot.sy(t.miou) for t in ordinary]), width, height))
     else:
         for t in ordinary:
             body.append(_point(plot, t, "pt"))
@@ -132,11 +132,8 @@ def rewards_svg(trials: Sequence[TrialRow], width: int = 640, height: int = 260)
     plot = Plot(width, height, padded(0, len(rewarded) - 1 or 1, 0.02), padded(min(rewards), max(rewards)))
     body = [plot.axes("trial (in order of start)", "reward")]
     if len(rewarded) > BULK_THRESHOLD:
-        d = "".join(f"M{plot.sx(i):.1f} {plot.sy(r):.1f}h0" for i, r in enumerate(rewards))
-        body.append(
-            f'<path class="pt-bulk" data-count="{len(rewarded)}" d="{d}" stroke="#1f77b4" stroke-opacity="0.4" '
-            'stroke-width="4" stroke-linecap="round"/>'
-        )
+        xs = np.array([plot.sx(i) for i in range(len(rewards))])
+        body.append(points_image(xs, np.array([plot.sy(r) for r in rewards]), width, height, radius=2, opacity=0.4))
     else:
         for i, t in enumerate(rewarded):
             body.append(

@@ -9,9 +9,7 @@ are cached per (model, chip) and concurrent requests for the three images wait f
 
 from __future__ import annotations
 
-import struct
 import threading
-import zlib
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,8 @@ from typing import Any
 import numpy as np
 
 from search_spaces.errors import DataError, NotFound
+
+from .raster import png_bytes
 
 __all__ = ["png_bytes", "class_palette", "render_preview", "PREVIEW_KINDS"]
 
@@ -36,20 +36,6 @@ _BASE_COLOURS = [
     (188, 189, 34),
     (23, 190, 207),
 ]
-
-
-def png_bytes(rgb: np.ndarray) -> bytes:
-    """Encode an (H, W, 3) uint8 array as PNG (zlib and a few chunks; no imaging library needed)."""
-    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ValueError(f"expected (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}")
-    height, width, _ = rgb.shape
-    raw = b"".join(b"\x00" + rgb[row].tobytes() for row in range(height))
-
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
 
 
 def class_palette(num_classes: int) -> np.ndarray:

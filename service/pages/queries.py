@@ -144,11 +144,27 @@ def trial_rows(store: Store, experiment_id: str, version: str) -> list[TrialRow]
     cached = _rows_cache.get(key)
     if cached is not None:
         return cached
-    with store.session() as s:
-        query = select(*_COLUMNS).where(Trial.experiment_id == experiment_id)
-        rows = [TrialRow._make(r) for r in s.execute(query.order_by(Trial.created_at, Trial.id)).tuples()]
-    _rows_cache.put(key, rows)
+    # The page asks for summary, charts and table at once: one of them reads, the others wait for it.
+    with _loading_lock(key):
+        cached = _rows_cache.get(key)
+        if cached is not None:
+            return cached
+        with store.session() as s:
+            query = select(*_COLUMNS).where(Trial.experiment_id == experiment_id)
+            rows = [TrialRow._make(r) for r in s.execute(query.order_by(Trial.created_at, Trial.id)).tuples()]
+        _rows_cache.put(key, rows)
     return rows
+
+
+_loading: dict[tuple, threading.Lock] = {}
+_loading_guard = threading.Lock()
+
+
+def _loading_lock(key: tuple) -> threading.Lock:
+    with _loading_guard:
+        if len(_loading) > 64:
+            _loading.clear()
+        return _loading.setdefault(key, threading.Lock())
 
 
 def trial_histories(store: Store, experiment_id: str, trial_ids: list[str]) -> dict[str, list[dict[str, Any]]]:

@@ -150,10 +150,17 @@ function renderSummary(s) {
     ${s.error ? `<div class="error">${esc(s.error)}</div>` : ""}`;
 }
 
-async function refreshExperiment(force) {
-  const summary = await api(`/ui/experiments/${encodeURIComponent(view.id)}/summary`);
+async function refreshExperiment(first) {
+  const summaryUrl = `/ui/experiments/${encodeURIComponent(view.id)}/summary`;
+  if (first) {  // everything at once: the server reads the trials once and the others wait for it
+    const [summary] = await Promise.all([api(summaryUrl), loadCharts(), loadTable().then(loadCurves)]);
+    renderSummary(summary);
+    view.version = summary.version;
+    return summary;
+  }
+  const summary = await api(summaryUrl);
   renderSummary(summary);
-  if (force || summary.version !== view.version) {
+  if (summary.version !== view.version) {
     view.version = summary.version;
     await Promise.all([loadCharts(), loadTable().then(loadCurves)]);
   }
