@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["find_pg_bin", "pg_server", "pg_url", "store_url"]
+__all__ = ["PgServer", "find_pg_bin", "pg_server", "pg_url", "store_url"]
 
 
 def find_pg_bin() -> Path | None:
@@ -41,7 +41,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-class _Server:
+class PgServer:
     def __init__(self, bin_dir: Path) -> None:
         self.bin = bin_dir
         self.run_as = None
@@ -104,7 +104,7 @@ def pg_server():
     bin_dir = find_pg_bin()
     if bin_dir is None:
         pytest.skip("PostgreSQL is not installed (apt-get install postgresql, or run `make test` as root)")
-    server = _Server(bin_dir)
+    server = PgServer(bin_dir)
     try:
         server.start()
     except (subprocess.CalledProcessError, RuntimeError) as exc:
