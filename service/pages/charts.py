@@ -152,7 +152,8 @@ def rewards_svg(trials: Sequence[TrialRow], width: int = 640, height: int = 260)
     d += f"H{plot.sx(len(rewards) - 1):.1f}"
     body.append(f'<path class="running-best" d="{d}" fill="none" stroke="#d62728" stroke-width="2"/>')
     body.append(
-        f'<text x="{width - 20}" y="{plot.top + 12}" text-anchor="end" font-size="11" fill="#d62728">'
+        f'<text x="{width - 22}" y="{height - plot.bottom - 6}" text-anchor="end" font-size="11" '
+        f'fill="#d62728" paint-order="stroke" stroke="#fff" stroke-width="3">'
         f"running best {best:.4f}</text>"
     )
     return svg_document(width, height, body, "chart rewards", points=len(rewarded))
