@@ -10,7 +10,7 @@ from ..jobs import JobLauncher
 from ..store import Store
 
 
-def get_store_dep(request: Request) -> Store:
+async def get_store_dep(request: Request) -> Store:
     """The store as the caller sees it (their own resources; all for an admin): see ``auth.ScopedStore``."""
     from ..auth import scoped_store
 
