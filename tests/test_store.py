@@ -68,3 +68,34 @@ def test_trial_writes_are_idempotent_and_transitions_checked(store_url):
     with pytest.raises(NotFound):
         store.get_experiment("nope")
     store.engine.dispose()
+
+
+def test_owners_tokens_and_the_leaderboard_top_rows(store_url):
+    """Owner filters, token rows, and top-k leaderboard rows with the ties at the cut, on both backends."""
+    from service.auth import LOCAL, Principal, ScopedStore, create_token
+
+    store = Store(store_url)
+    alice, bob = ScopedStore(store, Principal("alice")), ScopedStore(store, Principal("bob"))
+    exp = alice.create_experiment("a", {})
+    assert exp.owner == "alice"
+    for i, miou in enumerate([0.9, 0.8, 0.8, 0.8, 0.1]):
+        store.record_trial(f"{exp.id}-{i}", exp.id, state=State.RUNNING)
+        store.record_trial(f"{exp.id}-{i}", exp.id, state=State.COMPLETED, miou=miou, latency_ms=10.0 - i)
+    assert [e.id for e in alice.list_experiments()] == [exp.id] and bob.list_experiments() == []
+    with pytest.raises(NotFound):
+        bob.get_experiment(exp.id)
+    with pytest.raises(NotFound):
+        bob.list_trials(exp.id)
+    assert len(ScopedStore(store, LOCAL).list_experiments()) == 1
+    top = store.leaderboard_candidates(None, None, None, limit=2)
+    assert [t.miou for t, _ in top] == [0.9, 0.8, 0.8, 0.8]  # the cut falls inside a tie: all of it
+    assert bob.leaderboard_candidates(None, None, None, limit=2) == []
+    token = create_token(store, "carol", admin=True)
+    (row,) = store.list_tokens()
+    assert row.admin and row.name == "carol" and token.split("_")[1] == row.id
+    store.revoke_token(row.id)
+    assert store.get_token(row.id).revoked_at is not None
+    counts = store.state_counts()
+    assert counts["trials"] == {"completed": 5} and counts["experiments"] == {"pending": 1}
+    assert len(store.trial_durations()) == 5
+    store.engine.dispose()
