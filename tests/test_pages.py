@@ -47,8 +47,11 @@ def _finish(store, trial_id, exp_id, *, miou, latency, reward=None, epochs=3, **
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    """The real app on uvicorn with a finished experiment, its model, and a pretraining job."""
+def site(tmp_path_factory, browser):
+    """The real app on uvicorn with a finished experiment, its model, and a pretraining job.
+
+    Asks for ``browser`` first so that without Chromium nothing is built before the skip.
+    """
     from search_spaces.builder import model_from_descriptor
     from service.app import create_app
     from service.demo import ServerThread
