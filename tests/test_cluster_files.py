@@ -100,9 +100,7 @@ def settings_from(env: dict[str, str | None]) -> Settings:
     """Build Settings exactly as the container would: from its environment, no .env file."""
     present = {k: v for k, v in env.items() if v is not None}
     unknown = [
-        k
-        for k in present
-        if k.startswith("GEONAS_") and k.removeprefix("GEONAS_").lower() not in Settings.model_fields
+        k for k in present if k.startswith("GEONAS_") and k.removeprefix("GEONAS_").lower() not in Settings.model_fields
     ]
     assert not unknown, f"not fields of service.settings.Settings: {unknown}"
     saved = dict(os.environ)
@@ -308,9 +306,7 @@ def test_health_checks_probe_the_ports_the_services_open(compose):
             for a in shlex.split(services[role]["command"])
             if a.startswith("--dashboard-agent-listen-port=")
         )
-        assert f"localhost:{agent_port}/api/local_raylet_healthz" in " ".join(
-            services[role]["healthcheck"]["test"]
-        )
+        assert f"localhost:{agent_port}/api/local_raylet_healthz" in " ".join(services[role]["healthcheck"]["test"])
     assert "pg_isready" in " ".join(services["postgres"]["healthcheck"]["test"])
 
 
@@ -472,9 +468,7 @@ def test_raycluster_autoscales_with_an_optional_gpu_group(raycluster):
 def test_every_ray_container_and_the_autoscaler_use_token_auth(raycluster):
     envs = [spec["containers"][0]["env"] for spec in pod_specs(raycluster)]
     envs.append(raycluster["spec"]["autoscalerOptions"]["env"])
-    envs.append(
-        k8s_objects()[("Deployment", "geonas-api")]["spec"]["template"]["spec"]["containers"][0]["env"]
-    )
+    envs.append(k8s_objects()[("Deployment", "geonas-api")]["spec"]["template"]["spec"]["containers"][0]["env"])
     for env in envs:
         by_name = {item["name"]: item for item in env}
         assert by_name["RAY_AUTH_MODE"]["value"] == "token"
