@@ -226,8 +226,14 @@ def throughput(s: dict, work: Path) -> dict:
 
     from csf.train import run_pretraining
 
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    for attempt in range(3):  # a loaded machine can miss Ray's node start deadline
+        if ray.is_initialized():
+            break
+        try:
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        except Exception as exc:
+            print(f"ray.init failed ({exc}); retrying ({attempt + 1}/3)")
+            ray.shutdown()
     out = {}
     for workers in (1, 2):
         spec = {
