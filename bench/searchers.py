@@ -213,6 +213,31 @@ def print_table(devices: dict) -> None:
             )
 
 
+def combine(paths: list[str], out: str) -> dict:
+    """Merge result files of the same table/accuracy/trials; later files win per (device, searcher)."""
+    report: dict = {"config": {"combined_from": []}, "devices": {}}
+    for path in paths:
+        part = json.loads(Path(path).read_text())
+        cfg = part["config"]
+        for key in ("table", "accuracy", "trials", "reward", "target", "within_pp"):
+            if report["config"].setdefault(key, cfg.get(key)) != cfg.get(key):
+                raise SystemExit(f"--combine: {path} has {key}={cfg.get(key)!r}, not {report['config'][key]!r}")
+        report["config"]["combined_from"].append(
+            {k: cfg.get(k) for k in ("seeds", "options", "grid_seconds", "workers", "outstanding")}
+            | {"searchers": sorted({n for v in part["devices"].values() for n in v})}
+        )
+        report["config"].setdefault("targets", {}).update(cfg.get("targets", {}))
+        for device, by_searcher in part["devices"].items():
+            for name, rec in by_searcher.items():
+                report["devices"].setdefault(device, {})[name] = {"seeds": cfg.get("seeds"), **rec}
+        if "tune" in part:
+            report["tune"] = part["tune"]
+    print_table(report["devices"])
+    Path(out).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nwrote {out}")
+    return report
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--table", default=str(DEFAULT_TABLE))
@@ -234,7 +259,15 @@ def main(argv: list[str] | None = None) -> dict:
         action="store_true",
         help="keep the other searchers' results already in --out (same seeds/trials/table) and add these",
     )
+    parser.add_argument(
+        "--combine",
+        nargs="+",
+        metavar="JSON",
+        help="run nothing: merge these result files (runs done separately, e.g. in parallel) into --out",
+    )
     args = parser.parse_args(argv)
+    if args.combine:
+        return combine(args.combine, args.out)
 
     from search_spaces.searchers import TableSpace, list_searchers
 
