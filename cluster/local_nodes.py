@@ -53,6 +53,8 @@ class LocalRayCluster:
     """A head and any number of extra nodes on 127.0.0.1, under one private temp dir."""
 
     def __init__(self, root: Path | None = None, ready_timeout_s: float = 180.0, start_attempts: int = 3) -> None:
+        # A root the caller gives keeps the logs after shutdown; one made here is removed then.
+        self._own_root = root is None
         self.root = Path(root or tempfile.mkdtemp(prefix="geonas-ray-"))
         # Ray puts unix sockets under the temp dir; their paths must stay under ~107 bytes.
         self.temp_dir = Path(tempfile.mkdtemp(prefix="rn", dir="/tmp"))
@@ -216,8 +218,9 @@ class LocalRayCluster:
     def shutdown(self) -> None:
         """Stop the extra nodes, then the head, then anything of this cluster still running.
 
-        Ray's own logs (job drivers, raylets, workers) are kept under ``root/ray-logs`` for
-        reading after a failure; the temp dir with its sockets and object spill files goes.
+        With a ``root`` from the caller, Ray's own logs (job drivers, raylets, workers) are kept
+        under ``root/ray-logs`` for reading after a failure; otherwise the root goes too. The temp
+        dir with its sockets and object spill files always goes.
         """
         # All nodes drain at once rather than one after another (up to 30 s each).
         for node in reversed(self.nodes):
@@ -226,7 +229,9 @@ class LocalRayCluster:
         for node in reversed(self.nodes):
             self.stop_node(node)
         logs = self.temp_dir / "session_latest" / "logs"
-        if logs.is_dir():
+        if self._own_root:
+            shutil.rmtree(self.root, ignore_errors=True)
+        elif logs.is_dir():
             shutil.copytree(logs, self.root / "ray-logs", dirs_exist_ok=True, ignore_dangling_symlinks=True)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
