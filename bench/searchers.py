@@ -219,6 +219,10 @@ def combine(paths: list[str], out: str) -> dict:
     for path in paths:
         part = json.loads(Path(path).read_text())
         cfg = part["config"]
+        if "tune" in part:
+            report["tune"] = part["tune"]
+        if not any(part["devices"].values()):
+            continue
         for key in ("table", "accuracy", "trials", "reward", "target", "within_pp"):
             if report["config"].setdefault(key, cfg.get(key)) != cfg.get(key):
                 raise SystemExit(f"--combine: {path} has {key}={cfg.get(key)!r}, not {report['config'][key]!r}")
@@ -230,8 +234,6 @@ def combine(paths: list[str], out: str) -> dict:
         for device, by_searcher in part["devices"].items():
             for name, rec in by_searcher.items():
                 report["devices"].setdefault(device, {})[name] = {"seeds": cfg.get("seeds"), **rec}
-        if "tune" in part:
-            report["tune"] = part["tune"]
     print_table(report["devices"])
     Path(out).write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nwrote {out}")
@@ -259,6 +261,7 @@ def main(argv: list[str] | None = None) -> dict:
         action="store_true",
         help="keep the other searchers' results already in --out (same seeds/trials/table) and add these",
     )
+    parser.add_argument("--tune-only", action="store_true", help="skip the grid, run only the Tune comparison")
     parser.add_argument(
         "--combine",
         nargs="+",
@@ -273,7 +276,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     table = TableSpace.from_csv(args.table)
     devices = args.devices or table.devices
-    searchers = args.searchers or list_searchers()
+    searchers = [] if args.tune_only else (args.searchers or list_searchers())
     options = json.loads(args.options)
     start = time.perf_counter()
     grid = run_grid(
