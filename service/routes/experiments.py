@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Query, Request, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+from pydantic import TypeAdapter
 
 from search_spaces.errors import Conflict
 
@@ -32,6 +33,10 @@ def experiment_public(exp: Experiment, trials_done: int) -> ExperimentPublic:
         created_at=exp.created_at,
         updated_at=exp.updated_at,
     )
+
+
+#: Serializes a trial page once; returning the models would make FastAPI validate them all again.
+_TRIAL_PAGE = TypeAdapter(list[TrialPublic])
 
 
 def trial_public(t: Trial) -> TrialPublic:
@@ -89,7 +94,8 @@ def list_trials(
     store: Store = Depends(get_store_dep),
 ) -> list[TrialPublic]:
     store.get_experiment(experiment_id)
-    return [trial_public(t) for t in store.list_trials(experiment_id, stage, limit=limit, offset=offset)]
+    page = [trial_public(t) for t in store.list_trials(experiment_id, stage, limit=limit, offset=offset)]
+    return Response(_TRIAL_PAGE.dump_json(page), media_type="application/json")
 
 
 @router.post(
