@@ -54,21 +54,14 @@ class _StoreCollector:
             "Experiments submitted and not yet running.",
             value=counts["experiments"].get(str(State.PENDING), 0),
         )
-        durations = self.store.trial_durations()
-        buckets, running = [], 0
-        ordered = sorted(durations)
-        i = 0
-        for bound in TRIAL_BUCKETS:
-            while i < len(ordered) and ordered[i] <= bound:
-                i += 1
-            running = i
-            buckets.append((str(float(bound)), running))
-        buckets.append(("+Inf", len(ordered)))
+        cumulative, count, total = self.store.trial_duration_histogram(TRIAL_BUCKETS)
+        buckets = [(str(float(b)), n) for b, n in zip(TRIAL_BUCKETS, cumulative, strict=True)]
+        buckets.append(("+Inf", count))
         yield HistogramMetricFamily(
             "geonas_trial_duration_seconds",
             "Wall time of finished trials, creation to last update.",
             buckets=buckets,
-            sum_value=sum(ordered),
+            sum_value=total,
         )
 
 
@@ -85,7 +78,9 @@ class Metrics:
             registry=self.registry,
         )
         self.requests = Counter(
-            "geonas_http_requests_total", "Requests by route and status.", ["method", "route", "status"],
+            "geonas_http_requests_total",
+            "Requests by route and status.",
+            ["method", "route", "status"],
             registry=self.registry,
         )
         self.registry.register(_StoreCollector(store))

@@ -24,6 +24,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    case,
     create_engine,
     event,
     func,
@@ -510,6 +511,19 @@ class Store:
                 select(Trial.created_at, Trial.updated_at).where(Trial.state.in_([str(x) for x in TERMINAL]))
             )
             return [max((end - start).total_seconds(), 0.0) for start, end in rows]
+
+    def trial_duration_histogram(self, bounds: tuple[float, ...]) -> tuple[list[int], int, float]:
+        """Cumulative counts of finished trials' durations at each bound, the count and the sum, in one
+        aggregate query (a scrape must not load every trial into Python)."""
+        if self.engine.dialect.name == "sqlite":
+            seconds = (func.julianday(Trial.updated_at) - func.julianday(Trial.created_at)) * 86400.0
+        else:
+            seconds = func.extract("epoch", Trial.updated_at - Trial.created_at)
+        columns = [func.count(), func.coalesce(func.sum(seconds), 0.0)]
+        columns += [func.coalesce(func.sum(case((seconds <= bound, 1), else_=0)), 0) for bound in bounds]
+        with self.session() as s:
+            row = s.execute(select(*columns).where(Trial.state.in_([str(x) for x in TERMINAL]))).one()
+        return [int(n) for n in row[2:]], int(row[0]), float(row[1])
 
 
 @lru_cache(maxsize=8)

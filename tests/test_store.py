@@ -99,3 +99,24 @@ def test_owners_tokens_and_the_leaderboard_top_rows(store_url):
     assert counts["trials"] == {"completed": 5} and counts["experiments"] == {"pending": 1}
     assert len(store.trial_durations()) == 5
     store.engine.dispose()
+
+
+def test_trial_duration_histogram_agrees_with_the_durations(store_url):
+    """The scrape-time histogram is one SQL aggregate on either dialect; it must match the plain list."""
+    from datetime import timedelta
+
+    from service.store import Trial
+
+    store = Store(store_url)
+    exp = store.create_experiment("d", {})
+    for i, seconds in enumerate([5, 45, 45, 700]):
+        store.record_trial(f"{exp.id}-{i}", exp.id, state=State.RUNNING)
+        store.record_trial(f"{exp.id}-{i}", exp.id, state=State.COMPLETED, miou=0.1)
+        with store.session() as s:
+            trial = s.get(Trial, f"{exp.id}-{i}")
+            trial.updated_at = trial.created_at + timedelta(seconds=seconds)
+    store.record_trial(f"{exp.id}-open", exp.id, state=State.RUNNING)  # not finished: not counted
+    cumulative, count, total = store.trial_duration_histogram((10, 60, 600))
+    assert (cumulative, count) == ([1, 3, 3], 4)
+    assert total == pytest.approx(sum(store.trial_durations()), abs=0.01) == pytest.approx(795, abs=0.01)
+    store.engine.dispose()
