@@ -319,6 +319,7 @@ def run_experiment(experiment_id: str, store: Store, storage: str) -> None:
                 scheduler=early_stopping(spec),
                 num_samples=remaining,
                 time_budget_s=spec.budget.wall_time_s,
+                reuse_actors=True,  # a new worker process per trial costs seconds; the trainable resets itself
             ),
             run_config=tune.RunConfig(
                 name=_run_name(storage, experiment_id),

@@ -37,13 +37,22 @@ class JobLauncher:
             ) from None
 
     def _env(self) -> dict[str, str]:
+        """What the driver needs to find the store and storage.
+
+        A database URL with a password is *not* passed: a job's runtime environment is shown in the
+        Ray dashboard. Clusters give such secrets to their nodes' environment instead (compose
+        ``.env``, a Kubernetes Secret), and the driver reads them from there.
+        """
+        from sqlalchemy.engine import make_url
+
         s = self.settings
         env = {
-            "GEONAS_DATABASE_URL": s.resolved_database_url,
             "GEONAS_STORAGE_PATH": s.resolved_storage_path,
             "GEONAS_HOME": str(s.home.resolve()),
             "PYTHONUNBUFFERED": "1",
         }
+        if make_url(s.resolved_database_url).password is None:
+            env["GEONAS_DATABASE_URL"] = s.resolved_database_url
         return env
 
     def submit(self, kind: str, resource_id: str, module: str = "service.driver", attempt: int = 1) -> SubmittedJob:
