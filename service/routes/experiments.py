@@ -125,6 +125,7 @@ def resume_experiment(
     """Restart a stopped experiment's driver from its storage, optionally with a larger budget."""
     from .. import resume
 
+    store.get_experiment(experiment_id)  # 404 before anything else, also with no cluster
     job = resume.resume(store, get_launcher(request), experiment_id, body.trials if body else None)
     exp = store.get_experiment(experiment_id)
     return ExperimentCreated(
