@@ -46,16 +46,13 @@ def create_app(settings: Settings | None = None, launcher: JobLauncher | None = 
     async def _geonas_error(request: Request, exc: GeonasError) -> JSONResponse:
         body: dict = {"detail": str(exc), "error": type(exc).__name__}
         if isinstance(exc, SpecError) and exc.field:
-            body["detail"] = [
-                {"loc": ["body", *exc.field.split(".")], "msg": str(exc), "type": "value_error"}
-            ]
+            body["detail"] = [{"loc": ["body", *exc.field.split(".")], "msg": str(exc), "type": "value_error"}]
         return JSONResponse(status_code=exc.status_code, content=body)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
-            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
-            for e in exc.errors()
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()
         ]
         return JSONResponse(status_code=422, content={"detail": errors})
 

@@ -118,9 +118,7 @@ class Authenticator:
         prefix, _, rest = token.partition("_")
         token_id, _, secret = rest.partition("_")
         row = self.store.get_token(token_id) if prefix == PREFIX and token_id and secret else None
-        if row is None or row.revoked_at is not None or not hmac.compare_digest(
-            row.digest, _digest(row.salt, secret)
-        ):
+        if row is None or row.revoked_at is not None or not hmac.compare_digest(row.digest, _digest(row.salt, secret)):
             raise _unauthorized("invalid or revoked token; create one with `geonas token create --name NAME`")
         principal = Principal(row.name, bool(row.admin), row.id)
         with self._lock:
@@ -174,8 +172,7 @@ def announce(settings: Settings) -> bool:
         log.info("auth is on: every /v1 request needs a bearer token (`geonas token create --name NAME`)")
     else:
         log.warning(
-            "auth is OFF: embedded local default (no RAY_ADDRESS, API on %s); set GEONAS_AUTH=true to require "
-            "tokens",
+            "auth is OFF: embedded local default (no RAY_ADDRESS, API on %s); set GEONAS_AUTH=true to require tokens",
             settings.api_host,
         )
     return required
@@ -235,10 +232,10 @@ class ScopedStore:
             self.get_experiment(experiment_id)
         return self._store.update_experiment(experiment_id, **kwargs)
 
-    def update_pretraining(self, job_id: str, **kwargs: Any):
+    def update_pretraining(self, pretraining_id: str, **kwargs: Any):
         if self._owner is not None:
-            self.get_pretraining(job_id)
-        return self._store.update_pretraining(job_id, **kwargs)
+            self.get_pretraining(pretraining_id)
+        return self._store.update_pretraining(pretraining_id, **kwargs)
 
     def cancel_open_trials(self, experiment_id: str, reason: str) -> int:
         if self._owner is not None:

@@ -388,9 +388,7 @@ class Store:
                 raise NotFound(f"model {model_id} does not exist; list them with GET /v1/models")
             return model
 
-    def list_models(
-        self, experiment_id: str | None = None, limit: int = 100, owner: str | None = None
-    ) -> list[Model]:
+    def list_models(self, experiment_id: str | None = None, limit: int = 100, owner: str | None = None) -> list[Model]:
         with self.session() as s:
             query = select(Model)
             if experiment_id is not None:
@@ -402,9 +400,7 @@ class Store:
     # -- pretraining ----------------------------------------------------------------------------
     def create_pretraining(self, name: str, spec: dict[str, Any], owner: str | None = None) -> PretrainingJob:
         with self.session() as s:
-            job = PretrainingJob(
-                id=new_id(), name=name, spec=spec, state=State.PENDING, loss_curve=[], owner=owner
-            )
+            job = PretrainingJob(id=new_id(), name=name, spec=spec, state=State.PENDING, loss_curve=[], owner=owner)
             s.add(job)
         return job
 

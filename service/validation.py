@@ -39,9 +39,7 @@ def check_data_root(path: str, settings: Settings, field: str) -> Path:
     if settings.data_roots:
         allowed = [Path(r).expanduser().resolve() for r in settings.data_roots]
         if not any(root == base or base in root.parents for base in allowed):
-            raise SpecError(
-                f"{path} is outside the allowed data roots ({', '.join(map(str, allowed))})", field=field
-            )
+            raise SpecError(f"{path} is outside the allowed data roots ({', '.join(map(str, allowed))})", field=field)
     if not root.is_dir():
         raise SpecError(f"folder {root} does not exist", field=field)
     return root

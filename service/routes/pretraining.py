@@ -73,17 +73,13 @@ def get_pretraining(job_id: str, store: Store = Depends(get_store_dep)) -> Pretr
     response_model=PretrainingPublic,
     responses={**NOT_FOUND, **CONFLICT, **NO_CLUSTER},
 )
-def cancel_pretraining(
-    job_id: str, request: Request, store: Store = Depends(get_store_dep)
-) -> PretrainingPublic:
+def cancel_pretraining(job_id: str, request: Request, store: Store = Depends(get_store_dep)) -> PretrainingPublic:
     job = store.get_pretraining(job_id)
     if job.state in TERMINAL:
         raise Conflict(f"pretraining job {job_id} is already {job.state}")
     if job.job_id:
         get_launcher(request).stop(job.job_id)
-    return pretraining_public(
-        store.update_pretraining(job_id, state=State.CANCELLED, error="cancelled by user")
-    )
+    return pretraining_public(store.update_pretraining(job_id, state=State.CANCELLED, error="cancelled by user"))
 
 
 @router.get("/v1/backbones", response_model=list[BackbonePublic])
