@@ -231,17 +231,21 @@ class Store:
             rows = s.scalars(query.order_by(Experiment.created_at.desc()).limit(limit).offset(offset))
             return list(rows)
 
-    def update_experiment(self, experiment_id: str, *, state: str | None = None, **fields: Any) -> Experiment:
+    def _update(self, table: type, kind: str, ident: str, state: str | None, fields: dict[str, Any]):
+        """Set ``fields`` and move ``state`` through the one transition check; a missing row is NotFound."""
         with self.session() as s:
-            exp = s.get(Experiment, experiment_id)
-            if exp is None:
-                raise NotFound(f"experiment {experiment_id} does not exist")
+            row = s.get(table, ident)
+            if row is None:
+                raise NotFound(f"{kind} {ident} does not exist")
             if state is not None:
-                check_transition("experiment", experiment_id, exp.state, state)
-                exp.state = state
+                check_transition(kind, ident, row.state, state)
+                row.state = state
             for key, value in fields.items():
-                setattr(exp, key, value)
-            return exp
+                setattr(row, key, value)
+            return row
+
+    def update_experiment(self, experiment_id: str, *, state: str | None = None, **fields: Any) -> Experiment:
+        return self._update(Experiment, "experiment", experiment_id, state, fields)
 
     def reopen_experiment(self, experiment_id: str, spec: dict[str, Any]) -> Experiment:
         """Put a stopped experiment back to pending (for resume) with its possibly larger spec.
@@ -420,16 +424,7 @@ class Store:
 
     def update_pretraining(self, pretraining_id: str, *, state: str | None = None, **fields: Any) -> PretrainingJob:
         """Update a pretraining job (``fields`` may include ``job_id``, the Ray Job's id)."""
-        with self.session() as s:
-            job = s.get(PretrainingJob, pretraining_id)
-            if job is None:
-                raise NotFound(f"pretraining job {pretraining_id} does not exist")
-            if state is not None:
-                check_transition("pretraining job", pretraining_id, job.state, state)
-                job.state = state
-            for key, value in fields.items():
-                setattr(job, key, value)
-            return job
+        return self._update(PretrainingJob, "pretraining job", pretraining_id, state, fields)
 
     def delete_pretraining(self, job_id: str) -> None:
         with self.session() as s:
