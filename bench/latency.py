@@ -58,12 +58,12 @@ def main() -> None:
     parser.add_argument("--profile", default="cpu-1threads")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--min-repeats", type=int, default=15)
-    parser.add_argument("--max-repeats", type=int, default=40)
+    parser.add_argument("--max-repeats", type=int, default=35)
     parser.add_argument("--target-cv", type=float, default=0.02)
     parser.add_argument("--channels", default="32,64,128", help="decoder channel choices")
     parser.add_argument("--cells", default="3,5,7", help="number-of-cells choices")
     parser.add_argument(
-        "--max-minutes", type=float, default=18.0, help="budget: pass A stops at half, pass B at the end"
+        "--max-minutes", type=float, default=18.5, help="budget: pass A stops at half, pass B at the end"
     )
     parser.add_argument("--no-naive", action="store_true", help="skip the naive wall-clock comparison")
     parser.add_argument("--out", default=str(RESULTS / "latency.json"))
