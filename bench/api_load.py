@@ -136,6 +136,12 @@ def seed(url: str, experiments: int, per_experiment: int) -> tuple[list[str], st
     return [r["id"] for r in exp_rows], token
 
 
+def _cpu_s(pid: int) -> float:
+    """User+system CPU seconds a process has used (Linux /proc), to separate cost from contention."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -237,7 +243,14 @@ def run_backend(name: str, url: str, args, dataset: str) -> dict:
                 time.sleep(0.2)
         # warm up (imports, connection pool, page cache) before measuring
         asyncio.run(load(base, token, exp_ids, args.trials // exps, 10, 2.0, dataset, submitters=0))
+        load_before, cpu_before = os.getloadavg()[0], _cpu_s(server.pid)
         result = asyncio.run(load(base, token, exp_ids, args.trials // exps, args.clients, args.seconds, dataset))
+        cpu_ms = (_cpu_s(server.pid) - cpu_before) * 1000 / max(1, result["requests"])
+        # What one request costs the server, whatever else runs on the machine; the p50/p99 above are
+        # end to end and include waiting for a CPU on a shared, overloaded host.
+        result["server_cpu_ms_per_request"] = round(cpu_ms, 2)
+        result["server_capacity_rps_per_core"] = round(1000 / cpu_ms, 1) if cpu_ms else None
+        result["load_average"] = [round(load_before, 1), round(os.getloadavg()[0], 1)]
     finally:
         server.terminate()
         server.wait(timeout=30)
