@@ -278,6 +278,21 @@ def data_demo(
     console.print(f"wrote demo dataset to {root}")
 
 
+@data_app.command("demo-multisensor")
+@friendly
+def data_demo_multisensor(
+    out_dir: Path = typer.Argument(..., help="Folder to write the co-registered sensors into."),
+    chips: int = typer.Option(400, help="Number of chip locations (with dominant-class labels)."),
+    size: int = typer.Option(64, help="Chip side in pixels on the finest grid."),
+    seed: int = typer.Option(0),
+) -> None:
+    """Write one scene seen by 3 sensors (12 bands, different resolutions), for CSF pretraining."""
+    from csf.multisensor import write_multisensor_dataset
+
+    root = write_multisensor_dataset(out_dir, n_chips=chips, size=size, seed=seed)
+    console.print(f"wrote multi-sensor dataset to {root}")
+
+
 @data_app.command("import")
 @friendly
 def data_import(
