@@ -249,13 +249,14 @@ def test_experiment_survives_losing_a_worker_node(multinode, api, dataset):
     """
     node_ids = multinode.node_ids()
     victim = next(node for node in multinode.nodes if node.name == "w1")
-    created = submit(api, experiment_spec(dataset, "node-loss", trials=3, epochs=3))
+    created = submit(api, experiment_spec(dataset, "node-loss", trials=3, epochs=5))
     deadline = time.monotonic() + 600
     lost = None
     while lost is None:
         assert time.monotonic() < deadline, f"no trial ran on w1:\n{driver_log(multinode, created)}"
         running = [t for t in trials_of(api, created) if t["state"] == "running"]
-        lost = next((t for t in running if t["node_id"] == node_ids["w1"]), None)
+        # early in its run, so the kill lands before the trial can finish there
+        lost = next((t for t in running if t["node_id"] == node_ids["w1"] and t["epoch"] <= 1), None)
         time.sleep(0.5)
     multinode.kill_node(victim)
     assert not victim.alive
@@ -268,4 +269,4 @@ def test_experiment_survives_losing_a_worker_node(multinode, api, dataset):
     retried = trials[lost["id"]]
     summary = {k: retried[k] for k in ("id", "state", "epoch", "node_id", "error")}
     assert retried["node_id"] in set(node_ids.values()) - {node_ids["w1"]}, (summary, node_ids)
-    assert retried["epoch"] == 3, summary
+    assert retried["epoch"] == 5, summary
