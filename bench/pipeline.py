@@ -104,9 +104,8 @@ def main() -> None:
         "chips_per_s_per_trial": sum(chips) / len(chips) if chips else None,
         "trials": rows,
     }
-    print(
-        f"{'trial':<28} {'state':<10} {'wall s':>8} {'train s':>8} {'eval s':>7} {'other s':>8} {'train %':>8} {'chips/s':>8}"
-    )
+    header = ("trial", "state", "wall s", "train s", "eval s", "other s", "train %", "chips/s")
+    print("{:<28} {:<10} {:>8} {:>8} {:>7} {:>8} {:>8} {:>8}".format(*header))
     for r in rows:
         print(
             f"{r['trial']:<28} {r['state']:<10} {r['wall_s']:>8.1f} {r['train_s']:>8.1f} {r['eval_s']:>7.1f} "

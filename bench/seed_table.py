@@ -48,6 +48,7 @@ def main() -> None:
 
     import ray
 
+    from cluster.local import wait_for_jobs_api
     from cluster.local_nodes import LocalRayCluster
     from search_spaces.baselines import create_baseline
     from search_spaces.latency import measure_latency
@@ -87,6 +88,7 @@ def main() -> None:
         cluster.start_head(num_cpus=args.cpus)
         env = cluster.client_env()
         os.environ["RAY_AUTH_MODE"], os.environ["RAY_AUTH_TOKEN"] = env["RAY_AUTH_MODE"], env["RAY_AUTH_TOKEN"]
+        wait_for_jobs_api(cluster.dashboard_url)  # the head answers before its GCS accepts drivers
         ray.init(address=cluster.address, log_to_driver=False)
 
         # the UNet's latency sets the target of experiment B, measured as every trial is
