@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -32,45 +31,45 @@ def main() -> None:
     parser.add_argument("--out", default="bench/results/pipeline.json")
     args = parser.parse_args()
 
-    import ray
-
-    from cluster.local_nodes import LocalRayCluster
-    from service.driver import run_experiment
-    from service.specs import ExperimentSpec
-    from service.store import Store
+    from cluster.connect import connect
+    from service.app import create_app
+    from service.client import ApiClient
+    from service.demo import ServerThread
+    from service.jobs import JobLauncher
+    from service.settings import Settings
+    from service.store import get_store
     from trainers.demo_data import write_demo_dataset
 
     work = Path(tempfile.mkdtemp(prefix="geonas-bench-pipeline-"))
     data = write_demo_dataset(
         work / "data", chips={"train": args.chips, "val": 64, "test": 16}, size=args.size, seed=0
     )
-    spec = ExperimentSpec(
-        name="bench-pipeline",
-        dataset={"path": str(data)},
-        backbone=args.backbone,
-        search_space={"num_cells": 5, "channels": 32},
-        searcher="random",
-        budget={"trials": args.trials, "concurrency": 1},
-        stage1={"epochs": args.epochs, "batch_size": 16, "early_stopping": "none"},
-        stage2={"top_k": 0},
-    )
-    store = Store(f"sqlite:///{work / 'bench.db'}")
-    exp = store.create_experiment(spec.name, spec.model_dump(mode="json"))
-    cluster = LocalRayCluster()
+    spec = {
+        "name": "bench-pipeline",
+        "dataset": {"path": str(data)},
+        "backbone": args.backbone,
+        "search_space": {"num_cells": 5, "channels": 32},
+        "searcher": "random",
+        "budget": {"trials": args.trials, "concurrency": 1},
+        "stage1": {"epochs": args.epochs, "batch_size": 16, "early_stopping": "none"},
+        "stage2": {"top_k": 0},
+    }
+    # the product's own path: a local head, the API, the experiment as a Ray Job
+    settings = Settings(home=work / "home")
+    cluster = connect(None, num_cpus=args.cpus, home=settings.home)
     try:
-        cluster.start_head(num_cpus=args.cpus)
-        env = cluster.client_env()
-        os.environ["RAY_AUTH_MODE"], os.environ["RAY_AUTH_TOKEN"] = (
-            env["RAY_AUTH_MODE"],
-            env["RAY_AUTH_TOKEN"],
-        )
-        ray.init(address=cluster.address, log_to_driver=False)
-        started = time.perf_counter()
-        run_experiment(exp.id, store, str(work / "storage"))
-        experiment_s = time.perf_counter() - started
+        app = create_app(settings, launcher=JobLauncher(cluster.dashboard_url, settings))
+        with ServerThread(app) as server:
+            api = ApiClient(server.url)
+            started = time.perf_counter()
+            created = api.submit(spec)
+            while api.experiment(created["id"])["state"] not in ("completed", "failed", "cancelled"):
+                time.sleep(2)
+            experiment_s = time.perf_counter() - started
     finally:
-        ray.shutdown()
-        cluster.shutdown()
+        cluster.stop()
+    store = get_store(settings.resolved_database_url)
+    exp = store.get_experiment(created["id"])
 
     rows, totals = [], {"wall": 0.0, "train": 0.0, "eval": 0.0}
     for t in store.list_trials(exp.id):

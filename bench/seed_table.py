@@ -46,70 +46,64 @@ def main() -> None:
     args = parser.parse_args()
     mode = MODES["quick" if args.quick else "full"]
 
-    import ray
-
-    from cluster.local import wait_for_jobs_api
-    from cluster.local_nodes import LocalRayCluster
+    from cluster.connect import connect
     from search_spaces.baselines import create_baseline
     from search_spaces.latency import measure_latency
-    from service.driver import run_experiment
-    from service.specs import ExperimentSpec
-    from service.store import Store
+    from service.app import create_app
+    from service.client import ApiClient
+    from service.demo import ServerThread
+    from service.jobs import JobLauncher
+    from service.settings import Settings
+    from service.store import get_store
     from trainers.catalog import prepare_dataset
+    from trainers.datasets import DatasetInfo
 
     work = Path(args.work or tempfile.mkdtemp(prefix="geonas-seed-"))
     started = time.perf_counter()
     data = Path(args.data) if args.data else prepare_dataset("dubai-aerial", work / "dubai", chip_size=mode["chip"])
-    store = Store(f"sqlite:///{work / 'seed.db'}")
-    storage = str(work / "storage")
     rows: list[dict] = []
 
-    def spec(name: str, **kw) -> ExperimentSpec:
-        return ExperimentSpec(
-            name=name,
-            dataset={"path": str(data)},
-            backbone=args.backbone,
-            search_space={"num_cells": 5, "channels": 48, "ops": ["sum", "global_attention"]},
-            searcher=args.searcher,
-            budget={"trials": mode["trials"], "concurrency": max(1, args.cpus // 2)},
-            stage1={
-                "subset": mode["subset"],
-                "epochs": mode["epochs1"],
-                "batch_size": 16,
-                "lr": 0.002,
-                "cpus_per_trial": 1,
-            },
-            stage2={"top_k": 1, "epochs": mode["epochs2"], "workers": 1},
+    def spec(name: str, **kw) -> dict:
+        return {
+            "name": name,
+            "dataset": {"path": str(data)},
+            "backbone": args.backbone,
+            "search_space": {"num_cells": 5, "channels": 48, "ops": ["sum", "global_attention"]},
+            "searcher": args.searcher,
+            "budget": {"trials": mode["trials"], "concurrency": max(1, args.cpus // 2)},
+            "stage1": {"subset": mode["subset"], "epochs": mode["epochs1"], "batch_size": 16, "lr": 0.002},
+            "stage2": {"top_k": 1, "epochs": mode["epochs2"], "workers": 1},
             **kw,
-        )
+        }
 
-    cluster = LocalRayCluster()
+    # the UNet's latency sets the target of experiment B, measured with the same harness and profile
+    info = DatasetInfo.load(data)
+    unet = create_baseline("unet", args.backbone, len(info.bands), info.num_classes).eval()
+    unet_ms = measure_latency(unet, (1, len(info.bands), mode["chip"], mode["chip"]), args.device).median_ms
+    target = args.target_ratio * unet_ms
+
+    # both experiments go through the product's own path: the API, Ray Jobs, stage 1 and stage 2
+    settings = Settings(home=work / "home")
+    cluster = connect(None, num_cpus=args.cpus, home=settings.home)
     try:
-        cluster.start_head(num_cpus=args.cpus)
-        env = cluster.client_env()
-        os.environ["RAY_AUTH_MODE"], os.environ["RAY_AUTH_TOKEN"] = env["RAY_AUTH_MODE"], env["RAY_AUTH_TOKEN"]
-        wait_for_jobs_api(cluster.dashboard_url)  # the head answers before its GCS accepts drivers
-        ray.init(address=cluster.address, log_to_driver=False)
-
-        # the UNet's latency sets the target of experiment B, measured as every trial is
-        from trainers.datasets import DatasetInfo
-
-        info = DatasetInfo.load(data)
-        unet = create_baseline("unet", args.backbone, len(info.bands), info.num_classes).eval()
-        unet_ms = measure_latency(unet, (1, len(info.bands), mode["chip"], mode["chip"]), args.device).median_ms
-        target = args.target_ratio * unet_ms
-
-        a = spec("seed-nas", baselines=["unet", "fpn"], latency={"device": args.device})
-        exp_a = store.create_experiment(a.name, a.model_dump(mode="json"))
-        run_experiment(exp_a.id, store, storage)
-        b = spec("seed-nas-latency", latency={"device": args.device, "target_ms": target, "reward": "hard"})
-        exp_b = store.create_experiment(b.name, b.model_dump(mode="json"))
-        run_experiment(exp_b.id, store, storage)
+        app = create_app(settings, launcher=JobLauncher(cluster.dashboard_url, settings))
+        with ServerThread(app) as server:
+            api = ApiClient(server.url)
+            ids = []
+            for body in (
+                spec("seed-nas", baselines=["unet", "fpn"], latency={"device": args.device}),
+                spec("seed-nas-latency", latency={"device": args.device, "target_ms": target, "reward": "hard"}),
+            ):
+                created = api.submit(body)
+                while (state := api.experiment(created["id"])["state"]) not in ("completed", "failed", "cancelled"):
+                    time.sleep(5)
+                print(f"experiment {body['name']}: {state}")
+                ids.append(created["id"])
     finally:
-        ray.shutdown()
-        cluster.shutdown()
+        cluster.stop()
+    store = get_store(settings.resolved_database_url)
 
-    for exp_id, searched_name in ((exp_a.id, "nas"), (exp_b.id, "nas_latency")):
+    for exp_id, searched_name in zip(ids, ("nas", "nas_latency"), strict=True):
         for m in store.list_models(exp_id):
             name = m.descriptor.get("baseline") if m.kind == "baseline" else searched_name
             rows.append(
