@@ -241,6 +241,9 @@ def test_experiment_through_the_api_runs_trials_on_several_nodes(multinode, api,
     assert len(ran_on) >= 2, ran_on
 
 
+EPOCHS_NODE_LOSS = 40
+
+
 @pytest.mark.slow
 def test_experiment_survives_losing_a_worker_node(multinode, api, dataset):
     """Lose node w1 while a trial runs there: that trial is retried elsewhere, the experiment ends.
@@ -249,14 +252,15 @@ def test_experiment_survives_losing_a_worker_node(multinode, api, dataset):
     """
     node_ids = multinode.node_ids()
     victim = next(node for node in multinode.nodes if node.name == "w1")
-    created = submit(api, experiment_spec(dataset, "node-loss", trials=3, epochs=5))
+    # many short epochs: a trial lasts long enough to be caught running on w1, whatever the machine's load
+    created = submit(api, experiment_spec(dataset, "node-loss", trials=3, epochs=EPOCHS_NODE_LOSS))
     deadline = time.monotonic() + 600
     lost = None
     while lost is None:
         assert time.monotonic() < deadline, f"no trial ran on w1:\n{driver_log(multinode, created)}"
         running = [t for t in trials_of(api, created) if t["state"] == "running"]
         # early in its run, so the kill lands before the trial can finish there
-        lost = next((t for t in running if t["node_id"] == node_ids["w1"] and t["epoch"] <= 1), None)
+        lost = next((t for t in running if t["node_id"] == node_ids["w1"] and t["epoch"] < EPOCHS_NODE_LOSS // 2), None)
         time.sleep(0.5)
     multinode.kill_node(victim)
     assert not victim.alive
@@ -269,4 +273,4 @@ def test_experiment_survives_losing_a_worker_node(multinode, api, dataset):
     retried = trials[lost["id"]]
     summary = {k: retried[k] for k in ("id", "state", "epoch", "node_id", "error")}
     assert retried["node_id"] in set(node_ids.values()) - {node_ids["w1"]}, (summary, node_ids)
-    assert retried["epoch"] == 5, summary
+    assert retried["epoch"] == EPOCHS_NODE_LOSS, summary
