@@ -9,16 +9,13 @@ trains; this process never serves HTTP.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
-import traceback
 from pathlib import Path
 from typing import Any
 
 from search_spaces.errors import Conflict, GeonasError
 
-from .settings import get_settings
 from .specs import ExperimentSpec
 from .states import State
 from .store import Store, get_store
@@ -479,25 +476,14 @@ def _jsonable(config) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Run one geonas experiment (the Ray Job entrypoint).")
-    parser.add_argument("experiment_id")
-    args = parser.parse_args(argv)
-    from .logs import configure_logging
+    from .entrypoint import job_main
 
-    configure_logging(experiment=args.experiment_id)  # JSON lines, each with the experiment id
-    settings = get_settings()
-    store = get_store(settings.resolved_database_url)
-    try:
-        run_experiment(args.experiment_id, store, settings.resolved_storage_path)
-    except BaseException as exc:  # record why, then let the job fail visibly
-        message = str(exc) if isinstance(exc, GeonasError) else f"{type(exc).__name__}: {exc}"
-        traceback.print_exc()
-        try:
-            store.update_experiment(args.experiment_id, state=State.FAILED, error=message[:4000])
-        except GeonasError:
-            pass
-        return 1
-    return 0
+    return job_main(
+        argv,
+        "Run one geonas experiment (the Ray Job entrypoint).",
+        run_experiment,
+        lambda store, ident, error: store.update_experiment(ident, state=State.FAILED, error=error),
+    )
 
 
 if __name__ == "__main__":

@@ -8,19 +8,14 @@ per sensor and all bands) and registers the encoder, which experiments can then 
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 import time
-import traceback
 from typing import Any
 
-from search_spaces.errors import GeonasError
-
-from .settings import get_settings
 from .specs import PretrainingSpec
 from .states import State
-from .store import Store, get_store
+from .store import Store
 
 log = logging.getLogger("geonas.pretrain")
 
@@ -118,25 +113,14 @@ def run_pretraining_job(job_id: str, store: Store, storage: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Run one geonas CSF pretraining job (a Ray Job entrypoint).")
-    parser.add_argument("job_id")
-    args = parser.parse_args(argv)
-    from .logs import configure_logging
+    from .entrypoint import job_main
 
-    configure_logging(experiment=args.job_id)  # JSON lines, each with the pretraining job's id
-    settings = get_settings()
-    store = get_store(settings.resolved_database_url)
-    try:
-        run_pretraining_job(args.job_id, store, settings.resolved_storage_path)
-    except BaseException as exc:
-        message = str(exc) if isinstance(exc, GeonasError) else f"{type(exc).__name__}: {exc}"
-        traceback.print_exc()
-        try:
-            store.update_pretraining(args.job_id, state=State.FAILED, error=message[:4000])
-        except GeonasError:
-            pass
-        return 1
-    return 0
+    return job_main(
+        argv,
+        "Run one geonas CSF pretraining job (a Ray Job entrypoint).",
+        run_pretraining_job,
+        lambda store, ident, error: store.update_pretraining(ident, state=State.FAILED, error=error),
+    )
 
 
 if __name__ == "__main__":

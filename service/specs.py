@@ -49,16 +49,19 @@ class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class DatasetRef(_Spec):
-    path: str = Field(..., description="Folder holding dataset.yaml (see `geonas data demo`).")
-    bands: list[str] | None = Field(None, description="Bands to use, by name; default all.")
+def _no_traversal(value: str) -> str:
+    if ".." in Path(value).parts:
+        raise ValueError("the path must not contain '..'")
+    return value
 
-    @field_validator("path")
-    @classmethod
-    def _no_traversal(cls, value: str) -> str:
-        if ".." in Path(value).parts:
-            raise ValueError("dataset path must not contain '..'")
-        return value
+
+#: A data folder named in a spec: never climbs out with ``..`` (roots are checked in validation.py).
+DataPath = Annotated[str, AfterValidator(_no_traversal)]
+
+
+class DatasetRef(_Spec):
+    path: DataPath = Field(..., description="Folder holding dataset.yaml (see `geonas data demo`).")
+    bands: list[str] | None = Field(None, description="Bands to use, by name; default all.")
 
 
 class CsfBackbone(_Spec):
@@ -166,17 +169,10 @@ class PretrainingData(_Spec):
     kind: Literal["geotiff", "multisensor"] = Field(
         "geotiff", description="A dataset folder (dataset.yaml) or a multi-sensor folder."
     )
-    path: str
+    path: DataPath
     bands: list[str] | None = Field(None, description="geotiff: bands to use; default all.")
     sensors: list[str] | None = Field(None, description="multisensor: sensors to use; default all.")
     max_chips: int | None = Field(None, ge=2)
-
-    @field_validator("path")
-    @classmethod
-    def _no_traversal(cls, value: str) -> str:
-        if ".." in Path(value).parts:
-            raise ValueError("data path must not contain '..'")
-        return value
 
 
 class PretrainingSpec(_Spec):
