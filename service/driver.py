@@ -68,7 +68,7 @@ def _store_callback_class():
                 )
                 history = {
                     k: result.get(k)
-                    for k in ("epoch", "miou", "loss", "reward", "train_s", "eval_s", "chips_per_s", "iou")
+                    for k in ("epoch", "miou", "loss", "reward", "train_s", "eval_s", "latency_s", "chips_per_s", "iou")
                 }
             try:
                 self.store.record_trial(
@@ -119,7 +119,7 @@ def _build_context(spec: ExperimentSpec, storage: str, backbone_weights: str | N
     info = DatasetInfo.load(spec.dataset.path)
     bands = spec.dataset.bands
     train = SegmentationDataset(info.root, "train", bands=bands, subset=spec.stage1.subset, seed=spec.seed)
-    val = SegmentationDataset(info.root, "val", bands=bands)
+    val = SegmentationDataset(info.root, "val", bands=bands, subset=spec.stage1.val_subset, seed=spec.seed)
     chip = int(train[0][0].shape[-1])
     latency = LatencySettings(
         profile=spec.latency.device,
@@ -192,7 +192,10 @@ def start_latency_meter(context):
 
     settings = context.latency
     placement = MeterPlacement(num_cpus=settings.meter_cpus, harness=dict(settings.harness))
-    return get_latency_meter(settings.profile, settings.cache_path, placement)
+    meter = get_latency_meter(settings.profile, settings.cache_path, placement)
+    tile = settings.tile_size or context.chip_size
+    meter.warm_up.remote((settings.batch_size, context.in_chans, tile, tile))  # while the first trial starts
+    return meter
 
 
 METER_CPUS = 1.0  # CPUs the latency meter holds when no node offers the dedicated resource
@@ -372,6 +375,19 @@ def stage2_candidates(spec: ExperimentSpec, trials: list) -> list:
     return searched[: spec.stage2.top_k] + (baselines if spec.stage2.top_k else [])
 
 
+def stage2_threads(workers: int) -> int:
+    """CPU threads per fine-tuning worker when the spec leaves it open: the free CPUs shared out.
+
+    Stage 2 runs after the search, so the CPUs its trials held are free again; a worker lives on
+    one node, so it never asks for more than the largest node has.
+    """
+    import ray
+
+    free = ray.available_resources().get("CPU", 1.0)
+    largest = max((n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")), default=1.0)
+    return max(1, int(min(free // workers, largest)))
+
+
 def run_stage2(spec: ExperimentSpec, experiment_id: str, store: Store, storage: str, context) -> None:
     """Fine-tune, evaluate, re-measure, export and register each stage-2 candidate."""
     import json
@@ -398,6 +414,7 @@ def run_stage2(spec: ExperimentSpec, experiment_id: str, store: Store, storage: 
             lr=spec.stage1.lr,
             seed=spec.seed,
             backbone_weights=context.backbone_weights,
+            threads_per_worker=spec.stage2.cpus_per_worker or stage2_threads(spec.stage2.workers),
         )
         try:
             result = run_finetune(

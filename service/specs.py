@@ -112,6 +112,9 @@ class BudgetSpec(_Spec):
 
 class Stage1Spec(_Spec):
     subset: int = Field(4000, ge=1, description="Training chips per trial (seeded subset).")
+    val_subset: int | None = Field(
+        1000, ge=1, description="Validation chips scored after each epoch (seeded subset; null: the whole split)."
+    )
     epochs: int = Field(3, ge=1, le=500)
     batch_size: int = Field(8, ge=1, le=1024)
     lr: float = Field(1e-3, gt=0, lt=1)
@@ -126,6 +129,9 @@ class Stage2Spec(_Spec):
     top_k: int = Field(5, ge=0, le=50)
     epochs: int = Field(10, ge=1, le=1000)
     workers: int = Field(1, ge=1, le=64)
+    cpus_per_worker: int | None = Field(
+        None, ge=1, le=256, description="CPU threads per Ray Train worker (null: share the free CPUs among workers)."
+    )
 
 
 class SearcherSpec(_Spec):
@@ -184,6 +190,9 @@ class PretrainingSpec(_Spec):
     steps: int = Field(1000, ge=1, le=1_000_000)
     batch_size: int = Field(32, ge=2, le=4096, description="Per worker; all workers' samples are negatives.")
     workers: int = Field(1, ge=1, le=64)
+    cpus_per_worker: int | None = Field(
+        None, ge=1, le=256, description="CPU threads per Ray Train worker (null: share the free CPUs among workers)."
+    )
     lr: float = Field(1e-3, gt=0, lt=1)
     warmup_steps: int = Field(3000, ge=0)
     crop: int = Field(128, ge=8, le=4096)

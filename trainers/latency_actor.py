@@ -48,6 +48,7 @@ from search_spaces.latency import (
 )
 
 __all__ = [
+    "request_remote",
     "LATENCY_RESOURCE",
     "MeterPlacement",
     "LatencyMeter",
@@ -109,9 +110,7 @@ def model_key(descriptor: dict[str, Any], num_classes: int) -> str:
 
         base = ArchSpec.from_dict(descriptor["arch"]).hash
     elif "baseline" in descriptor:
-        text = json.dumps(
-            {"baseline": descriptor["baseline"], "backbone": descriptor.get("backbone")}, sort_keys=True
-        )
+        text = json.dumps({"baseline": descriptor["baseline"], "backbone": descriptor.get("backbone")}, sort_keys=True)
         base = "baseline-" + hashlib.sha256(text.encode()).hexdigest()[:16]
     else:
         raise SpecError("a model descriptor needs 'arch' or 'baseline'", field="model")
@@ -158,9 +157,7 @@ class LatencyMeter:
         """The host's calibrated reference latency, shared through the cache file when there is one."""
         if self.cache is None:
             return reference_latency(self.profile, input_shape)
-        return self.cache.reference_ms(
-            self.profile, input_shape, lambda: reference_latency(self.profile, input_shape)
-        )
+        return self.cache.reference_ms(self.profile, input_shape, lambda: reference_latency(self.profile, input_shape))
 
     def _measure(
         self, key: LatencyKey, factory: Callable[[], nn.Module], input_shape: tuple[int, ...]
@@ -207,9 +204,7 @@ class LatencyMeter:
                 field="input_shape",
             )
         key = LatencyKey.of(model_key(descriptor, num_classes), self.profile, shape)
-        return self._measure(
-            key, lambda: model_from_descriptor(descriptor, int(in_chans), int(num_classes)), shape
-        )
+        return self._measure(key, lambda: model_from_descriptor(descriptor, int(in_chans), int(num_classes)), shape)
 
     def measure_module(
         self, key: str, factory: Callable[[], nn.Module], input_shape: tuple[int, int, int, int] | list[int]
@@ -217,6 +212,12 @@ class LatencyMeter:
         """Latency of any model ``factory()`` builds, cached under ``key`` (the caller's identity for it)."""
         shape = tuple(int(d) for d in input_shape)
         return self._measure(LatencyKey.of(key, self.profile, shape), factory, shape)
+
+    def warm_up(self, input_shape: tuple[int, int, int, int] | list[int]) -> float | None:
+        """Calibrate the reference for ``input_shape`` now (CPU profiles), so no trial waits for it."""
+        if self.profile.backend == "torch-cuda" or self.harness.get("reference", "auto") != "auto":
+            return None
+        return self._reference_ms(tuple(int(d) for d in input_shape))
 
     def stats(self) -> dict[str, Any]:
         """How many models this meter measured and how many it answered from the cache."""
@@ -264,5 +265,23 @@ def measure_remote(
     timeout_s: float | None = 600.0,
 ) -> dict[str, Any]:
     """What a trial calls: measure through the profile's meter and wait for the answer."""
+    ref = request_remote(arch, in_chans, num_classes, input_shape, profile, cache_path, placement)
+    return ray.get(ref, timeout=timeout_s)
+
+
+def request_remote(
+    arch: dict[str, Any],
+    in_chans: int,
+    num_classes: int,
+    input_shape: tuple[int, int, int, int] | list[int],
+    profile: str | DeviceProfile,
+    cache_path: str | os.PathLike | None,
+    placement: MeterPlacement | None = None,
+) -> ray.ObjectRef:
+    """Queue a measurement on the profile's meter and return at once (``ray.get`` the answer later).
+
+    The meter runs on cores of its own, so a trial that does not need the number before training
+    (no hard target to prune against) trains while its latency is being measured.
+    """
     meter = get_latency_meter(profile, cache_path, placement)
-    return ray.get(meter.measure.remote(arch, in_chans, num_classes, list(input_shape)), timeout=timeout_s)
+    return meter.measure.remote(arch, in_chans, num_classes, list(input_shape))

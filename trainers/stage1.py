@@ -67,18 +67,27 @@ def descriptor_key(descriptor: dict[str, Any]) -> tuple[str, str]:
     return "baseline", f"{descriptor['baseline']}-{descriptor['backbone']}"
 
 
-def _measure_latency(model: torch.nn.Module, descriptor: dict[str, Any], key: str, ctx: Stage1Context) -> float:
-    """Median latency in ms: through the shared meter actor on a cluster, else in this process."""
+def _start_latency(
+    model: torch.nn.Module, descriptor: dict[str, Any], key: str, ctx: Stage1Context
+) -> Callable[[], float]:
+    """Start measuring the median latency in ms; the returned callable waits for the number.
+
+    On a cluster the profile's meter actor measures on cores of its own, so the trial can train while
+    it waits in the meter's queue; without a meter the model is measured here, before training, since
+    measuring beside this process's own training would time the contention, not the model.
+    """
     tile = ctx.latency.tile_size or ctx.chip_size
     shape = (ctx.latency.batch_size, ctx.in_chans, tile, tile)
     if ctx.latency.meter:
-        from trainers.latency_actor import MeterPlacement, measure_remote
+        import ray
+
+        from trainers.latency_actor import MeterPlacement, request_remote
 
         placement = MeterPlacement(num_cpus=ctx.latency.meter_cpus, harness=dict(ctx.latency.harness))
-        result = measure_remote(
+        ref = request_remote(
             descriptor, ctx.in_chans, ctx.num_classes, shape, ctx.latency.profile, ctx.latency.cache_path, placement
         )
-        return float(result["median_ms"])
+        return lambda: float(ray.get(ref, timeout=600.0)["median_ms"])
 
     from search_spaces.latency import LatencyCache, LatencyKey, cached_latency, measure_latency
 
@@ -88,7 +97,21 @@ def _measure_latency(model: torch.nn.Module, descriptor: dict[str, Any], key: st
         LatencyKey.of(key, ctx.latency.profile, shape),
         lambda: measure_latency(model, shape, ctx.latency.profile, **ctx.latency.harness),
     )
-    return float(result.median_ms)
+    return lambda: float(result.median_ms)
+
+
+class _Latency:
+    """The trial's latency number, fetched once, with the seconds the trial spent waiting for it."""
+
+    def __init__(self, wait: Callable[[], float]) -> None:
+        self._wait, self.value, self.waited_s = wait, None, 0.0
+
+    def get(self) -> float:
+        if self.value is None:
+            started = time.perf_counter()
+            self.value = self._wait()
+            self.waited_s = time.perf_counter() - started
+        return self.value
 
 
 def _reward(miou: float, latency_ms: float, settings: LatencySettings) -> float:
@@ -115,23 +138,18 @@ def run_trial(config: dict[str, Any], ctx: Stage1Context, report: Report, resume
     common = {"arch_hash": key, "kind": kind, "params": params, "latency_device": ctx.latency.profile}
 
     started = time.perf_counter()
-    latency_ms = _measure_latency(model, descriptor, key, ctx)
-    measure_s = time.perf_counter() - started
-    if (
-        ctx.latency.target_ms is not None
-        and ctx.latency.reward == "hard"
-        and kind == "searched"
-        and is_infeasible(latency_ms, ctx.latency.target_ms, ctx.latency.margin)
-    ):
+    latency = _Latency(_start_latency(model, descriptor, key, ctx))
+    prunable = ctx.latency.target_ms is not None and ctx.latency.reward == "hard" and kind == "searched"
+    if prunable and is_infeasible(latency.get(), ctx.latency.target_ms, ctx.latency.margin):
         report(
             {
                 **common,
                 "epoch": 0,
                 "miou": 0.0,
-                "latency_ms": latency_ms,
-                "reward": _reward(0.0, latency_ms, ctx.latency),
+                "latency_ms": latency.value,
+                "reward": _reward(0.0, latency.value, ctx.latency),
                 "pruned": True,
-                "latency_s": measure_s,
+                "latency_s": time.perf_counter() - started,
                 "train_s": 0.0,
             }
         )
@@ -153,7 +171,9 @@ def run_trial(config: dict[str, Any], ctx: Stage1Context, report: Report, resume
         stats = train_epoch(model, train_loader, optimizer, device, ctx.ignore_index)
         train_s = time.perf_counter() - t0
         matrix = evaluate(model, val_loader, ctx.num_classes, device, ctx.ignore_index)
+        eval_s = time.perf_counter() - t0 - train_s
         miou = matrix.miou()
+        latency_ms = latency.get()  # measured meanwhile on the meter's own cores
         report(
             {
                 **common,
@@ -165,9 +185,9 @@ def run_trial(config: dict[str, Any], ctx: Stage1Context, report: Report, resume
                 "latency_ms": latency_ms,
                 "reward": _reward(miou, latency_ms, ctx.latency),
                 "pruned": False,
-                "latency_s": measure_s if epoch == 1 else 0.0,
+                "latency_s": latency.waited_s if epoch == first else 0.0,  # time this trial waited
                 "train_s": train_s,
-                "eval_s": time.perf_counter() - t0 - train_s,
+                "eval_s": eval_s,
                 "chips_per_s": stats["samples"] / max(train_s, 1e-9),
             },
             state={"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch},
