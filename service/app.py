@@ -16,6 +16,7 @@ from .limits import BodySizeLimit, TokenBucket, rate_limit
 from .metrics import Metrics, RequestMiddleware
 from .responses import COMMON
 from .routes import experiments, leaderboard, models, pretraining
+from .routes.cache import VersionedCache
 from .settings import Settings, get_settings
 from .store import get_store
 
@@ -39,6 +40,7 @@ def create_app(settings: Settings | None = None, launcher: JobLauncher | None = 
         TokenBucket(settings.rate_limit_per_s, settings.rate_limit_burst) if settings.rate_limit_per_s > 0 else None
     )
     app.state.metrics = Metrics(app.state.store)
+    app.state.response_cache = VersionedCache()  # leaderboard and trial pages, keyed on the trials' version
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMiddleware, metrics=app.state.metrics)  # outermost: sees every answer
 

@@ -25,11 +25,13 @@ from sqlalchemy import (
     String,
     Text,
     case,
+    cast,
     create_engine,
     event,
     func,
     inspect,
     select,
+    update,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
@@ -38,7 +40,7 @@ from search_spaces.errors import NotFound
 
 from .states import TERMINAL, State, check_transition
 
-__all__ = ["Base", "Experiment", "Trial", "Model", "PretrainingJob", "ApiToken", "Store", "get_store"]
+__all__ = ["Base", "Experiment", "Trial", "Model", "PretrainingJob", "ApiToken", "StoreVersion", "Store", "get_store"]
 
 
 def _now() -> datetime:
@@ -155,6 +157,35 @@ class ApiToken(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
+class StoreVersion(Base):
+    """A counter per table that every committed write of that table increments (in its transaction).
+
+    Readers key caches on it: an answer computed after reading version ``v`` is never older than ``v``,
+    and any later write (from this process, a driver, another API replica) moves the version on, so a
+    cached answer is reused only while nothing it depends on has changed. One row per table (only
+    ``trials`` for now: the leaderboard and trial pages are functions of that table alone).
+    """
+
+    __tablename__ = "store_versions"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, default=0)
+
+
+#: Tables whose writes move their :class:`StoreVersion` row.
+_VERSIONED = {Trial: "trials"}
+
+
+def _bump_versions(session: Session, _flush_context, _instances) -> None:
+    """``before_flush``: increment the version of every versioned table this flush writes to."""
+    changed = {
+        _VERSIONED[type(obj)] for obj in (*session.new, *session.dirty, *session.deleted) if type(obj) in _VERSIONED
+    }
+    table = StoreVersion.__table__
+    for name in sorted(changed):  # one order for all writers: no deadlock between two bumping both
+        session.connection().execute(update(table).where(table.c.name == name).values(version=table.c.version + 1))
+
+
 _TRIAL_FIELDS = ("epoch", "miou", "latency_ms", "latency_device", "params", "reward", "error", "node_id")
 
 
@@ -202,6 +233,7 @@ class Store:
         self.engine = _make_engine(url)
         migrate(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        event.listen(self._sessions, "before_flush", _bump_versions)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -340,6 +372,36 @@ class Store:
                 query = query.where(Trial.stage == stage)
             query = query.order_by(Trial.created_at, Trial.id).offset(offset)
             return list(s.scalars(query.limit(limit) if limit is not None else query))
+
+    def trial_page(
+        self, experiment_id: str, stage: int | None = None, limit: int | None = None, offset: int = 0
+    ) -> list[dict[str, Any]]:
+        """The rows :meth:`list_trials` would return, as plain dicts of the columns, for an API page.
+
+        No ORM objects (a page is read, not changed, and building a thousand tracked objects dominated
+        its cost), and the JSON columns (``arch``, ``history``) come back as their stored JSON text,
+        undecoded, for the caller to pass through. Like ``list_trials`` on the raw store, this does not
+        check ownership: the trials route has already looked the experiment up through its scoped store.
+        """
+        columns = [c for c in Trial.__table__.columns if c.name not in ("arch", "history")]
+        raw = [cast(Trial.arch, Text).label("arch"), cast(Trial.history, Text).label("history")]
+        query = select(*columns, *raw).where(Trial.experiment_id == experiment_id)
+        if stage is not None:
+            query = query.where(Trial.stage == stage)
+        query = query.order_by(Trial.created_at, Trial.id).offset(offset)
+        with self.engine.connect() as conn:
+            result = conn.execute(query.limit(limit) if limit is not None else query)
+            keys = list(result.keys())
+            return [dict(zip(keys, row, strict=True)) for row in result.all()]
+
+    def write_version(self, table: str = "trials") -> int | None:
+        """The table's write counter (see :class:`StoreVersion`); read it *before* what it keys.
+
+        None when the database has no counter for the table (nothing would move it): do not cache.
+        """
+        with self.engine.connect() as conn:
+            value = conn.execute(select(StoreVersion.version).where(StoreVersion.name == table)).scalar()
+        return None if value is None else int(value)
 
     def count_finished(self, experiment_id: str, stage: int = 1, kind: str = "searched") -> int:
         """Trials that used up budget: completed, pruned or failed (not cancelled)."""

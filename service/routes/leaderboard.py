@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from ..auth import principal_of
@@ -12,10 +10,6 @@ from ..store import Store
 from .deps import get_store_dep
 
 router = APIRouter(prefix="/v1", tags=["leaderboard"])
-
-#: A leaderboard answer is reused this long (per caller and query): under load every client asks for
-#: the same few pages, and a board up to a second old is as good as a fresh one.
-CACHE_TTL_S = 1.0
 
 
 def pareto_flags(points: list[tuple[float, float | None]]) -> list[bool]:
@@ -51,14 +45,15 @@ def leaderboard(
     store: Store = Depends(get_store_dep),
 ) -> Leaderboard:
     principal = principal_of(request)
-    key = (None if principal.admin else principal.name, max_latency_ms, device, stage, limit)
-    cache = getattr(request.app.state, "leaderboard_cache", None)
-    if cache is None:
-        cache = request.app.state.leaderboard_cache = {}
-    hit = cache.get(key)
-    now = time.monotonic()
-    if hit is not None and hit[0] > now:
-        return Response(hit[1], media_type="application/json")
+    key = ("leaderboard", None if principal.admin else principal.name, max_latency_ms, device, stage, limit)
+    version = store.write_version("trials")  # the board is a function of the trials table alone
+    body = request.app.state.response_cache.get_or_build(
+        key, version, lambda: _board(store, max_latency_ms, device, stage, limit)
+    )
+    return Response(body, media_type="application/json")
+
+
+def _board(store: Store, max_latency_ms: float | None, device: str | None, stage: int | None, limit: int) -> bytes:
     # Only rows with an mIoU at least the limit-th's can dominate the shown rows, so the top `limit`
     # (and ties) are all the front needs: the query stays an index scan however many trials exist.
     candidates = store.leaderboard_candidates(max_latency_ms, device, stage, limit=limit)
@@ -80,8 +75,4 @@ def leaderboard(
         )
         for rank, ((t, exp), flag) in enumerate(zip(candidates, flags, strict=True), start=1)
     ]
-    body = Leaderboard(rows=rows[:limit]).model_dump_json().encode()
-    if len(cache) > 1000:
-        cache.clear()
-    cache[key] = (now + CACHE_TTL_S, body)
-    return Response(body, media_type="application/json")
+    return Leaderboard(rows=rows[:limit]).model_dump_json().encode()
