@@ -1,0 +1,61 @@
+"""Cached API answers (leaderboard, trial pages) are keyed on the trials table's write version: a write
+by anyone who shares the database (here: a second Store, as a driver process has) shows at once."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.settings import Settings
+from service.states import State
+from service.store import Store
+
+
+@pytest.fixture()
+def client(tmp_path):
+    app = create_app(Settings(home=tmp_path / "home"))
+    with TestClient(app) as c:
+        c.store = app.state.store
+        yield c
+
+
+def test_a_write_from_another_store_is_never_served_stale(client):
+    exp = client.store.create_experiment("e", {"budget": {"trials": 2}})
+    driver = Store(client.store.url)  # its own engine and pool, like the driver's process
+    driver.record_trial(f"{exp.id}-a", exp.id, state=State.COMPLETED, miou=0.5, latency_ms=5.0)
+    first = client.get("/v1/leaderboard").json()["rows"]
+    assert [r["miou"] for r in first] == [0.5]
+    assert client.get("/v1/leaderboard").json()["rows"] == first  # a cache hit: same answer
+    page = client.get(f"/v1/experiments/{exp.id}/trials").json()
+    assert [t["id"] for t in page] == [f"{exp.id}-a"]
+
+    version = client.store.write_version()
+    driver.record_trial(f"{exp.id}-b", exp.id, state=State.COMPLETED, miou=0.7, latency_ms=4.0)
+    assert client.store.write_version() > version
+    assert [r["miou"] for r in client.get("/v1/leaderboard").json()["rows"]] == [0.7, 0.5]
+    assert len(client.get(f"/v1/experiments/{exp.id}/trials").json()) == 2
+    driver.engine.dispose()
+
+
+def test_trial_page_is_the_schema_json_even_with_non_finite_numbers(client):
+    exp = client.store.create_experiment("e", {"budget": {"trials": 1}})
+    client.store.record_trial(
+        f"{exp.id}-n",
+        exp.id,
+        state=State.RUNNING,
+        arch={"cells": [[0, 1, "sum", 3]]},
+        arch_hash="h",
+        miou=math.nan,
+        history_entry={"epoch": 1, "loss": math.nan, "miou": math.inf},
+    )
+    response = client.get(f"/v1/experiments/{exp.id}/trials")
+    (trial,) = json.loads(response.text, parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))
+    assert trial["miou"] is None and trial["history"] == [{"epoch": 1, "loss": None, "miou": None}]
+    assert trial["arch"] == {"cells": [[0, 1, "sum", 3]]}
+    assert trial["created_at"].endswith("Z")
+    schema_keys = set(client.get("/openapi.json").json()["components"]["schemas"]["TrialPublic"]["properties"])
+    assert set(trial) == schema_keys
