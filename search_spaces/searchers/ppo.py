@@ -49,9 +49,7 @@ class Controller(nn.Module):
         h, c = self.cell(self.embedding(index), state)
         return h @ self.heads[position] + self.bias[position], (h, c)
 
-    def evaluate(
-        self, tokens: torch.Tensor, masks: torch.Tensor, temperature: float, logit_clip: float | None
-    ):
+    def evaluate(self, tokens: torch.Tensor, masks: torch.Tensor, temperature: float, logit_clip: float | None):
         """Per-position log-probabilities of ``tokens`` [B, K] and entropies, under ``masks`` [B, K, W]."""
         state = None
         prev = torch.zeros(tokens.shape[0], dtype=torch.long)
@@ -83,6 +81,15 @@ class _Drawn:
     logp: np.ndarray  # [K] float32, log-probabilities under the policy that drew it
 
 
+def _stack(samples: list[tuple[_Drawn, float]]):
+    """Tensors of (drawn, advantage) pairs: tokens [B, K], masks [B, K, W], old log-probs [B, K], adv [B]."""
+    tokens = torch.from_numpy(np.stack([d.tokens for d, _ in samples]))
+    masks = torch.from_numpy(np.stack([d.masks for d, _ in samples]))
+    old_logp = torch.from_numpy(np.stack([d.logp for d, _ in samples]))
+    adv = torch.tensor([a for _, a in samples], dtype=torch.float32)
+    return tokens, masks, old_logp, adv
+
+
 @register_searcher("ppo")
 class PPOSearcher(Searcher):
     """Autoregressive LSTM controller trained with clipped PPO; every hyper-parameter is an option.
@@ -94,6 +101,12 @@ class PPOSearcher(Searcher):
     running std), ``replay`` (how many earlier batches join each update, re-weighted by their importance
     ratios), ``temperature``, ``logit_clip`` (tanh clipping of logits, as in ENAS/NAS-FPN; None = off),
     ``max_grad_norm``, ``max_pending`` (propose returns None when this many are outstanding; None = never),
+    ``risk_epsilon`` (risk-seeking policy gradient, Petersen et al. 2021: only the best ``risk_epsilon``
+    share of a batch is trained on, with advantage = reward minus the batch's (1 - epsilon) quantile, so
+    the policy chases the best architectures rather than the average; None = off), ``elite`` and
+    ``sil_coef`` (self-imitation, Oh et al. 2018: the ``elite`` best architectures seen so far are
+    replayed every update with the off-policy loss ``-log pi * max(R - V, 0)``, V the moving-average
+    baseline; 0 = off),
     ``sample_ahead`` (sequences drawn per batched pass of the controller), ``resample_passes`` (how many
     batched passes may be spent skipping architectures already proposed).
     """
@@ -118,6 +131,9 @@ class PPOSearcher(Searcher):
         logit_clip: float | None = None,
         max_grad_norm: float | None = 1.0,
         max_pending: int | None = None,
+        risk_epsilon: float | None = None,
+        elite: int = 0,
+        sil_coef: float = 0.0,
         sample_ahead: int = 32,
         resample_passes: int = 2,
         **options: Any,
@@ -125,6 +141,8 @@ class PPOSearcher(Searcher):
         super().__init__(space, seed, **options)
         if advantage not in ("rank", "zscore", "baseline"):
             raise ValueError(f"advantage must be 'rank', 'zscore' or 'baseline', not {advantage!r}")
+        if risk_epsilon is not None and not 0 < risk_epsilon <= 1:
+            raise ValueError(f"risk_epsilon must be in (0, 1] or None, not {risk_epsilon!r}")
         self.hp = dict(
             lr=lr,
             batch_size=batch_size,
@@ -139,6 +157,9 @@ class PPOSearcher(Searcher):
             logit_clip=logit_clip,
             max_grad_norm=max_grad_norm,
             max_pending=max_pending,
+            risk_epsilon=risk_epsilon,
+            elite=elite,
+            sil_coef=sil_coef,
             sample_ahead=sample_ahead,
             resample_passes=resample_passes,
         )
@@ -155,6 +176,8 @@ class PPOSearcher(Searcher):
         self.learned: set[str] = set()
         self.batch: list[tuple[_Drawn, float]] = []
         self.history: list[list[tuple[_Drawn, float]]] = []
+        self.elite: list[tuple[_Drawn, float]] = []  # best first
+        self._masks: dict[tuple[int, ...], np.ndarray] = {}  # prefix -> padded mask; a cache, not state
         self.baseline: float | None = None
         self.reward_var: float = 1.0
         self.entropy_coef = entropy_coef
@@ -177,6 +200,16 @@ class PPOSearcher(Searcher):
         self.seen.add(key)
         return tuple(int(t) for t in self._last.tokens)
 
+    def _mask(self, prefix: tuple[int, ...]) -> np.ndarray:
+        """The space's mask after ``prefix``, padded to the controller's width (memoised: it is pure)."""
+        mask = self._masks.get(prefix)
+        if mask is None:
+            allowed = np.asarray(self.space.mask(len(prefix), list(prefix)), dtype=bool)
+            mask = np.zeros(self.width, dtype=bool)
+            mask[: len(allowed)] = allowed
+            self._masks[prefix] = mask
+        return mask
+
     @torch.no_grad()
     def _sample(self, count: int) -> list[_Drawn]:
         """Draw ``count`` sequences from the current policy in one batched pass (cheap on a CPU).
@@ -188,26 +221,24 @@ class PPOSearcher(Searcher):
         tokens = np.zeros((count, num), dtype=np.int64)
         masks = np.zeros((count, num, self.width), dtype=bool)
         logp = np.zeros((count, num), dtype=np.float32)
+        rows = np.arange(count)
         state = None
         prev = torch.zeros(count, dtype=torch.long)
         for position in range(num):
-            for i in range(count):
-                mask = np.asarray(self.space.mask(position, tokens[i, :position].tolist()), dtype=bool)
-                masks[i, position, : len(mask)] = mask
+            prefixes = list(map(tuple, tokens[:, :position].tolist()))
+            masks[:, position] = np.stack([self._mask(prefix) for prefix in prefixes])
             logits, state = self.policy.step(position, prev, state)
             log_probs = masked_log_softmax(
-                logits, torch.as_tensor(masks[:, position]), self.hp["temperature"], self.hp["logit_clip"]
-            ).double()
-            probs = np.where(masks[:, position], log_probs.exp().numpy(), 0.0)
+                logits, torch.from_numpy(masks[:, position]), self.hp["temperature"], self.hp["logit_clip"]
+            ).numpy()
+            probs = np.where(masks[:, position], np.exp(log_probs.astype(np.float64)), 0.0)
             cdf = np.cumsum(probs / probs.sum(1, keepdims=True), axis=1)
-            draws = self.rng.random(count)[:, None]
-            choice = np.minimum((cdf < draws).sum(1), self.width - 1)
-            while not masks[np.arange(count), position, choice].all():  # float round-off at the top end
-                bad = ~masks[np.arange(count), position, choice]
-                choice[bad] -= 1
+            choice = np.minimum((cdf < self.rng.random(count)[:, None]).sum(1), self.width - 1)
+            while not masks[rows, position, choice].all():  # float round-off at the top end
+                choice[~masks[rows, position, choice]] -= 1
             tokens[:, position] = choice
-            logp[:, position] = log_probs.numpy()[np.arange(count), choice]
-            prev = torch.as_tensor(choice)
+            logp[:, position] = log_probs[rows, choice]
+            prev = torch.from_numpy(choice)
         return [_Drawn(tokens[i], masks[i], logp[i]) for i in range(count)]
 
     def _after_propose(self, proposal: Proposal) -> None:
@@ -224,6 +255,7 @@ class PPOSearcher(Searcher):
             return
         self.learned.add(key)
         self.batch.append((drawn, reward))
+        self._remember_elite(drawn, reward)
         if len(self.batch) >= self.hp["batch_size"]:
             self._update()
 
@@ -234,37 +266,63 @@ class PPOSearcher(Searcher):
             return ranks / max(len(rewards) - 1, 1) - 0.5
         if kind == "zscore":
             return (rewards - rewards.mean()) / (rewards.std() + 1e-8)
+        if self.baseline is None:
+            self._track_rewards(rewards)
+        advantages = (rewards - self.baseline) / math.sqrt(self.reward_var + 1e-8)
+        self._track_rewards(rewards)
+        return advantages
+
+    def _track_rewards(self, rewards: np.ndarray) -> None:
+        """Moving-average baseline and variance of rewards (the value the other advantages compare to)."""
         decay = self.hp["baseline_decay"]
         if self.baseline is None:
             self.baseline = float(rewards.mean())
             self.reward_var = float(rewards.var()) or 1.0
-        advantages = (rewards - self.baseline) / math.sqrt(self.reward_var + 1e-8)
+            return
         self.baseline = decay * self.baseline + (1 - decay) * float(rewards.mean())
-        self.reward_var = decay * self.reward_var + (1 - decay) * float(
-            ((rewards - self.baseline) ** 2).mean()
-        )
-        return advantages
+        self.reward_var = decay * self.reward_var + (1 - decay) * float(((rewards - self.baseline) ** 2).mean())
+
+    def _remember_elite(self, drawn: _Drawn, reward: float) -> None:
+        """Keep the ``elite`` best architectures seen so far (each once: ``learned`` dedups upstream)."""
+        size = self.hp["elite"]
+        if size <= 0 or (len(self.elite) >= size and reward <= self.elite[-1][1]):
+            return
+        self.elite.append((drawn, reward))
+        self.elite.sort(key=lambda item: -item[1])
+        del self.elite[size:]
+
+    def _risk_seeking(self, batch: list[tuple[_Drawn, float]]) -> list[tuple[_Drawn, float]]:
+        """The top-epsilon samples of the batch, advantage = reward - quantile (scaled by the running std).
+
+        Training only on the best tail optimises the best case rather than the mean — what a search
+        for one best architecture wants (Petersen et al. 2021, risk-seeking policy gradient).
+        """
+        rewards = np.array([r for _, r in batch], dtype=np.float64)
+        quantile = float(np.quantile(rewards, 1.0 - self.hp["risk_epsilon"]))
+        scale = math.sqrt(self.reward_var + 1e-8)
+        return [(drawn, (r - quantile) / scale) for drawn, r in batch if r >= quantile]
 
     def _update(self) -> None:
         batch, self.batch = self.batch, []
         rewards = np.array([r for _, r in batch], dtype=np.float64)
-        advantages = self._advantages(rewards)
-        samples = [(drawn, a) for (drawn, _), a in zip(batch, advantages, strict=True)]
-        for old in self.history:
-            samples.extend(old)
+        if self.hp["risk_epsilon"] is not None:
+            if self.baseline is None:
+                self._track_rewards(rewards)
+            fresh = self._risk_seeking(batch)
+            self._track_rewards(rewards)
+        else:
+            advantages = self._advantages(rewards)
+            fresh = [(drawn, float(a)) for (drawn, _), a in zip(batch, advantages, strict=True)]
+        samples = fresh + [item for old in self.history for item in old]
         if self.hp["replay"]:
-            self.history.append(samples[: len(batch)])
+            self.history.append(fresh)
             self.history = self.history[-self.hp["replay"] :]
-        tokens = torch.as_tensor(np.stack([d.tokens for d, _ in samples]))
-        masks = torch.as_tensor(np.stack([d.masks for d, _ in samples]))
-        old_logp = torch.as_tensor(np.stack([d.logp for d, _ in samples])).sum(1)
-        adv = torch.as_tensor(np.array([a for _, a in samples], dtype=np.float32))
-        clip = self.hp["clip"]
+        tokens, masks, old_logp, adv = _stack(samples)
+        sil = self._self_imitation_set()
         for _ in range(self.hp["ppo_epochs"]):
-            logp, entropy = self.policy.evaluate(tokens, masks, self.hp["temperature"], self.hp["logit_clip"])
-            ratio = torch.exp(logp.sum(1) - old_logp)
-            surrogate = torch.minimum(ratio * adv, torch.clamp(ratio, 1 - clip, 1 + clip) * adv)
-            loss = -surrogate.mean() - self.entropy_coef * entropy.sum(1).mean()
+            loss = self._ppo_loss(tokens, masks, old_logp, adv)
+            if sil is not None:
+                loss = loss + self.hp["sil_coef"] * self._sil_loss(*sil)
             self.optimizer.zero_grad()
             loss.backward()
             if self.hp["max_grad_norm"] is not None:
@@ -273,6 +331,30 @@ class PPOSearcher(Searcher):
         self.entropy_coef *= self.hp["entropy_decay"]
         self.updates += 1
         self._queue = []
+
+    def _ppo_loss(self, tokens, masks, old_logp, adv) -> torch.Tensor:
+        """Clipped surrogate (ratio to the behaviour policy that drew each sample) minus the entropy bonus."""
+        logp, entropy = self.policy.evaluate(tokens, masks, self.hp["temperature"], self.hp["logit_clip"])
+        ratio = torch.exp(logp.sum(1) - old_logp.sum(1))
+        clip = self.hp["clip"]
+        surrogate = torch.minimum(ratio * adv, torch.clamp(ratio, 1 - clip, 1 + clip) * adv)
+        return -surrogate.mean() - self.entropy_coef * entropy.sum(1).mean()
+
+    def _self_imitation_set(self):
+        """Elite samples with a positive advantage max(R - V, 0) / std, or None when there are none."""
+        if not self.hp["sil_coef"] or not self.elite or self.baseline is None:
+            return None
+        scale = math.sqrt(self.reward_var + 1e-8)
+        chosen = [(drawn, (r - self.baseline) / scale) for drawn, r in self.elite if r > self.baseline]
+        if not chosen:
+            return None
+        tokens, masks, _, adv = _stack(chosen)
+        return tokens, masks, adv
+
+    def _sil_loss(self, tokens, masks, adv) -> torch.Tensor:
+        """Self-imitation: raise the log-probability of past good architectures, weighted by their advantage."""
+        logp, _ = self.policy.evaluate(tokens, masks, self.hp["temperature"], self.hp["logit_clip"])
+        return -(logp.sum(1) * adv).mean()
 
     # -- state ------------------------------------------------------------------------------------
     def _get_state(self) -> Any:
@@ -285,6 +367,7 @@ class PPOSearcher(Searcher):
             "seen": set(self.seen),
             "learned": set(self.learned),
             "history": [list(h) for h in self.history],
+            "elite": list(self.elite),
             "baseline": self.baseline,
             "reward_var": self.reward_var,
             "entropy_coef": self.entropy_coef,
@@ -300,6 +383,7 @@ class PPOSearcher(Searcher):
         self.seen = set(state["seen"])
         self.learned = set(state["learned"])
         self.history = [list(h) for h in state["history"]]
+        self.elite = list(state["elite"])
         self.baseline = state["baseline"]
         self.reward_var = state["reward_var"]
         self.entropy_coef = state["entropy_coef"]
