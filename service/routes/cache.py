@@ -12,6 +12,8 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 
+from starlette.concurrency import run_in_threadpool
+
 __all__ = ["VersionedCache"]
 
 
@@ -25,32 +27,38 @@ class VersionedCache:
         self._lock = threading.Lock()
         self.hits = self.misses = 0
 
-    def get_or_build(self, key: Hashable, version: int | None, build: Callable[[], bytes]) -> bytes:
-        """The body cached for ``key`` at ``version``, or ``build()`` (then cached). ``version`` None:
-        the store cannot say when it changes, so nothing is cached."""
+    def lookup(self, key: Hashable, version: int | None) -> bytes | None:
+        """The body cached for ``key`` at exactly ``version``, or None."""
         if version is None:
-            return build()
+            return None
         with self._lock:
             hit = self._entries.get(key)
-            if hit is not None and hit[0] == version:
-                self._entries.move_to_end(key)
-                self.hits += 1
-                return hit[1]
-            self.misses += 1
-        body = build()  # outside the lock: two builders of one key both build, one entry wins
-        if len(body) > self.max_bytes // 16:
-            return body  # one huge page must not flush everything else
+            if hit is None or hit[0] != version:
+                self.misses += 1
+                return None
+            self._entries.move_to_end(key)
+            self.hits += 1
+            return hit[1]
+
+    def put(self, key: Hashable, version: int | None, body: bytes) -> None:
+        """Remember ``body`` as the answer for ``key`` as of ``version`` (never replacing a newer one)."""
+        if version is None or len(body) > self.max_bytes // 16:
+            return  # no version: cannot tell when it changes; one huge page must not flush everything else
         with self._lock:
             old = self._entries.pop(key, None)
+            keep = old if old is not None and old[0] > version else (version, body)
             if old is not None:
                 self._bytes -= len(old[1])
-            if old is None or old[0] <= version:
-                self._entries[key] = (version, body)
-                self._bytes += len(body)
-            elif old is not None:  # a newer entry was stored meanwhile: keep it
-                self._entries[key] = old
-                self._bytes += len(old[1])
+            self._entries[key] = keep
+            self._bytes += len(keep[1])
             while self._entries and (len(self._entries) > self.max_entries or self._bytes > self.max_bytes):
                 _, (_, dropped) = self._entries.popitem(last=False)
                 self._bytes -= len(dropped)
+
+    async def get_or_build(self, key: Hashable, version: int | None, build: Callable[[], bytes]) -> bytes:
+        """The cached body, or ``build()`` run in the thread pool (it queries the store) and then cached."""
+        body = self.lookup(key, version)
+        if body is None:
+            body = await run_in_threadpool(build)  # two builders of one key both build; either result is right
+            self.put(key, version, body)
         return body
