@@ -77,15 +77,20 @@ def _load_spec(path: Path) -> dict[str, Any]:
 def serve(
     host: str = typer.Option(None, help="Bind address (default from GEONAS_API_HOST)."),
     port: int = typer.Option(None, help="Port (default from GEONAS_API_PORT)."),
+    workers: int = typer.Option(1, min=1, help="uvicorn worker processes (each with its own pool and caches)."),
 ) -> None:
     """Serve the API; with no RAY_ADDRESS, start a local Ray head first."""
+    import os
+
     import uvicorn
 
     from cluster.connect import connect
 
     from .app import create_app
+    from .auth import auth_required
     from .jobs import JobLauncher
     from .logs import configure_logging
+    from .resume import reconcile
     from .settings import get_settings
 
     configure_logging()
@@ -96,12 +101,19 @@ def serve(
     console.print(f"Ray dashboard: {cluster.dashboard_url}  ({cluster.token_note})")
     launcher = JobLauncher(cluster.dashboard_url, settings)
     application = create_app(settings, launcher=launcher)
-    from .resume import reconcile
-
     for experiment_id, action in reconcile(application.state.store, launcher).items():
         console.print(f"experiment {experiment_id}: its driver had stopped; {action}")
+    bind = {"host": host or settings.api_host, "port": port or settings.api_port}
     try:
-        uvicorn.run(application, host=host or settings.api_host, port=port or settings.api_port)
+        if workers == 1:
+            uvicorn.run(application, **bind)
+            return
+        # Worker processes build their own app from the environment: point them at this cluster's
+        # Jobs API, and keep auth as decided here (a set RAY_ADDRESS alone would turn it on).
+        os.environ["RAY_ADDRESS"] = cluster.dashboard_url
+        os.environ["GEONAS_API_HOST"] = bind["host"]
+        os.environ["GEONAS_AUTH"] = "true" if auth_required(settings) else "false"
+        uvicorn.run("service.app:create_app", factory=True, workers=workers, **bind)
     finally:
         cluster.stop()
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 
-from search_spaces.errors import Conflict
+from search_spaces.errors import ClusterError, Conflict
 
 from .jobs import JobLauncher, SubmittedJob
 from .states import State
@@ -51,15 +51,31 @@ def _attempt(job_id: str | None) -> int:
     return int(match.group(1)) if match else 1
 
 
+def _reachable(launcher: JobLauncher) -> bool:
+    try:
+        launcher._client()  # connects and checks the cluster's version; raises ClusterError if it cannot
+    except ClusterError:
+        return False
+    return True
+
+
 def reconcile(store: Store, launcher: JobLauncher) -> dict[str, str]:
     """Fix experiments whose driver job is gone; returns ``{experiment id: what was done}``."""
     done: dict[str, str] = {}
+    reachable: bool | None = None
     for exp in store.list_experiments(limit=10000):
         if exp.state not in (State.RUNNING, State.PENDING):
             continue
         status = launcher.status(exp.job_id) if exp.job_id else None
         if status is not None and status not in _ENDED:
-            continue
+            continue  # its driver is still at work (and writes its results to the store itself)
+        if status is None and exp.job_id:
+            # No status is "no such job" only if the Jobs API answered: a cluster that cannot be
+            # reached right now says nothing about the job, and failing a live experiment loses work.
+            reachable = _reachable(launcher) if reachable is None else reachable
+            if not reachable:
+                log.warning("cannot reach the Ray Jobs API; experiment %s left %s", exp.id, exp.state)
+                continue
         if exp.spec.get("auto_resume"):
             try:
                 resume(store, launcher, exp.id)
