@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import random
@@ -58,17 +59,34 @@ class RecordingLauncher:
         return "RUNNING"
 
 
-def serve(url: str, port: int, home: str, record: str) -> None:
-    """The server process: the real app on the given database, the recording launcher."""
-    import uvicorn
-
+def bench_app():
+    """The app each server process serves (a uvicorn factory, so ``--workers`` can start several): the
+    real app on the bench database, with the recording launcher. Configured by the environment."""
     from service.app import create_app
     from service.settings import Settings
 
+    url, home, record = (os.environ[k] for k in ("BENCH_DB_URL", "BENCH_HOME", "BENCH_RECORD"))
     settings = Settings(home=Path(home), database_url=url, auth=True, rate_limit_per_s=0)
-    app = create_app(settings, launcher=RecordingLauncher(Path(record)))
-    # keep-alive longer than any pause of a client, so no request races the server closing its socket
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, timeout_keep_alive=120)
+    return create_app(settings, launcher=RecordingLauncher(Path(record)))
+
+
+def serve(url: str, port: int, home: str, record: str, workers: int) -> None:
+    """The server process: uvicorn on loopback, one process or ``workers`` worker processes."""
+    import uvicorn
+
+    os.environ.update(BENCH_DB_URL=url, BENCH_HOME=home, BENCH_RECORD=record)
+    uvicorn.run(
+        "api_load:bench_app",
+        factory=True,
+        app_dir=str(Path(__file__).parent),
+        workers=workers,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        access_log=False,
+        # keep-alive longer than any pause of a client, so no request races the server closing its socket
+        timeout_keep_alive=120,
+    )
 
 
 def seed(url: str, experiments: int, per_experiment: int) -> tuple[list[str], str]:
@@ -137,9 +155,15 @@ def seed(url: str, experiments: int, per_experiment: int) -> tuple[list[str], st
 
 
 def _cpu_s(pid: int) -> float:
-    """User+system CPU seconds a process has used (Linux /proc), to separate cost from contention."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User+system CPU seconds a process and its live children (uvicorn workers) have used (Linux
+    /proc), to separate what a request costs from the waiting for a CPU on a shared machine."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return 0.0
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(_cpu_s(int(child)) for child in children)
 
 
 def _free_port() -> int:
@@ -149,10 +173,18 @@ def _free_port() -> int:
 
 
 async def load(
-    base: str, token: str, exp_ids: list[str], per_exp: int, clients: int, seconds: float, dataset: str,
+    base: str,
+    token: str,
+    exp_ids: list[str],
+    per_exp: int,
+    clients: int,
+    seconds: float,
+    dataset: str,
     submitters: int = 3,
 ) -> dict:
-    import httpx
+    # aiohttp, not httpx: the load generator shares the 2 cores with the server, and httpx cost ~9 ms
+    # of client CPU per request here (more than the server), aiohttp about a tenth of that.
+    import aiohttp
 
     headers = {"Authorization": f"Bearer {token}"}
     latencies: list[float] = []
@@ -160,9 +192,10 @@ async def load(
     created: list[str] = []
     refused: list[int] = []
     deadline = time.perf_counter() + seconds
-    limits = httpx.Limits(max_connections=clients + 8, max_keepalive_connections=clients + 8)
+    connector = aiohttp.TCPConnector(limit=clients + 8, keepalive_timeout=120)
+    timeout = aiohttp.ClientTimeout(total=60)
 
-    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=60, limits=limits) as http:
+    async with aiohttp.ClientSession(base, headers=headers, connector=connector, timeout=timeout) as http:
 
         async def reader(i: int) -> None:
             rng = random.Random(i)
@@ -176,27 +209,31 @@ async def load(
                     params = {"limit": 100, "offset": rng.randrange(0, per_exp, 100)}
                 t0 = time.perf_counter()
                 try:
-                    r = await http.get(path, params=params)
-                except httpx.TransportError as exc:
+                    async with http.get(path, params=params) as r:
+                        await r.read()
+                        status = r.status
+                except (aiohttp.ClientError, TimeoutError) as exc:
                     errors.append(f"{path} {type(exc).__name__}")
                     continue
                 latencies.append(time.perf_counter() - t0)
-                if r.status_code != 200:
-                    errors.append(f"{path} {r.status_code}")
+                if status != 200:
+                    errors.append(f"{path} {status}")
                 n += 1
 
         async def submitter(i: int) -> None:
             spec = {"name": f"load-{i}", "dataset": {"path": dataset}, "backbone": "mobilenetv3_small_050"}
             while time.perf_counter() < deadline:
                 try:
-                    r = await http.post("/v1/experiments", json=spec)
-                except httpx.TransportError as exc:  # outcome unknown to the client: counted apart
+                    async with http.post("/v1/experiments", json=spec) as r:
+                        body = await r.json(content_type=None)
+                        status = r.status
+                except (aiohttp.ClientError, TimeoutError) as exc:  # outcome unknown to the client: counted apart
                     errors.append(f"POST {type(exc).__name__}")
                     continue
-                if r.status_code == 201:
-                    created.append(r.json()["id"])
+                if status == 201:
+                    created.append(body["id"])
                 else:
-                    refused.append(r.status_code)
+                    refused.append(status)
                 await asyncio.sleep(0.05)
 
         t_start = time.perf_counter()
@@ -228,7 +265,7 @@ def run_backend(name: str, url: str, args, dataset: str) -> dict:
     record = work / "submitted.txt"
     record.touch()
     server = subprocess.Popen(
-        [sys.executable, __file__, "--serve", url, str(port), str(work / "home"), str(record)],
+        [sys.executable, __file__, "--serve", url, str(port), str(work / "home"), str(record), str(args.workers)],
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     base = f"http://127.0.0.1:{port}"
@@ -243,9 +280,12 @@ def run_backend(name: str, url: str, args, dataset: str) -> dict:
                 time.sleep(0.2)
         # warm up (imports, connection pool, page cache) before measuring
         asyncio.run(load(base, token, exp_ids, args.trials // exps, 10, 2.0, dataset, submitters=0))
-        load_before, cpu_before = os.getloadavg()[0], _cpu_s(server.pid)
+        load_before, cpu_before, client_before = os.getloadavg()[0], _cpu_s(server.pid), time.process_time()
         result = asyncio.run(load(base, token, exp_ids, args.trials // exps, args.clients, args.seconds, dataset))
         cpu_ms = (_cpu_s(server.pid) - cpu_before) * 1000 / max(1, result["requests"])
+        result["client_cpu_ms_per_request"] = round(
+            (time.process_time() - client_before) * 1000 / result["requests"], 2
+        )
         # What one request costs the server, whatever else runs on the machine; the p50/p99 above are
         # end to end and include waiting for a CPU on a shared, overloaded host.
         result["server_cpu_ms_per_request"] = round(cpu_ms, 2)
@@ -274,7 +314,8 @@ def run_backend(name: str, url: str, args, dataset: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--serve", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--serve", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--trials", type=int, default=100_000)
@@ -282,8 +323,8 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "api_load.json"))
     args = parser.parse_args()
     if args.serve:
-        url, port, home, record = args.serve
-        serve(url, int(port), home, record)
+        url, port, home, record, workers = args.serve
+        serve(url, int(port), home, record, int(workers))
         return
 
     from trainers.demo_data import write_demo_dataset
@@ -314,7 +355,12 @@ def main() -> None:
         "seconds": args.seconds,
         "mix": "alternating GET /v1/leaderboard?limit=50 and GET /v1/experiments/{id}/trials?limit=100&offset=random,"
         " plus 3 clients submitting experiments every 50 ms",
-        "server": "one uvicorn process on 127.0.0.1, auth on (bearer token), rate limit off",
+        "server": f"uvicorn on 127.0.0.1, {args.workers} worker process(es), auth on (bearer token), rate limit off",
+        "server_stack": {
+            "http": "httptools" if importlib.util.find_spec("httptools") else "h11",
+            "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+        },
+        "client": "aiohttp, in the bench process (its CPU per request is client_cpu_ms_per_request)",
         "machine": f"{os.cpu_count()} cores shared with other agents' jobs (load average "
         f"{os.getloadavg()[0]:.1f} at the end): noisy; client and server on the same cores",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
