@@ -60,9 +60,7 @@ class MaskedSpace:
 
 
 def valid(space, tokens) -> bool:
-    return len(tokens) == len(space.sizes) and all(
-        space.mask(i, list(tokens[:i]))[t] for i, t in enumerate(tokens)
-    )
+    return len(tokens) == len(space.sizes) and all(space.mask(i, list(tokens[:i]))[t] for i, t in enumerate(tokens))
 
 
 def toy_reward(tokens) -> float:
@@ -181,23 +179,66 @@ def test_unknown_searcher_and_unknown_proposal_are_spec_errors():
         create_searcher("tpe", MaskedSpace()).load_state_dict(searcher.state_dict())
 
 
+class Flat:
+    """Six positions of four free choices; every sequence is its own architecture."""
+
+    sizes = (4,) * 6
+
+    def mask(self, position, prefix):
+        return np.ones(4, dtype=bool)
+
+    def canonical(self, tokens):
+        return ",".join(map(str, tokens))
+
+
 def test_ppo_learns_a_simple_preference():
     """Reward = number of token-1s; after a few updates PPO proposes far more of them than chance."""
-
-    class Flat:
-        sizes = (4,) * 6
-
-        def mask(self, position, prefix):
-            return np.ones(4, dtype=bool)
-
-        def canonical(self, tokens):
-            return ",".join(map(str, tokens))
-
     ppo = create_searcher("ppo", Flat(), seed=0, lr=1e-2, batch_size=10, ppo_epochs=4, advantage="rank")
     seen, _ = drive(ppo, 200, outstanding=4, reward=lambda t: float(sum(x == 1 for x in t)))
     first = np.mean([sum(x == 1 for x in p.tokens) for p in seen[:10]])
     last = np.mean([sum(x == 1 for x in p.tokens) for p in seen[-50:]])
     assert first < 3.0 and last > 3.5, (first, last)
+
+
+def test_ppo_risk_seeking_trains_only_the_best_share_of_a_batch():
+    """With risk_epsilon=0.2 a batch of 10 contributes its 2 best samples, advantage = reward - quantile >= 0."""
+    ppo = create_searcher("ppo", Flat(), seed=0, batch_size=10, risk_epsilon=0.2)
+    drawn = ppo._sample(10)
+    rewards = [float(r) for r in range(10)]
+    ppo._track_rewards(np.array(rewards))
+    kept = ppo._risk_seeking(list(zip(drawn, rewards, strict=True)))
+    assert len(kept) == 2
+    assert all(a >= 0 for _, a in kept)
+    assert {id(d) for d, _ in kept} == {id(drawn[8]), id(drawn[9])}
+    assert kept[1][1] > kept[0][1]
+
+
+def test_ppo_elite_holds_the_best_architectures_seen_and_is_restored():
+    ppo = create_searcher("ppo", Flat(), seed=0, batch_size=5, elite=4, sil_coef=1.0)
+    seen, _ = drive(ppo, 40, outstanding=3, reward=lambda t: float(sum(t)))
+    observed = sorted({float(sum(p.tokens)) for p in seen if p.id not in ppo.pending}, reverse=True)
+    assert [r for _, r in ppo.elite] == sorted([r for _, r in ppo.elite], reverse=True)
+    assert [r for _, r in ppo.elite][0] == observed[0]
+    restored = create_searcher("ppo", Flat(), seed=0, batch_size=5, elite=4, sil_coef=1.0)
+    restored.load_state_dict(ppo.state_dict())
+    assert [(d.tokens.tolist(), r) for d, r in restored.elite] == [(d.tokens.tolist(), r) for d, r in ppo.elite]
+
+
+def test_ppo_self_imitation_pulls_the_policy_towards_the_best_architecture_seen():
+    """Same seed and data, SIL on vs off: the best architecture's log-probability rises more with SIL."""
+
+    def logp_of_best(sil_coef: float) -> float:
+        options = {"batch_size": 6, "ppo_epochs": 2, "lr": 1e-2, "advantage": "rank", "elite": 2}
+        ppo = create_searcher("ppo", Flat(), seed=3, sil_coef=sil_coef, **options)
+        seen, _ = drive(ppo, 12, outstanding=1, reward=lambda t: float(sum(t)))
+        best = max(ppo.elite, key=lambda item: item[1])[0]
+        with torch.no_grad():
+            logp, _ = ppo.policy.evaluate(
+                torch.from_numpy(best.tokens[None]), torch.from_numpy(best.masks[None]), 1.0, None
+            )
+        return float(logp.sum())
+
+    assert logp_of_best(2.0) > logp_of_best(0.0) + 0.1
 
 
 # -- tabular benchmark ---------------------------------------------------------------------------
@@ -315,9 +356,7 @@ def test_tune_adapter_runs_a_tiny_experiment(ray_cluster, tmp_path):
     # A crashed trial is observed as failed: cached as None, the searcher went on.
     crashed = [r for r in results if r.error]
     assert crashed and all(adapter.inner.cache[table.archs[r.config["row"]]] is None for r in crashed)
-    assert all(
-        adapter.inner.cache[table.archs[r.config["row"]]] is not None for r in results if not r.error
-    )
+    assert all(adapter.inner.cache[table.archs[r.config["row"]]] is not None for r in results if not r.error)
     path = tmp_path / "searcher.pkl"
     adapter.save(str(path))
     restored = TuneAdapter(

@@ -313,6 +313,8 @@ class PPOSearcher(Searcher):
         else:
             advantages = self._advantages(rewards)
             fresh = [(drawn, float(a)) for (drawn, _), a in zip(batch, advantages, strict=True)]
+            if self.hp["advantage"] != "baseline":
+                self._track_rewards(rewards)  # self-imitation compares with the baseline whatever the advantage
         samples = fresh + [item for old in self.history for item in old]
         if self.hp["replay"]:
             self.history.append(fresh)
