@@ -176,13 +176,17 @@ class StoreVersion(Base):
 _VERSIONED = {Trial: "trials"}
 
 
-def _bump_versions(session: Session, _flush_context, _instances) -> None:
-    """``before_flush``: increment the version of every versioned table this flush writes to."""
+def _bump_versions(session: Session, _flush_context) -> None:
+    """``after_flush``: increment the version of every versioned table this flush wrote to.
+
+    After the flush, so a transaction takes the counter's row lock after its rows' locks, never
+    before: one that holds the counter is never waiting for a row another writer holds (PostgreSQL).
+    """
     changed = {
         _VERSIONED[type(obj)] for obj in (*session.new, *session.dirty, *session.deleted) if type(obj) in _VERSIONED
     }
     table = StoreVersion.__table__
-    for name in sorted(changed):  # one order for all writers: no deadlock between two bumping both
+    for name in sorted(changed):  # one order for all writers
         session.connection().execute(update(table).where(table.c.name == name).values(version=table.c.version + 1))
 
 
@@ -233,7 +237,7 @@ class Store:
         self.engine = _make_engine(url)
         migrate(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        event.listen(self._sessions, "before_flush", _bump_versions)
+        event.listen(self._sessions, "after_flush", _bump_versions)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
