@@ -24,6 +24,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    bindparam,
     case,
     cast,
     create_engine,
@@ -171,6 +172,22 @@ class StoreVersion(Base):
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
     version: Mapped[int] = mapped_column(Integer, default=0)
 
+
+#: Built once: read on every cached API answer, where building the statement cost more than running it.
+_VERSION_QUERY = select(StoreVersion.version).where(StoreVersion.name == bindparam("name"))
+
+
+def _page_query(by_stage: bool):
+    """A trial page's statement: every column, the JSON ones as their stored text (see ``trial_page``)."""
+    columns = [c for c in Trial.__table__.columns if c.name not in ("arch", "history")]
+    raw = [cast(Trial.arch, Text).label("arch"), cast(Trial.history, Text).label("history")]
+    query = select(*columns, *raw).where(Trial.experiment_id == bindparam("experiment_id"))
+    if by_stage:
+        query = query.where(Trial.stage == bindparam("stage"))
+    return query.order_by(Trial.created_at, Trial.id)
+
+
+_PAGE_QUERIES = {s: _page_query(s).limit(bindparam("limit")).offset(bindparam("offset")) for s in (False, True)}
 
 #: Tables whose writes move their :class:`StoreVersion` row.
 _VERSIONED = {Trial: "trials"}
@@ -387,14 +404,14 @@ class Store:
         undecoded, for the caller to pass through. Like ``list_trials`` on the raw store, this does not
         check ownership: the trials route has already looked the experiment up through its scoped store.
         """
-        columns = [c for c in Trial.__table__.columns if c.name not in ("arch", "history")]
-        raw = [cast(Trial.arch, Text).label("arch"), cast(Trial.history, Text).label("history")]
-        query = select(*columns, *raw).where(Trial.experiment_id == experiment_id)
-        if stage is not None:
-            query = query.where(Trial.stage == stage)
-        query = query.order_by(Trial.created_at, Trial.id).offset(offset)
+        if limit is not None:  # the API's case: a statement built once, with parameters
+            query = _PAGE_QUERIES[stage is not None]
+            params = {"experiment_id": experiment_id, "stage": stage, "limit": limit, "offset": offset}
+        else:
+            query = _page_query(stage is not None).offset(offset)
+            params = {"experiment_id": experiment_id, "stage": stage}
         with self.engine.connect() as conn:
-            result = conn.execute(query.limit(limit) if limit is not None else query)
+            result = conn.execute(query, params)
             keys = list(result.keys())
             return [dict(zip(keys, row, strict=True)) for row in result.all()]
 
@@ -404,7 +421,7 @@ class Store:
         None when the database has no counter for the table (nothing would move it): do not cache.
         """
         with self.engine.connect() as conn:
-            value = conn.execute(select(StoreVersion.version).where(StoreVersion.name == table)).scalar()
+            value = conn.execute(_VERSION_QUERY, {"name": table}).scalar()
         return None if value is None else int(value)
 
     def count_finished(self, experiment_id: str, stage: int = 1, kind: str = "searched") -> int:
