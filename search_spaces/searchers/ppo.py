@@ -319,12 +319,9 @@ class PPOSearcher(Searcher):
         if self.hp["replay"]:
             self.history.append(fresh)
             self.history = self.history[-self.hp["replay"] :]
-        tokens, masks, old_logp, adv = _stack(samples)
-        sil = self._self_imitation_set()
+        ppo_set, sil_set = _stack(samples), self._self_imitation_set()
         for _ in range(self.hp["ppo_epochs"]):
-            loss = self._ppo_loss(tokens, masks, old_logp, adv)
-            if sil is not None:
-                loss = loss + self.hp["sil_coef"] * self._sil_loss(*sil)
+            loss = self._loss(ppo_set, sil_set)
             self.optimizer.zero_grad()
             loss.backward()
             if self.hp["max_grad_norm"] is not None:
@@ -334,13 +331,27 @@ class PPOSearcher(Searcher):
         self.updates += 1
         self._queue = []
 
-    def _ppo_loss(self, tokens, masks, old_logp, adv) -> torch.Tensor:
-        """Clipped surrogate (ratio to the behaviour policy that drew each sample) minus the entropy bonus."""
+    def _loss(self, ppo_set, sil_set) -> torch.Tensor:
+        """Clipped surrogate minus the entropy bonus, plus the self-imitation term; one controller pass.
+
+        The surrogate's ratio is taken to the behaviour policy that drew each sample (stale proposals
+        and replayed batches included). Self-imitation raises the log-probability of the elite
+        architectures in proportion to their advantage, ``-log pi * max(R - V, 0)``, with no ratio:
+        it is off-policy by design (Oh et al. 2018).
+        """
+        tokens, masks, old_logp, adv = ppo_set
+        count = len(adv)
+        if sil_set is not None:
+            tokens, masks = torch.cat([tokens, sil_set[0]]), torch.cat([masks, sil_set[1]])
         logp, entropy = self.policy.evaluate(tokens, masks, self.hp["temperature"], self.hp["logit_clip"])
-        ratio = torch.exp(logp.sum(1) - old_logp.sum(1))
+        logp = logp.sum(1)
+        ratio = torch.exp(logp[:count] - old_logp.sum(1))
         clip = self.hp["clip"]
         surrogate = torch.minimum(ratio * adv, torch.clamp(ratio, 1 - clip, 1 + clip) * adv)
-        return -surrogate.mean() - self.entropy_coef * entropy.sum(1).mean()
+        loss = -surrogate.mean() - self.entropy_coef * entropy[:count].sum(1).mean()
+        if sil_set is not None:
+            loss = loss - self.hp["sil_coef"] * (logp[count:] * sil_set[2]).mean()
+        return loss
 
     def _self_imitation_set(self):
         """Elite samples with a positive advantage max(R - V, 0) / std, or None when there are none."""
@@ -352,11 +363,6 @@ class PPOSearcher(Searcher):
             return None
         tokens, masks, _, adv = _stack(chosen)
         return tokens, masks, adv
-
-    def _sil_loss(self, tokens, masks, adv) -> torch.Tensor:
-        """Self-imitation: raise the log-probability of past good architectures, weighted by their advantage."""
-        logp, _ = self.policy.evaluate(tokens, masks, self.hp["temperature"], self.hp["logit_clip"])
-        return -(logp.sum(1) * adv).mean()
 
     # -- state ------------------------------------------------------------------------------------
     def _get_state(self) -> Any:
