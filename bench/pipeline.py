@@ -1,6 +1,6 @@
 """Where a stage-1 trial's wall time goes: the share spent training, and chips/s per trial.
 
-    python bench/pipeline.py [--trials 4] [--chips 600] [--size 64] [--epochs 3] [--out bench/results/pipeline.json]
+    python bench/pipeline.py [--trials 4] [--chips 2000] [--size 64] [--epochs 3] [--out bench/results/pipeline.json]
 
 Runs a real stage-1 experiment (the driver's ``run_experiment``: Ray Tune, the searcher adapter, the
 trainable, the store callback) on a local Ray head, on generated GeoTIFF chips, then splits each
@@ -21,7 +21,9 @@ from pathlib import Path
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=4)
-    parser.add_argument("--chips", type=int, default=600, help="training chips (subset)")
+    parser.add_argument(
+        "--chips", type=int, default=2000, help="training chips per trial (product default 4000)"
+    )
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--cpus", type=int, default=2)

@@ -26,9 +26,9 @@ import time
 from pathlib import Path
 
 MODES = {
-    # chips (px), stage-1 subset, stage-1 epochs, trials, stage-2 epochs
-    "quick": {"chip": 128, "subset": 300, "epochs1": 2, "trials": 8, "epochs2": 4, "scale": 0.5},
-    "full": {"chip": 256, "subset": 4000, "epochs1": 5, "trials": 100, "epochs2": 40, "scale": 1.0},
+    # chips (px), stage-1 train / val subsets, stage-1 epochs, trials, stage-2 epochs
+    "quick": {"chip": 128, "subset": 300, "val_subset": 300, "epochs1": 2, "trials": 8, "epochs2": 3},
+    "full": {"chip": 256, "subset": 4000, "val_subset": 1000, "epochs1": 5, "trials": 100, "epochs2": 40},
 }
 
 
@@ -71,7 +71,13 @@ def main() -> None:
             "search_space": {"num_cells": 5, "channels": 48, "ops": ["sum", "global_attention"]},
             "searcher": args.searcher,
             "budget": {"trials": mode["trials"], "concurrency": max(1, args.cpus // 2)},
-            "stage1": {"subset": mode["subset"], "epochs": mode["epochs1"], "batch_size": 16, "lr": 0.002},
+            "stage1": {
+                "subset": mode["subset"],
+                "val_subset": mode["val_subset"],
+                "epochs": mode["epochs1"],
+                "batch_size": 16,
+                "lr": 0.002,
+            },
             "stage2": {"top_k": 1, "epochs": mode["epochs2"], "workers": 1},
             **kw,
         }

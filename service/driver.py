@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,7 @@ def _store_callback_class():
 
         def _write(self, trial, state: str, result: dict[str, Any] | None = None, error: str | None = None):
             arch, arch_hash = self._arch(trial)
-            fields: dict[str, Any] = {"error": error}
+            fields: dict[str, Any] = {} if error is None else {"error": error}
             history = None
             if result:
                 fields.update(
@@ -98,6 +99,10 @@ def _store_callback_class():
         def on_trial_error(self, iteration, trials, trial, **info):
             self._write(trial, State.FAILED, trial.last_result or None, error=_trial_error(trial))
 
+        def on_trial_recover(self, iteration, trials, trial, **info):
+            # retried from its last checkpoint: the reason stays on the trial even when the retry succeeds
+            self._write(trial, State.RUNNING, error=f"retried after: {_trial_error(trial)}")
+
     return StoreCallback
 
 
@@ -112,15 +117,18 @@ def _trial_error(trial) -> str:
     return (lines[-1] if lines else "trial failed")[:2000]
 
 
-def _build_context(spec: ExperimentSpec, storage: str, backbone_weights: str | None):
+def _build_context(spec: ExperimentSpec, storage: str, backbone_weights: str | None, experiment_id: str):
     from trainers.datasets import DatasetInfo, SegmentationDataset
     from trainers.stage1 import LatencySettings, Stage1Context
+    from trainers.trial_data import SplitRef
 
     info = DatasetInfo.load(spec.dataset.path)
-    bands = spec.dataset.bands
-    train = SegmentationDataset(info.root, "train", bands=bands, subset=spec.stage1.subset, seed=spec.seed)
-    val = SegmentationDataset(info.root, "val", bands=bands, subset=spec.stage1.val_subset, seed=spec.seed)
-    chip = int(train[0][0].shape[-1])
+    bands = tuple(spec.dataset.bands) if spec.dataset.bands else None
+    # trials load their chips themselves (once per worker process); the driver reads one chip for the shapes
+    train = SplitRef(str(info.root), "train", bands, spec.stage1.subset, spec.seed)
+    val = SplitRef(str(info.root), "val", bands, spec.stage1.val_subset, spec.seed)
+    probe = SegmentationDataset(info.root, "train", bands=list(bands) if bands else None, preload=False)
+    chip = _chip_size(probe)
     latency = LatencySettings(
         profile=spec.latency.device,
         target_ms=spec.latency.target_ms,
@@ -136,10 +144,10 @@ def _build_context(spec: ExperimentSpec, storage: str, backbone_weights: str | N
     return Stage1Context(
         train=train,
         val=val,
-        in_chans=train.in_chans,
-        num_classes=train.num_classes,
+        in_chans=probe.in_chans,
+        num_classes=probe.num_classes,
         chip_size=chip,
-        ignore_index=train.ignore_index,
+        ignore_index=probe.ignore_index,
         epochs=spec.stage1.epochs,
         batch_size=spec.stage1.batch_size,
         lr=spec.stage1.lr,
@@ -147,7 +155,20 @@ def _build_context(spec: ExperimentSpec, storage: str, backbone_weights: str | N
         latency=latency,
         backbone_weights=backbone_weights,
         threads=max(1, int(spec.stage1.cpus_per_trial)),
+        quarantine=str(Path(storage) / f"experiment-{experiment_id}.quarantine") if "://" not in storage else None,
     )
+
+
+def _chip_size(split) -> int:
+    """Chip size in pixels from the first readable chip (a corrupt one is the trials' to report)."""
+    from trainers.datasets import ChipError
+
+    for index in range(min(len(split), 20)):
+        try:
+            return int(split[index][0].shape[-1])
+        except ChipError:
+            continue
+    raise GeonasError(f"none of the first chips of {split!r} can be read; check the dataset")
 
 
 def resolve_backbone(spec: ExperimentSpec, store: Store) -> tuple[str, str | None]:
@@ -294,7 +315,7 @@ def run_experiment(experiment_id: str, store: Store, storage: str) -> None:
         ray.init(log_to_driver=False)
 
     backbone_name, backbone_weights = resolve_backbone(spec, store)
-    context = _build_context(spec, storage, backbone_weights)
+    context = _build_context(spec, storage, backbone_weights, experiment_id)
     space = NasFpnSpace(search_space_config(spec, backbone_name))
     searcher = create_searcher(spec.searcher.name, space, seed=spec.seed, **spec.searcher.options)
     adapter = TuneAdapter(searcher, to_config=lambda tokens: {"arch": space.decode(tokens).to_dict()})
@@ -388,15 +409,29 @@ def stage2_threads(workers: int) -> int:
     return max(1, int(min(free // workers, largest)))
 
 
+def remeasure_latency(meter, descriptor: dict[str, Any], num_classes: int, shape: tuple[int, ...]) -> float:
+    """The fine-tuned model's latency, measured again by the experiment's meter (same harness and
+    calibration as stage 1, on the meter's own cores), under a stage-2 key so the cache cannot answer."""
+    import ray
+
+    from search_spaces.builder import model_from_descriptor
+    from trainers.latency_actor import model_key
+
+    in_chans = int(shape[1])
+    key = model_key(descriptor, num_classes) + "/stage2"
+    factory = partial(model_from_descriptor, descriptor, in_chans, num_classes)
+    return float(ray.get(meter.measure_module.remote(key, factory, list(shape)), timeout=900)["median_ms"])
+
+
 def run_stage2(spec: ExperimentSpec, experiment_id: str, store: Store, storage: str, context) -> None:
     """Fine-tune, evaluate, re-measure, export and register each stage-2 candidate."""
     import json
 
     from search_spaces.builder import model_from_descriptor
-    from search_spaces.latency import measure_latency
     from trainers.export import export_onnx, save_weights
     from trainers.stage2 import FinetuneConfig, run_finetune
 
+    meter = start_latency_meter(context)  # the stage-1 meter, or a new one when resuming at stage 2
     finished = {t.arch_hash for t in store.list_trials(experiment_id, stage=2) if t.state == State.COMPLETED}
     for trial in stage2_candidates(spec, store.list_trials(experiment_id, stage=1)):
         if trial.arch_hash in finished:
@@ -415,6 +450,7 @@ def run_stage2(spec: ExperimentSpec, experiment_id: str, store: Store, storage: 
             seed=spec.seed,
             backbone_weights=context.backbone_weights,
             threads_per_worker=spec.stage2.cpus_per_worker or stage2_threads(spec.stage2.workers),
+            quarantine=context.quarantine,
         )
         try:
             result = run_finetune(
@@ -424,7 +460,7 @@ def run_stage2(spec: ExperimentSpec, experiment_id: str, store: Store, storage: 
             model.load_state_dict(result.state_dict)
             tile = spec.latency.tile_size or context.chip_size
             shape = (spec.latency.batch_size, result.in_chans, tile, tile)
-            latency = measure_latency(model, shape, spec.latency.device, max_seconds=spec.latency.max_seconds)
+            latency_ms = remeasure_latency(meter, descriptor, result.num_classes, shape)
             folder = Path(storage) / "models" / experiment_id / trial.arch_hash
             folder.mkdir(parents=True, exist_ok=True)
             data = {
@@ -452,7 +488,7 @@ def run_stage2(spec: ExperimentSpec, experiment_id: str, store: Store, storage: 
                 state=State.COMPLETED,
                 epoch=spec.stage2.epochs,
                 miou=metrics["miou"],
-                latency_ms=latency.median_ms,
+                latency_ms=latency_ms,
                 latency_device=spec.latency.device,
                 params=sum(p.numel() for p in model.parameters()),
                 **common,
@@ -464,7 +500,7 @@ def run_stage2(spec: ExperimentSpec, experiment_id: str, store: Store, storage: 
                 arch_hash=trial.arch_hash,
                 descriptor=descriptor,
                 miou=metrics["miou"],
-                latency_ms=latency.median_ms,
+                latency_ms=latency_ms,
                 latency_device=spec.latency.device,
                 metrics=metrics,
                 training=_jsonable(config),

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ __all__ = [
     "DatasetInfo",
     "band_stats",
     "read_chip",
+    "ChipError",
     "SegmentationDataset",
 ]
 
@@ -152,9 +153,7 @@ class DatasetInfo:
 
     def split_dir(self, split: str) -> Path:
         if split not in self.splits:
-            raise DataError(
-                f"{self.root / DATASET_FILE}: no split '{split}'; available: {', '.join(self.splits)}"
-            )
+            raise DataError(f"{self.root / DATASET_FILE}: no split '{split}'; available: {', '.join(self.splits)}")
         return self.root / self.splits[split]
 
     def chip_ids(self, split: str) -> list[str]:
@@ -223,34 +222,53 @@ def _row_windows(height: int, width: int, rows: int = 1024) -> list[Window]:
     return [Window(0, r, width, min(rows, height - r)) for r in range(0, height, rows)]
 
 
-def _compute_stats(info: DatasetInfo, paths: list[Path]) -> tuple[np.ndarray, np.ndarray, int]:
+def _chip_sums(path: Path, count: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """(Σx, Σx², valid pixels) per band of one chip, read in row windows; DataError if unreadable."""
+    total = np.zeros(count, np.float64)
+    total_sq = np.zeros(count, np.float64)
+    pixels = 0
+    with open_raster(path) as src:
+        if src.count != count:
+            raise DataError(f"{path}: has {src.count} bands but dataset.yaml lists {count}")
+        # Row windows keep memory flat even when a "chip" is a large scene.
+        for window in _row_windows(src.height, src.width):
+            try:
+                data = src.read(window=window)
+            except RasterioError as exc:
+                raise DataError(f"{path}: unreadable ({exc}); re-export or remove the chip") from exc
+            bad = nodata_pixels(data, src.nodata)
+            flat = data.reshape(count, -1).astype(np.float64)
+            if bad is not None:
+                flat = flat[:, ~bad.reshape(-1)]
+            total += flat.sum(axis=1)
+            total_sq += np.square(flat).sum(axis=1)
+            pixels += flat.shape[1]
+    return total, total_sq, pixels
+
+
+def _compute_stats(info: DatasetInfo, paths: list[Path]) -> tuple[np.ndarray, np.ndarray, int, list[str]]:
+    """(mean, std, valid pixels, unreadable chips). An unreadable chip is left out of the statistics
+    and named in ``stats.json``; the trial that reads it fails with its name and quarantines it."""
     count = len(info.bands)
     total = np.zeros(count, np.float64)
     total_sq = np.zeros(count, np.float64)
     pixels = 0
+    unreadable: list[str] = []
     for path in paths:
-        with open_raster(path) as src:
-            if src.count != count:
-                raise DataError(f"{path}: has {src.count} bands but dataset.yaml lists {count}")
-            # Row windows keep memory flat even when a "chip" is a large scene.
-            for window in _row_windows(src.height, src.width):
-                try:
-                    data = src.read(window=window)
-                except RasterioError as exc:
-                    raise DataError(f"{path}: unreadable ({exc}); re-export or remove the chip") from exc
-                bad = nodata_pixels(data, src.nodata)
-                flat = data.reshape(count, -1).astype(np.float64)
-                if bad is not None:
-                    flat = flat[:, ~bad.reshape(-1)]
-                total += flat.sum(axis=1)
-                total_sq += np.square(flat).sum(axis=1)
-                pixels += flat.shape[1]
+        try:
+            chip_total, chip_sq, chip_pixels = _chip_sums(path, count)
+        except DataError as exc:
+            unreadable.append(str(exc))
+            continue
+        total += chip_total
+        total_sq += chip_sq
+        pixels += chip_pixels
     if pixels == 0:
         raise DataError(f"{info.split_dir('train')}: the train split has no valid (non-nodata) pixels")
     mean = total / pixels
     std = np.sqrt(np.maximum(total_sq / pixels - np.square(mean), 0.0))
     std = np.where(std > 1e-12, std, 1.0)  # a constant band must not blow up to inf
-    return mean, std, pixels
+    return mean, std, pixels, unreadable
 
 
 def band_stats(info: DatasetInfo, bands: Sequence[str] | None = None) -> tuple[list[float], list[float]]:
@@ -270,15 +288,14 @@ def band_stats(info: DatasetInfo, bands: Sequence[str] | None = None) -> tuple[l
         except (OSError, ValueError):
             cached = None  # a damaged cache is recomputed, not an error
     if not (isinstance(cached, dict) and cached.get("fingerprint") == fingerprint):
-        mean, std, pixels = _compute_stats(info, paths)
+        mean, std, pixels, unreadable = _compute_stats(info, paths)
         cached = {
             "fingerprint": fingerprint,
             "split": "train",
-            "chips": len(paths),
+            "chips": len(paths) - len(unreadable),
             "pixels": pixels,
-            "bands": {
-                b: {"mean": float(m), "std": float(s)} for b, m, s in zip(info.bands, mean, std, strict=True)
-            },
+            "unreadable": unreadable,
+            "bands": {b: {"mean": float(m), "std": float(s)} for b, m, s in zip(info.bands, mean, std, strict=True)},
         }
         try:
             atomic_write_text(path, json.dumps(cached, indent=1))
@@ -292,9 +309,7 @@ def band_stats(info: DatasetInfo, bands: Sequence[str] | None = None) -> tuple[l
 # --------------------------------------------------------------------------- chips
 
 
-def read_chip(
-    info: DatasetInfo, image_path: Path, mask_path: Path
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def read_chip(info: DatasetInfo, image_path: Path, mask_path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Read one chip: (all bands [C,H,W] in file dtype, mask uint8 [H,W], nodata bool [H,W] or None).
 
     Nodata pixels are already ``ignore_index`` in the returned mask. Every inconsistency is a
@@ -342,6 +357,17 @@ def read_chip(
     return image, mask, invalid
 
 
+class ChipError(DataError):
+    """One chip of a split cannot be read; says which (``split``, ``chip_id``, ``path``) and why."""
+
+    def __init__(self, split: str, chip_id: str, path: Path, reason: str) -> None:
+        super().__init__(reason)
+        self.split, self.chip_id, self.path = split, chip_id, Path(path)
+
+    def __reduce__(self):  # keeps its fields when Ray ships it between processes
+        return (type(self), (self.split, self.chip_id, self.path, str(self)))
+
+
 class SegmentationDataset(Dataset):
     """A split as a torch Dataset of ``(image float32 [C,H,W], mask int64 [H,W])``.
 
@@ -351,7 +377,9 @@ class SegmentationDataset(Dataset):
     touch the disk and the object pickles cheaply to Ray workers (numpy buffers go out of band).
 
     ``subset`` picks that many chips at random with ``seed`` (all when the split has fewer): the
-    same ids on every machine, because the candidates are sorted first.
+    same ids on every machine, because the candidates are sorted first. ``exclude`` drops chip ids
+    after the subset is drawn (so the rest of the subset stays the same). A chip that cannot be read
+    raises :class:`ChipError`.
     """
 
     def __init__(
@@ -362,6 +390,7 @@ class SegmentationDataset(Dataset):
         subset: int | None = None,
         seed: int = 0,
         preload: bool = True,
+        exclude: Collection[str] = (),
     ) -> None:
         self.info = DatasetInfo.load(root)
         self.split = split
@@ -374,6 +403,8 @@ class SegmentationDataset(Dataset):
             if subset < len(ids):
                 pick = np.random.default_rng(seed).choice(len(ids), size=subset, replace=False)
                 ids = [ids[i] for i in sorted(pick)]
+        if exclude:
+            ids = [i for i in ids if i not in set(exclude)]
         self.chip_ids: list[str] = ids
         mean, std = band_stats(self.info, self.bands)
         self.mean = np.asarray(mean, np.float32)
@@ -406,8 +437,14 @@ class SegmentationDataset(Dataset):
         return len(self.chip_ids)
 
     def _read(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        image_path, mask_path = self.info.chip_paths(self.split, self.chip_ids[index])
-        image, mask, invalid = read_chip(self.info, image_path, mask_path)
+        chip_id = self.chip_ids[index]
+        image_path, mask_path = self.info.chip_paths(self.split, chip_id)
+        try:
+            image, mask, invalid = read_chip(self.info, image_path, mask_path)
+        except ChipError:
+            raise
+        except DataError as exc:
+            raise ChipError(self.split, chip_id, image_path, str(exc)) from exc
         return image[self._file_bands], mask, invalid
 
     def _preload(self) -> None:

@@ -2,8 +2,10 @@
 
 :func:`run_trial` is a plain function of a config and a context that reports through a callback, so
 a unit test can call it directly; :func:`stage1_trainable` is the same thing as a Ray Tune function
-trainable (the driver binds the context with ``tune.with_parameters`` so the preloaded chips travel
-through the object store once, not once per trial).
+trainable (the driver binds the context with ``tune.with_parameters``). The context names the splits;
+the trial takes its chips from its node's cache (:mod:`trainers.trial_data`: decoded once per node),
+and asks the experiment's latency meter for its latency, training meanwhile when no hard target needs
+the number first.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from search_spaces.nasfpn import ArchSpec
 from search_spaces.rewards import compute_reward, is_infeasible
 
 from .loop import evaluate, pick_device, train_epoch
+from .trial_data import Quarantine, SplitRef, load_split
 
 __all__ = ["LatencySettings", "Stage1Context", "run_trial", "stage1_trainable", "descriptor_key"]
 
@@ -43,10 +46,14 @@ class LatencySettings:
 
 @dataclass
 class Stage1Context:
-    """Everything a trial needs besides its architecture; built once per experiment by the driver."""
+    """Everything a trial needs besides its architecture; built once per experiment by the driver.
 
-    train: Dataset
-    val: Dataset
+    ``train`` and ``val`` are datasets, or :class:`~trainers.trial_data.SplitRef` s that the trial
+    loads itself (cached per worker process; unreadable chips go to ``quarantine``).
+    """
+
+    train: Dataset | SplitRef
+    val: Dataset | SplitRef
     in_chans: int
     num_classes: int
     chip_size: int
@@ -58,6 +65,12 @@ class Stage1Context:
     latency: LatencySettings = field(default_factory=LatencySettings)
     backbone_weights: str | None = None
     threads: int = 1
+    quarantine: str | None = None  # folder of the experiment's unreadable chips
+
+    def datasets(self) -> tuple[Dataset, Dataset]:
+        """(train, val), loading the referenced splits in this process on first use."""
+        store = Quarantine(self.quarantine) if self.quarantine else None
+        return tuple(load_split(d, store) if isinstance(d, SplitRef) else d for d in (self.train, self.val))
 
 
 def descriptor_key(descriptor: dict[str, Any]) -> tuple[str, str]:
@@ -155,12 +168,13 @@ def run_trial(config: dict[str, Any], ctx: Stage1Context, report: Report, resume
         )
         return
 
+    train_set, val_set = ctx.datasets()  # an unreadable chip fails this trial here, naming the file
     device = pick_device()
     model = device.prepare(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=ctx.lr, weight_decay=1e-4)
     generator = torch.Generator().manual_seed(ctx.seed)
-    train_loader = DataLoader(ctx.train, batch_size=ctx.batch_size, shuffle=True, generator=generator, drop_last=False)
-    val_loader = DataLoader(ctx.val, batch_size=max(ctx.batch_size, 16), shuffle=False)
+    train_loader = DataLoader(train_set, batch_size=ctx.batch_size, shuffle=True, generator=generator, drop_last=False)
+    val_loader = DataLoader(val_set, batch_size=max(ctx.batch_size, 16), shuffle=False)
     first = 1
     if resume is not None:
         model.load_state_dict(resume["model"])

@@ -43,6 +43,7 @@ class FinetuneConfig:
     threads_per_worker: int = 1
     backbone_weights: str | None = None
     eval_split: str = "test"
+    quarantine: str | None = None  # folder of unreadable chips: left out; a new one fails this attempt
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FinetuneConfig:
@@ -66,14 +67,15 @@ def finetune_loop(config: dict[str, Any]) -> None:
     import ray.train.torch
     from ray.train import Checkpoint
 
-    from .datasets import SegmentationDataset
+    from .trial_data import Quarantine, SplitRef, load_split
 
     cfg = FinetuneConfig.from_dict(config)
     context = ray.train.get_context()
     rank = context.get_world_rank()
     torch.set_num_threads(cfg.threads_per_worker)
     torch.manual_seed(cfg.seed + rank)
-    train = SegmentationDataset(cfg.data_root, "train", bands=cfg.bands)
+    quarantine = Quarantine(cfg.quarantine) if cfg.quarantine else None
+    train = load_split(SplitRef(cfg.data_root, "train", tuple(cfg.bands) if cfg.bands else None), quarantine)
     device = Device(ray.train.torch.get_device())
     model = model_from_descriptor(cfg.descriptor, train.in_chans, train.num_classes, cfg.backbone_weights)
     if device.is_cuda:
@@ -130,27 +132,25 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def _evaluate_split(model: torch.nn.Module, cfg: FinetuneConfig, device: Device) -> dict[str, Any]:
-    from .datasets import SegmentationDataset
+    from .trial_data import Quarantine, SplitRef, load_split
 
-    split = SegmentationDataset(cfg.data_root, cfg.eval_split, bands=cfg.bands)
+    quarantine = Quarantine(cfg.quarantine) if cfg.quarantine else None
+    ref = SplitRef(cfg.data_root, cfg.eval_split, tuple(cfg.bands) if cfg.bands else None)
+    split = load_split(ref, quarantine)
     matrix = evaluate(model, DataLoader(split, batch_size=32), split.num_classes, device, split.ignore_index)
     iou = matrix.iou()
     return {
         "miou": matrix.miou(),
         "pixel_accuracy": matrix.pixel_accuracy(),
-        "iou": {
-            name: (None if np.isnan(v) else float(v)) for name, v in zip(split.class_names, iou, strict=True)
-        },
+        "iou": {name: (None if np.isnan(v) else float(v)) for name, v in zip(split.class_names, iou, strict=True)},
         "eval_split": cfg.eval_split,
     }
 
 
-def run_finetune(
-    config: FinetuneConfig, name: str, storage_path: str, num_workers: int = 1
-) -> FinetuneResult:
+def run_finetune(config: FinetuneConfig, name: str, storage_path: str, num_workers: int = 1) -> FinetuneResult:
     """Fine-tune on the connected cluster (same ``name`` resumes from its last checkpoint)."""
     import ray
-    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from .datasets import SegmentationDataset
@@ -170,6 +170,8 @@ def run_finetune(
             name=name,
             storage_path=os.path.abspath(storage_path),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
+            # a chip found unreadable is quarantined; the retry resumes from the last epoch without it
+            failure_config=FailureConfig(max_failures=1),
         ),
     )
     result = trainer.fit()
