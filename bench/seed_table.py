@@ -27,7 +27,7 @@ from pathlib import Path
 
 MODES = {
     # chips (px), stage-1 train / val subsets, stage-1 epochs, trials, stage-2 epochs
-    "quick": {"chip": 128, "subset": 300, "val_subset": 300, "epochs1": 2, "trials": 8, "epochs2": 3},
+    "quick": {"chip": 128, "subset": 300, "val_subset": 300, "epochs1": 2, "trials": 8, "epochs2": 2},
     "full": {"chip": 256, "subset": 4000, "val_subset": 1000, "epochs1": 5, "trials": 100, "epochs2": 40},
 }
 

@@ -39,6 +39,8 @@ def _field(response) -> list[str]:
         ({"search_space": {"levels": [2, 2]}}, "body.search_space.levels"),
         ({"latency": {"target_ms": -5}}, "body.latency.target_ms"),
         ({"stage1": {"epochs": 0}}, "body.stage1.epochs"),
+        ({"stage1": {"val_subset": 0}}, "body.stage1.val_subset"),
+        ({"stage2": {"cpus_per_worker": 0}}, "body.stage2.cpus_per_worker"),
         ({"unknown_key": 1}, "body.unknown_key"),
     ],
 )
