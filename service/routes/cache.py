@@ -12,8 +12,6 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 
-from starlette.concurrency import run_in_threadpool
-
 __all__ = ["VersionedCache"]
 
 
@@ -55,10 +53,11 @@ class VersionedCache:
                 _, (_, dropped) = self._entries.popitem(last=False)
                 self._bytes -= len(dropped)
 
-    async def get_or_build(self, key: Hashable, version: int | None, build: Callable[[], bytes]) -> bytes:
-        """The cached body, or ``build()`` run in the thread pool (it queries the store) and then cached."""
+    def get_or_build(self, key: Hashable, version: int | None, build: Callable[[], bytes]) -> bytes:
+        """The cached body, or ``build()``'s (then cached). Two builders of one key both build; either
+        result is right for the version both read."""
         body = self.lookup(key, version)
         if body is None:
-            body = await run_in_threadpool(build)  # two builders of one key both build; either result is right
+            body = build()
             self.put(key, version, body)
         return body

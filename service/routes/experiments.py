@@ -139,7 +139,7 @@ def get_experiment(experiment_id: str, store: Store = Depends(get_store_dep)) ->
 
 
 @router.get("/{experiment_id}/trials", response_model=list[TrialPublic], responses=NOT_FOUND)
-async def list_trials(
+def list_trials(
     experiment_id: str,
     request: Request,
     stage: int | None = Query(None, ge=1, le=2),
@@ -148,8 +148,6 @@ async def list_trials(
     store: Store = Depends(get_store_dep),
 ) -> list[TrialPublic]:
     """A page of the experiment's trials, in creation order."""
-    # async like the leaderboard: the ownership check and the version are two primary-key reads, on
-    # the event loop; only a page not cached yet is built (query and JSON) in the thread pool.
     store.get_experiment(experiment_id)  # someone else's experiment is a 404, before any cache
 
     def build() -> bytes:
@@ -157,7 +155,7 @@ async def list_trials(
 
     version = store.write_version("trials")  # before the page: an entry is never older than its key
     cache = request.app.state.response_cache
-    body = await cache.get_or_build(("trials", experiment_id, stage, limit, offset), version, build)
+    body = cache.get_or_build(("trials", experiment_id, stage, limit, offset), version, build)
     return Response(body, media_type="application/json")
 
 

@@ -36,7 +36,7 @@ def pareto_flags(points: list[tuple[float, float | None]]) -> list[bool]:
 
 
 @router.get("/leaderboard", response_model=Leaderboard)
-async def leaderboard(
+def leaderboard(
     request: Request,
     max_latency_ms: float | None = Query(None, gt=0, description="Only models at or under this latency."),
     device: str | None = Query(None, description="Only latencies measured on this device profile."),
@@ -45,12 +45,12 @@ async def leaderboard(
     store: Store = Depends(get_store_dep),
 ) -> Leaderboard:
     """Completed trials ranked by mIoU across experiments; ``pareto`` marks the mIoU/latency front."""
-    # async: a cached answer costs one primary-key read (the version), cheaper on the event loop than
-    # a hop to the thread pool; building a new board (a query and JSON) runs in the pool.
+    # A plain def (the thread pool), not async: the version read is a database round trip, which on
+    # PostgreSQL would hold up every other request if it ran on the event loop.
     principal = principal_of(request)
     key = ("leaderboard", None if principal.admin else principal.name, max_latency_ms, device, stage, limit)
     version = store.write_version("trials")  # the board is a function of the trials table alone
-    body = await request.app.state.response_cache.get_or_build(
+    body = request.app.state.response_cache.get_or_build(
         key, version, lambda: _board(store, max_latency_ms, device, stage, limit)
     )
     return Response(body, media_type="application/json")
