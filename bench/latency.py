@@ -14,6 +14,7 @@ Run (writes ``bench/results/latency.json``)::
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import platform
@@ -57,9 +58,11 @@ def main() -> None:
     parser.add_argument("--shape", default="1,3,32,32", help="input shape B,C,H,W")
     parser.add_argument("--profile", default="cpu-1threads")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--min-repeats", type=int, default=15)
-    parser.add_argument("--max-repeats", type=int, default=35)
-    parser.add_argument("--target-cv", type=float, default=0.02)
+    # the harness's own defaults, so the bench measures what the product measures
+    harness = inspect.signature(measure_latency).parameters
+    parser.add_argument("--min-repeats", type=int, default=harness["min_repeats"].default)
+    parser.add_argument("--max-repeats", type=int, default=harness["max_repeats"].default)
+    parser.add_argument("--target-cv", type=float, default=harness["target_cv"].default)
     parser.add_argument("--channels", default="32,64,128", help="decoder channel choices")
     parser.add_argument("--cells", default="3,5,7", help="number-of-cells choices")
     parser.add_argument(
