@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import atexit
 import os
+import signal
+import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +53,15 @@ def jobs_url(ray_address: str) -> str:
     return f"http://{host}:8265"
 
 
+def _exit_on_sigterm() -> None:
+    """Turn SIGTERM into a normal exit (atexit handlers and ``finally`` blocks run), unless the
+    program installed a handler of its own or this is not the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def connect(ray_address: str | None, num_cpus: int | None = None, home: Path | None = None) -> ClusterInfo:
     """Use the cluster at ``ray_address``, or start a local head that lives as long as this process."""
     if ray_address:
@@ -57,6 +69,7 @@ def connect(ray_address: str | None, num_cpus: int | None = None, home: Path | N
     cluster = LocalRayCluster()
     cluster.start_head(num_cpus=num_cpus or os.cpu_count() or 1)
     atexit.register(cluster.shutdown)
+    _exit_on_sigterm()  # a plain `kill` of this process must not leave the head running
     # This process (the API) must present the cluster's token to the Jobs API.
     env = cluster.client_env()
     os.environ["RAY_AUTH_MODE"], os.environ["RAY_AUTH_TOKEN"] = env["RAY_AUTH_MODE"], env["RAY_AUTH_TOKEN"]
