@@ -69,7 +69,7 @@ def settings(args: argparse.Namespace) -> dict:
     s = dict(PROFILES[args.profile])
     s.update(device=args.device, threads=args.threads, seed=0, p_max=0.66, lr=1e-3, temperature=0.1,
              grad_clip=1.0, normalize=args.normalize, transfer_label_share=0.10, knn_tiles=[8],
-             transfer_test_tiles=[8])
+             transfer_test_tiles=[8], ms_texture=args.ms_texture)
     for key in ("backbone", "steps", "batch"):
         value = getattr(args, key)
         if value:
@@ -113,7 +113,7 @@ def build_chips(s: dict, work: Path) -> dict[str, ChipSet]:
     chips["transfer_test"] = load_chips({**d, "tiles": s["transfer_test_tiles"], "chip": s["transfer_chip"],
                                          "max_chips": s["transfer_test_chips"], "seed": 4})
     root = write_multisensor_dataset(work / "multisensor", n_chips=s["multisensor_chips"], size=s["chip"],
-                                     seed=0)
+                                     seed=0, texture=s["ms_texture"])
     ms = load_chips({"kind": "multisensor", "root": str(root)})
     cut = (2 * len(ms)) // 3
     chips["ms_pretrain"], chips["ms_knn"] = ms.subset(np.arange(cut)), ms.subset(np.arange(cut, len(ms)))
@@ -282,6 +282,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int)
     parser.add_argument("--batch", type=int)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--ms-texture", default="class",
+                        help="generated scene: 'class' (each class its own texture) or 'uniform' (one texture for "
+                             "all classes, the first generator); see csf/multisensor.py")
     parser.add_argument("--supervised-init", help="a local weights file for the backbone (never downloaded)")
     parser.add_argument("--no-ray", action="store_true", help="skip the Ray throughput section")
     parser.add_argument("--sections", default=SECTIONS,

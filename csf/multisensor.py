@@ -9,6 +9,12 @@ rasterio's warp, exactly as it does for real stacks. ``labels.tif`` holds the sc
 ``multisensor.json`` the sensors, their band names and the chips with their dominant class (the
 k-NN label).
 
+``texture`` picks the scene's spatial structure: ``"uniform"`` (one brightness texture shared by
+every class, the first generator) or ``"class"`` (each class its own pattern as well as its own
+spectrum: calm water, a fine canopy, soil ripples, roofs split by streets, parcels of crop rows).
+The generator needs numpy alone (no scipy), and holds the scene as a few (H, W) fields, never a
+per-pixel spectrum, so it renders many chips cheaply.
+
 A real stack is one GeoTIFF per sensor: on the same grid (read as is) or on different grids in
 any CRS (warped onto the finest one, bilinear). Band names come per sensor.
 """
@@ -33,6 +39,7 @@ from search_spaces.errors import DataError, SpecError
 
 __all__ = [
     "CLASSES",
+    "TEXTURES",
     "SENSORS",
     "SensorSpec",
     "write_multisensor_dataset",
@@ -90,15 +97,90 @@ SENSORS = (
 )
 
 
-def _smooth_field(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
-    from scipy.ndimage import gaussian_filter
+def _gaussian_wrap(field: np.ndarray, sigma: float, axis: int) -> np.ndarray:
+    """1-D Gaussian filter along ``axis`` with periodic edges (kernel cut at 4 σ), by FFT.
 
-    field = gaussian_filter(rng.standard_normal(shape), sigma=sigma, mode="wrap")
+    The same filter as ``scipy.ndimage.gaussian_filter1d(mode="wrap")``, in numpy alone, so the
+    generator runs wherever torch does (a GPU box with no scipy) and costs n log n for wide kernels.
+    """
+    n = field.shape[axis]
+    radius = int(4.0 * sigma + 0.5)
+    taps = np.arange(-radius, radius + 1)
+    weights = np.exp(-0.5 * (taps / sigma) ** 2)
+    kernel = np.zeros(n)
+    np.add.at(kernel, taps % n, weights / weights.sum())
+    shape = [1] * field.ndim
+    shape[axis] = n // 2 + 1
+    spectrum = np.fft.rfft(field, axis=axis) * np.fft.rfft(kernel).reshape(shape)
+    return np.fft.irfft(spectrum, n=n, axis=axis)
+
+
+def _smooth_field(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
+    field = rng.standard_normal(shape)
+    field = _gaussian_wrap(_gaussian_wrap(field, sigma, 0), sigma, 1)
     return (field - field.mean()) / (field.std() + 1e-12)
 
 
-def _render_scene(rng: np.random.Generator, height: int, width: int, size: int):
-    """Class map (H, W) and per-pixel reflectance spectra (W_l, H, W) of one synthetic place."""
+def _shift_linear(band: np.ndarray, shift: tuple[float, float]) -> np.ndarray:
+    """``band`` moved by ``shift`` (rows, cols) px, bilinear, edges repeated: a sensor's misregistration."""
+    out = band
+    for axis, d in enumerate(shift):
+        n = band.shape[axis]
+        coords = np.clip(np.arange(n) - d, 0, n - 1)
+        lo = np.floor(coords).astype(np.intp)
+        hi = np.minimum(lo + 1, n - 1)
+        frac = (coords - lo).reshape((-1, 1) if axis == 0 else (1, -1))
+        out = (1 - frac) * np.take(out, lo, axis=axis) + frac * np.take(out, hi, axis=axis)
+    return out
+
+
+TEXTURES = ("class", "uniform")
+
+
+def _blocks(rng: np.random.Generator, shape: tuple[int, int], cell: int) -> np.ndarray:
+    """Cell index map of a grid of ``cell``-px blocks with a random offset: (H, W) int."""
+    h, w = shape
+    dy, dx = rng.integers(0, cell, 2)
+    rows = (np.arange(h) + dy) // cell
+    cols = (np.arange(w) + dx) // cell
+    return rows[:, None] * (cols.max() + 1) + cols[None, :]
+
+
+def _class_textures(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    """Per-class brightness patterns (n_classes, H, W), each about 1, as land cover looks from above.
+
+    Water is calm; vegetation is a fine canopy of crowns; bare soil has broad ripples; built-up
+    land is a grid of roofs of different brightness split by dark streets; cropland is parcels of
+    rows, each parcel with its own row direction. Without this the classes differ only in their
+    spectra and every class shares one texture: see the module note.
+    """
+    h, w = shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    water = 1.0 + 0.02 * _smooth_field(rng, shape, 4.0)
+    canopy = 1.0 + 0.25 * _smooth_field(rng, shape, 1.0)
+    soil = 1.0 + 0.10 * _smooth_field(rng, shape, 3.0)
+    roofs = _blocks(rng, shape, 8)
+    roof_tone = 1.0 + 0.25 * rng.standard_normal(int(roofs.max()) + 1)
+    streets = ((yy.astype(int) + 3) % 8 < 2) | ((xx.astype(int) + 5) % 8 < 2)
+    built = np.where(streets, 0.55, roof_tone[roofs])
+    parcels = _blocks(rng, shape, 24)
+    angle = rng.choice(np.deg2rad([0.0, 45.0, 90.0, 135.0]), int(parcels.max()) + 1)[parcels]
+    rows = 1.0 + 0.2 * np.sin(2 * np.pi * (xx * np.cos(angle) + yy * np.sin(angle)) / 4.0)
+    return np.stack([water, canopy, soil, built, rows]).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class _Scene:
+    """One synthetic place: class map, blend towards the next class's spectrum, brightness (H, W)."""
+
+    classes: np.ndarray
+    blend: np.ndarray
+    brightness: np.ndarray
+
+
+def _render_scene(rng: np.random.Generator, height: int, width: int, size: int, texture: str,
+                  texture_rng: np.random.Generator) -> _Scene:
+    """Class map and the per-pixel fields every sensor observes (a pixel's spectrum is implied)."""
     n = len(CLASSES)
     # Class blobs about a chip across, with finer variation so most chips mix classes.
     fields = np.stack([
@@ -107,23 +189,29 @@ def _render_scene(rng: np.random.Generator, height: int, width: int, size: int):
         for _ in range(n)
     ])
     classes = fields.argmax(axis=0).astype(np.uint8)
-    texture = 1.0 + 0.15 * _smooth_field(rng, (height, width), 1.5)
+    del fields
+    generic = 0.15 if texture == "uniform" else 0.05
+    brightness = 1.0 + generic * _smooth_field(rng, (height, width), 1.5)
     # Within-class spectral variation: blend towards a neighbouring class's spectrum a little.
     blend = np.clip(0.15 + 0.1 * _smooth_field(rng, (height, width), size / 4), 0.0, 0.4)
-    base = _CLASS_SPECTRA[classes]                      # (H, W, W_l)
-    other = _CLASS_SPECTRA[(classes + 1) % n]
-    spectra = (1 - blend[..., None]) * base + blend[..., None] * other
-    spectra *= texture[..., None]
-    return classes, np.moveaxis(spectra.astype(np.float32), -1, 0)
+    if texture == "class":
+        patterns = _class_textures(texture_rng, (height, width))
+        brightness = brightness * np.take_along_axis(patterns, classes[None].astype(np.intp), axis=0)[0]
+    return _Scene(classes, blend.astype(np.float32), brightness.astype(np.float32))
 
 
-def _observe(sensor: SensorSpec, spectra: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """What ``sensor`` records of the scene, at its own resolution (4, H/gsd, W/gsd)."""
-    from scipy.ndimage import shift as nd_shift
+def _observe(sensor: SensorSpec, scene: _Scene, rng: np.random.Generator) -> np.ndarray:
+    """What ``sensor`` records of the scene, at its own resolution (4, H/gsd, W/gsd).
 
-    bands = np.tensordot(sensor.responses(), spectra, axes=(1, 0)) * sensor.gain  # (4, H, W)
+    A pixel's spectrum is ``brightness × ((1 − blend) · class spectrum + blend · next class's)``, so
+    each band is the same mix of the band's response to the class spectra (a 4 × classes table):
+    no per-pixel spectrum is ever held, and memory grows with the bands, not the wavelengths.
+    """
+    table = (sensor.responses() @ _CLASS_SPECTRA.T).astype(np.float32) * sensor.gain  # (4, classes)
+    nxt = (scene.classes + 1) % len(CLASSES)
+    bands = scene.brightness * ((1 - scene.blend) * table[:, scene.classes] + scene.blend * table[:, nxt])
     if sensor.shift != (0.0, 0.0):
-        bands = np.stack([nd_shift(b, sensor.shift, order=1, mode="nearest") for b in bands])
+        bands = np.stack([_shift_linear(b, sensor.shift) for b in bands])
     g = sensor.gsd
     _, h, w = bands.shape
     coarse = bands.reshape(4, h // g, g, w // g, g).mean(axis=(2, 4))
@@ -133,13 +221,17 @@ def _observe(sensor: SensorSpec, spectra: np.ndarray, rng: np.random.Generator) 
 
 def write_multisensor_dataset(
     out_dir: str | Path, *, n_chips: int = 400, size: int = 64, seed: int = 0,
-    crs: str = "EPSG:32640", origin: tuple[float, float] = (300000.0, 2800000.0),
+    crs: str = "EPSG:32640", origin: tuple[float, float] = (300000.0, 2800000.0), texture: str = "uniform",
 ) -> Path:
     """Write a generated co-registered 3-sensor, 12-band set of ``n_chips`` chips of ``size`` px.
 
     Layout: ``{sensor}.tif`` per sensor (native resolution, float32 reflectance, nodata -1),
     ``labels.tif`` (uint8 class map on the finest grid) and ``multisensor.json``. Returns ``out_dir``.
+    ``texture``: ``"class"`` (each class its own spatial pattern) or ``"uniform"`` (one texture for
+    every class, the first generator's scene, kept to reproduce its measurements).
     """
+    if texture not in TEXTURES:
+        raise SpecError(f"texture must be one of {TEXTURES}, got {texture!r}", field="texture")
     if n_chips < 1:
         raise SpecError(f"n_chips must be >= 1, got {n_chips}", field="n_chips")
     coarsest = max(s.gsd for s in SENSORS)
@@ -151,11 +243,12 @@ def write_multisensor_dataset(
     cols = math.ceil(math.sqrt(n_chips))
     rows = math.ceil(n_chips / cols)
     height, width = rows * size, cols * size
-    classes, spectra = _render_scene(rng, height, width, size)
+    scene = _render_scene(rng, height, width, size, texture, np.random.default_rng([seed, 1]))
+    classes = scene.classes
 
     sensors = {}
     for sensor in SENSORS:
-        data = _observe(sensor, spectra, rng)
+        data = _observe(sensor, scene, rng)
         profile = dict(
             driver="GTiff", dtype="float32", count=4, height=data.shape[1], width=data.shape[2],
             crs=CRS.from_string(crs), transform=from_origin(origin[0], origin[1], sensor.gsd, sensor.gsd),
@@ -180,7 +273,8 @@ def write_multisensor_dataset(
         shares = np.bincount(block.ravel(), minlength=len(CLASSES)) / block.size
         chips.append({"id": i, "row": r * size, "col": c * size, "label": int(shares.argmax()),
                       "shares": [round(float(s), 4) for s in shares]})
-    manifest = {"size": size, "classes": CLASSES, "sensors": sensors, "chips": chips, "seed": seed}
+    manifest = {"size": size, "classes": CLASSES, "sensors": sensors, "chips": chips, "seed": seed,
+                "texture": texture}
     tmp = out / ".multisensor.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=1))
     tmp.replace(out / "multisensor.json")
