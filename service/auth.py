@@ -227,6 +227,11 @@ class ScopedStore:
             self.get_experiment(experiment_id)
         return self._store.list_trials(experiment_id, *args, **kwargs)
 
+    def trial_page(self, experiment_id: str, *args: Any, **kwargs: Any):
+        if self._owner is not None:
+            self.get_experiment(experiment_id)
+        return self._store.trial_page(experiment_id, *args, **kwargs)
+
     def update_experiment(self, experiment_id: str, **kwargs: Any):
         if self._owner is not None:
             self.get_experiment(experiment_id)

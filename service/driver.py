@@ -10,6 +10,7 @@ trains; this process never serves HTTP.
 from __future__ import annotations
 
 import logging
+import math
 import sys
 from functools import partial
 from pathlib import Path
@@ -68,7 +69,7 @@ def _store_callback_class():
                     node_id=result.get("node_id"),
                 )
                 history = {
-                    k: result.get(k)
+                    k: _json_safe(result.get(k))
                     for k in ("epoch", "miou", "loss", "reward", "train_s", "eval_s", "latency_s", "chips_per_s", "iou")
                 }
             try:
@@ -104,6 +105,15 @@ def _store_callback_class():
             self._write(trial, State.RUNNING, error=f"retried after: {_trial_error(trial)}")
 
     return StoreCallback
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and ±inf as None (a diverged trial's loss): PostgreSQL's JSON refuses them, JSON has none."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def _trial_error(trial) -> str:

@@ -50,6 +50,8 @@ class _Spec(BaseModel):
 
 
 def _no_traversal(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("the path must not contain a NUL byte")
     if ".." in Path(value).parts:
         raise ValueError("the path must not contain '..'")
     return value

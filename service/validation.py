@@ -15,6 +15,9 @@ from search_spaces.errors import SpecError
 from .settings import Settings
 from .specs import ExperimentSpec, PretrainingSpec
 
+#: libyaml's safe loader when PyYAML was built with it (several times faster), else the pure-Python one
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 __all__ = ["check_dataset", "check_pretraining_data", "check_backbone", "check_data_root"]
 
 
@@ -54,7 +57,7 @@ def check_dataset(spec: ExperimentSpec, settings: Settings) -> Path:
             field="dataset.path",
         )
     try:
-        raw = yaml.safe_load(meta.read_text()) or {}
+        raw = yaml.load(meta.read_text(), Loader=_YAML_LOADER) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise SpecError(f"{meta} is not readable YAML: {exc}", field="dataset.path") from None
     available = [str(b) for b in raw.get("bands") or []]
@@ -68,7 +71,7 @@ def check_dataset(spec: ExperimentSpec, settings: Settings) -> Path:
 
 
 def _bands_of(root: Path) -> list[str]:
-    raw = yaml.safe_load((root / "dataset.yaml").read_text()) or {}
+    raw = yaml.load((root / "dataset.yaml").read_text(), Loader=_YAML_LOADER) or {}
     return [str(b) for b in raw.get("bands") or []]
 
 

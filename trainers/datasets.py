@@ -32,6 +32,9 @@ from torch.utils.data import Dataset
 from search_spaces.errors import DataError
 from trainers._raster import atomic_write_text, nodata_pixels, open_raster
 
+#: libyaml's safe loader when PyYAML was built with it (several times faster), else the pure-Python one
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 __all__ = [
     "DATASET_FILE",
     "STATS_FILE",
@@ -75,7 +78,7 @@ class DatasetInfo:
                 "(write one with `geonas data demo` or `geonas data import`)"
             )
         try:
-            raw = yaml.safe_load(path.read_text())
+            raw = yaml.load(path.read_text(), Loader=_YAML_LOADER)
         except yaml.YAMLError as exc:
             raise DataError(f"{path}: not valid YAML ({exc})") from exc
         if not isinstance(raw, dict):
