@@ -193,7 +193,10 @@ class Flat:
 
 def test_ppo_learns_a_simple_preference():
     """Reward = number of token-1s; after a few updates PPO proposes far more of them than chance."""
-    ppo = create_searcher("ppo", Flat(), seed=0, lr=1e-2, batch_size=10, ppo_epochs=4, advantage="rank")
+    # Without replacement the proposals must leave the learnt mode once its neighbourhood is used up,
+    # so the policy's learning is read off proposals drawn with replacement.
+    options = {"lr": 1e-2, "batch_size": 10, "ppo_epochs": 4, "advantage": "rank", "without_replacement": False}
+    ppo = create_searcher("ppo", Flat(), seed=0, **options)
     seen, _ = drive(ppo, 200, outstanding=4, reward=lambda t: float(sum(x == 1 for x in t)))
     first = np.mean([sum(x == 1 for x in p.tokens) for p in seen[:10]])
     last = np.mean([sum(x == 1 for x in p.tokens) for p in seen[-50:]])
@@ -239,6 +242,33 @@ def test_ppo_self_imitation_pulls_the_policy_towards_the_best_architecture_seen(
         return float(logp.sum())
 
     assert logp_of_best(2.0) > logp_of_best(0.0) + 0.1
+
+
+def test_ppo_samples_without_replacement_with_exact_behaviour_log_probs():
+    """Eight sequences in the space: the first eight proposals are all different, each drawn from the
+    policy restricted to what was not yet proposed, and its stored log-probability is that policy's."""
+
+    class Tiny:
+        sizes = (2, 2, 2)
+
+        def mask(self, position, prefix):
+            return np.ones(2, dtype=bool)
+
+        def canonical(self, tokens):
+            return ",".join(map(str, tokens))
+
+    ppo = create_searcher("ppo", Tiny(), seed=0, batch_size=100, sample_ahead=1, resample_passes=1)
+    proposals = [ppo.propose() for _ in range(8)]
+    assert len({p.tokens for p in proposals}) == 8
+    last = ppo._drawn[proposals[-1].id]
+    assert last.masks.sum() == 3  # the last sequence left: a single allowed choice at every position
+    with torch.no_grad():
+        logp, _ = ppo.policy.evaluate(
+            torch.from_numpy(last.tokens[None]), torch.from_numpy(last.masks[None]), 1.0, None
+        )
+    assert float(logp.sum()) == pytest.approx(float(last.logp.sum()), abs=1e-5) and float(logp.sum()) == pytest.approx(
+        0.0
+    )
 
 
 # -- tabular benchmark ---------------------------------------------------------------------------
