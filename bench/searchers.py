@@ -13,7 +13,14 @@ that device's median latency, every registered searcher runs ``--trials`` trials
 Then a few seeds go through the Ray Tune adapter (a real local Ray, concurrency > 1) and the same
 seeds through the in-process loop with as many proposals outstanding, to show they behave alike.
 
-    nice -n 10 .venv/bin/python bench/searchers.py [--table CSV] [--seeds 20] [--trials 500]
+    nice -n 10 .venv/bin/python bench/searchers.py [--table CSV] [--seeds 20] [--trials 500] [--workers N]
+
+Packages: numpy, pandas and torch for every run; optuna too, because ``search_spaces.searchers``
+imports the ``tpe`` searcher (so even a ``--searchers ppo`` run needs it); ray[tune] only for the
+Tune comparison (``--tune-seeds 0`` skips it; ``--tune-only --merge`` adds it to an existing file).
+Runs split over machines or sessions are joined with ``--merge`` (add searchers to ``--out``) or
+``--combine`` (merge whole files). TPE (20-130 s per 500-trial run on one core) and PPO are the slow
+searchers; the pool starts them first.
 """
 
 from __future__ import annotations
