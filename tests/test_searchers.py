@@ -257,7 +257,8 @@ def test_ppo_samples_without_replacement_with_exact_behaviour_log_probs():
         def canonical(self, tokens):
             return ",".join(map(str, tokens))
 
-    ppo = create_searcher("ppo", Tiny(), seed=0, batch_size=100, sample_ahead=1, resample_passes=1)
+    options = {"batch_size": 100, "sample_ahead": 1, "resample_passes": 1, "without_replacement": True}
+    ppo = create_searcher("ppo", Tiny(), seed=0, **options)
     proposals = [ppo.propose() for _ in range(8)]
     assert len({p.tokens for p in proposals}) == 8
     last = ppo._drawn[proposals[-1].id]
