@@ -2,14 +2,14 @@
 
     python bench/csf.py                          # profile "cpu": ~30 min on 2 shared cores
     python bench/csf.py --profile quick          # smoke run, minutes
-    python bench/csf.py --profile gpu --device cuda --no-ray --tag gpu   # one GPU, no Ray there
+    python bench/csf.py --profile gpu --device cuda --no-ray --threads 8 --out R.json  # one GPU, no Ray/scipy
     (--export-cache DIR / --from-cache DIR keep the chips as .npz; GEONAS_DUBAI points at the data)
 
 What it does (all settings are printed and stored in the JSON):
 1. Chips. Dubai aerial (RGB, 6 classes): pretraining chips from tiles 1-6, k-NN chips from the
    held-out tile 8 labelled by dominant class; transfer chips (with masks) from tiles 1-6 (10% of
-   them carry labels) and tile 8 (test). Multi-sensor: a generated 3-sensor, 12-band set; the first
-   two thirds of its chips pretrain, the last third is the k-NN set.
+   them carry labels) and tile 8 (test). Multi-sensor: a generated 3-sensor, 12-band set; its last
+   ``multisensor_knn_chips`` chips are the k-NN set, all the others pretrain.
 2. CSF pretraining per data set with :class:`csf.train.CSFStep` (the step every Ray worker runs) in
    this process, then k-NN (global-pooled last stage, PCA, k = 10/25/50/100) of the same
    architecture with random init, with a user's supervised init (``--supervised-init``, a file) and
@@ -51,16 +51,19 @@ PROFILES = {
     # 2 shared CPU cores: a small backbone, small chips, few steps.
     "cpu": {"backbone": "resnet10t", "pretrain_steps": 40, "batch_size": 12, "chip": 40, "crop": 32,
             "warmup_steps": 8, "ramp_steps": 30, "dubai_pretrain_chips": 1000, "dubai_knn_chips": 500,
-            "multisensor_chips": 750, "transfer_chip": 64, "transfer_steps": 30, "transfer_batch": 8,
+            "multisensor_chips": 750, "multisensor_knn_chips": 250,
+            "transfer_chip": 64, "transfer_steps": 30, "transfer_batch": 8,
             "transfer_test_chips": 200, "throughput_steps": 8},
     # One GPU: the paper's backbone at half its chip size (80 -> 64 px instead of 160 -> 128).
     "gpu": {"backbone": "resnet50", "pretrain_steps": 1500, "batch_size": 128, "chip": 80, "crop": 64,
             "warmup_steps": 300, "ramp_steps": 1000, "dubai_pretrain_chips": 4000, "dubai_knn_chips": 800,
-            "multisensor_chips": 900, "transfer_chip": 64, "transfer_steps": 600, "transfer_batch": 32,
+            "multisensor_chips": 2300, "multisensor_knn_chips": 300,
+            "transfer_chip": 64, "transfer_steps": 600, "transfer_batch": 32,
             "transfer_test_chips": 600, "throughput_steps": 20},
     "quick": {"backbone": "resnet10t", "pretrain_steps": 12, "batch_size": 8, "chip": 40, "crop": 32,
               "warmup_steps": 3, "ramp_steps": 6, "dubai_pretrain_chips": 120, "dubai_knn_chips": 150,
-              "multisensor_chips": 240, "transfer_chip": 64, "transfer_steps": 10, "transfer_batch": 8,
+              "multisensor_chips": 240, "multisensor_knn_chips": 80,
+              "transfer_chip": 64, "transfer_steps": 10, "transfer_batch": 8,
               "transfer_test_chips": 60, "throughput_steps": 6},
 }
 
@@ -115,7 +118,9 @@ def build_chips(s: dict, work: Path) -> dict[str, ChipSet]:
     root = write_multisensor_dataset(work / "multisensor", n_chips=s["multisensor_chips"], size=s["chip"],
                                      seed=0, texture=s["ms_texture"])
     ms = load_chips({"kind": "multisensor", "root": str(root)})
-    cut = (2 * len(ms)) // 3
+    # The last chips are the k-NN set; all the others pretrain. At GPU scale 600 pretraining chips were
+    # seen ~320 times each and CSF memorised them (loss 0.4); more chips of the same scene cost seconds.
+    cut = len(ms) - s["multisensor_knn_chips"]
     chips["ms_pretrain"], chips["ms_knn"] = ms.subset(np.arange(cut)), ms.subset(np.arange(cut, len(ms)))
     # k-NN chips at the crop size, as the encoder saw them in pretraining (centre crop).
     o = (s["chip"] - s["crop"]) // 2
@@ -282,7 +287,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int)
     parser.add_argument("--batch", type=int)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--ms-texture", default="class",
+    parser.add_argument("--ms-texture", default="uniform",
                         help="generated scene: 'class' (each class its own texture) or 'uniform' (one texture for "
                              "all classes, the first generator); see csf/multisensor.py")
     parser.add_argument("--supervised-init", help="a local weights file for the backbone (never downloaded)")
