@@ -203,9 +203,13 @@ class PPOSearcher(Searcher):
         # Sampling without replacement: draws of architectures this searcher already proposed are
         # skipped (a peaked policy then explores the neighbourhood of its mode instead of repeating
         # it). Bounded; a duplicate that gets through is the caller's to answer from its cache.
+        # Each refill within one call draws twice as many: when the policy is peaked, one batched pass
+        # of 512 costs about what one of 32 does, and the first unseen draw has the same distribution.
+        size = self.hp["sample_ahead"]
         for _ in range(self.hp["resample_passes"] * self.hp["sample_ahead"]):
             if not self._queue:
-                self._queue = self._sample(self.hp["sample_ahead"])
+                self._queue = self._sample(size)
+                size = min(2 * size, 1024)
             self._last = self._queue.pop(0)
             key = self.space.canonical(self._last.tokens.tolist())
             if key not in self.seen:
