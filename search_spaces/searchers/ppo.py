@@ -110,12 +110,13 @@ class PPOSearcher(Searcher):
     ``max_grad_norm``, ``max_pending`` (propose returns None when this many are outstanding; None = never),
     ``risk_epsilon`` (risk-seeking policy gradient, Petersen et al. 2021: only the best ``risk_epsilon``
     share of a batch is trained on, with advantage = reward minus the batch's (1 - epsilon) quantile, so
-    the policy chases the best architectures rather than the average; None = off), ``elite`` and
+    the policy chases the best architectures rather than the average; default 0.3, None = off), ``elite`` and
     ``sil_coef`` (self-imitation, Oh et al. 2018: the ``elite`` best architectures seen so far are
     replayed every update with the off-policy loss ``-log pi * max(R - V, 0)``, V the moving-average
     baseline; 0 = off),
-    ``sample_ahead`` (sequences drawn per batched pass of the controller), ``resample_passes`` (how many
-    batched passes may be spent skipping architectures already proposed), ``without_replacement``
+    ``sample_ahead`` (sequences drawn per batched pass of the controller), ``grow_refill`` (each further
+    pass within one proposal draws twice as many), ``resample_passes`` (how many batched passes may be
+    spent skipping architectures already proposed), ``without_replacement``
     (True: choices whose every continuation was already proposed are masked out while sampling, and the
     stored masks and log-probabilities are those of that restricted policy, so the importance ratios stay
     exact).
@@ -141,10 +142,11 @@ class PPOSearcher(Searcher):
         logit_clip: float | None = None,
         max_grad_norm: float | None = 1.0,
         max_pending: int | None = None,
-        risk_epsilon: float | None = None,
+        risk_epsilon: float | None = 0.3,
         elite: int = 10,
         sil_coef: float = 1.0,
         sample_ahead: int = 32,
+        grow_refill: bool = True,
         resample_passes: int = 2,
         without_replacement: bool = False,
         **options: Any,
@@ -172,6 +174,7 @@ class PPOSearcher(Searcher):
             elite=elite,
             sil_coef=sil_coef,
             sample_ahead=sample_ahead,
+            grow_refill=grow_refill,
             resample_passes=resample_passes,
             without_replacement=without_replacement,
         )
@@ -209,7 +212,7 @@ class PPOSearcher(Searcher):
         for _ in range(self.hp["resample_passes"] * self.hp["sample_ahead"]):
             if not self._queue:
                 self._queue = self._sample(size)
-                size = min(2 * size, 1024)
+                size = min(2 * size, 1024) if self.hp["grow_refill"] else size
             self._last = self._queue.pop(0)
             key = self.space.canonical(self._last.tokens.tolist())
             if key not in self.seen:
