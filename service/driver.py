@@ -134,7 +134,7 @@ def _build_context(spec: ExperimentSpec, storage: str, backbone_weights: str | N
 
     info = DatasetInfo.load(spec.dataset.path)
     bands = tuple(spec.dataset.bands) if spec.dataset.bands else None
-    # trials load their chips themselves (once per worker process); the driver reads one chip for the shapes
+    # trials load their chips themselves (once per node); the driver reads one chip for the shapes
     train = SplitRef(str(info.root), "train", bands, spec.stage1.subset, spec.seed)
     val = SplitRef(str(info.root), "val", bands, spec.stage1.val_subset, spec.seed)
     probe = SegmentationDataset(info.root, "train", bands=list(bands) if bands else None, preload=False)

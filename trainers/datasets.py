@@ -407,7 +407,8 @@ class SegmentationDataset(Dataset):
                 pick = np.random.default_rng(seed).choice(len(ids), size=subset, replace=False)
                 ids = [ids[i] for i in sorted(pick)]
         if exclude:
-            ids = [i for i in ids if i not in set(exclude)]
+            excluded = set(exclude)
+            ids = [i for i in ids if i not in excluded]
         self.chip_ids: list[str] = ids
         mean, std = band_stats(self.info, self.bands)
         self.mean = np.asarray(mean, np.float32)
@@ -444,8 +445,6 @@ class SegmentationDataset(Dataset):
         image_path, mask_path = self.info.chip_paths(self.split, chip_id)
         try:
             image, mask, invalid = read_chip(self.info, image_path, mask_path)
-        except ChipError:
-            raise
         except DataError as exc:
             raise ChipError(self.split, chip_id, image_path, str(exc)) from exc
         return image[self._file_bands], mask, invalid

@@ -56,7 +56,6 @@ __all__ = [
     "meter_actor_options",
     "get_latency_meter",
     "model_key",
-    "measure_remote",
 ]
 
 LATENCY_RESOURCE = "latency_meter"
@@ -252,21 +251,6 @@ def get_latency_meter(
         lifetime=placement.lifetime,
         **options,
     ).remote(prof.name, None if cache_path is None else str(cache_path), placement.harness)
-
-
-def measure_remote(
-    arch: dict[str, Any],
-    in_chans: int,
-    num_classes: int,
-    input_shape: tuple[int, int, int, int] | list[int],
-    profile: str | DeviceProfile,
-    cache_path: str | os.PathLike | None,
-    placement: MeterPlacement | None = None,
-    timeout_s: float | None = 600.0,
-) -> dict[str, Any]:
-    """What a trial calls: measure through the profile's meter and wait for the answer."""
-    ref = request_remote(arch, in_chans, num_classes, input_shape, profile, cache_path, placement)
-    return ray.get(ref, timeout=timeout_s)
 
 
 def request_remote(

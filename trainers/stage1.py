@@ -49,7 +49,7 @@ class Stage1Context:
     """Everything a trial needs besides its architecture; built once per experiment by the driver.
 
     ``train`` and ``val`` are datasets, or :class:`~trainers.trial_data.SplitRef` s that the trial
-    loads itself (cached per worker process; unreadable chips go to ``quarantine``).
+    loads itself (decoded once per node; unreadable chips go to ``quarantine``).
     """
 
     train: Dataset | SplitRef

@@ -80,37 +80,36 @@ def load_split(ref: SplitRef, quarantine: Quarantine | None = None) -> Segmentat
     naming the file), so the calling trial fails with that message.
     """
     excluded = quarantine.chip_ids(ref.split) if quarantine is not None else frozenset()
-    if _on_ray_worker():
-        try:
-            return _from_node_cache(ref, excluded)
-        except ChipError as exc:
-            if quarantine is not None:
-                quarantine.add(exc)
-            raise
-    return _load_here(ref, excluded, quarantine)
+    try:
+        return _from_node_cache(ref, excluded) if _on_ray_worker() else _load_here(ref, excluded)
+    except ChipError as exc:
+        if quarantine is not None:
+            quarantine.add(exc)
+        raise
 
 
-def _load_here(ref: SplitRef, excluded: frozenset[str], quarantine: Quarantine | None) -> SegmentationDataset:
+def _read_split(ref: SplitRef, excluded: frozenset[str]) -> SegmentationDataset:
+    """Decode the split now; a split left without any readable chip is an error, not an empty epoch."""
+    dataset = SegmentationDataset(
+        ref.root,
+        ref.split,
+        bands=list(ref.bands) if ref.bands else None,
+        subset=ref.subset,
+        seed=ref.seed,
+        exclude=excluded,
+    )
+    if not len(dataset):
+        raise DataError(f"split '{ref.split}' of {ref.root} has no readable chips left")
+    return dataset
+
+
+def _load_here(ref: SplitRef, excluded: frozenset[str]) -> SegmentationDataset:
+    """The split from this process's small cache (outside Ray: unit tests, a laptop)."""
     key = (ref, excluded)
     with _LOCK:
         if key not in _CACHE:
-            try:
-                dataset = SegmentationDataset(
-                    ref.root,
-                    ref.split,
-                    bands=list(ref.bands) if ref.bands else None,
-                    subset=ref.subset,
-                    seed=ref.seed,
-                    exclude=excluded,
-                )
-            except ChipError as exc:
-                if quarantine is not None:
-                    quarantine.add(exc)
-                raise
-            if not len(dataset):
-                raise DataError(f"split '{ref.split}' of {ref.root} has no readable chips left")
-            _CACHE[key] = dataset
-            while len(_CACHE) > _CACHE_SIZE:  # a long-lived actor never hoards old experiments' chips
+            _CACHE[key] = _read_split(ref, excluded)
+            while len(_CACHE) > _CACHE_SIZE:  # a long-lived process never hoards old experiments' chips
                 _CACHE.popitem(last=False)
         _CACHE.move_to_end(key)
         return _CACHE[key]
@@ -144,11 +143,10 @@ def _node_cache_class():
         def get(self, ref: SplitRef, excluded: frozenset[str]) -> list:
             key = (ref, excluded)
             if key not in self.refs:
-                dataset = _load_here(ref, excluded, None)  # ChipError goes back to the asking trial
-                self.refs[key] = ray.put(dataset)
+                # a ChipError goes back to the asking trial, which quarantines the chip
+                self.refs[key] = ray.put(_read_split(ref, excluded))
                 while len(self.refs) > _CACHE_SIZE:
                     self.refs.popitem(last=False)
-                _CACHE.pop(key, None)  # the object store holds it now; keep no second copy here
             self.refs.move_to_end(key)
             return [self.refs[key]]  # in a list, so Ray hands back the reference, not the arrays
 
