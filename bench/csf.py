@@ -72,7 +72,8 @@ def settings(args: argparse.Namespace) -> dict:
     s = dict(PROFILES[args.profile])
     s.update(device=args.device, threads=args.threads, seed=0, p_max=0.66, lr=1e-3, temperature=0.1,
              grad_clip=1.0, normalize=args.normalize, transfer_label_share=0.10, knn_tiles=[8],
-             transfer_test_tiles=[8], ms_texture=args.ms_texture)
+             transfer_test_tiles=[8], ms_texture=args.ms_texture, noise_std=args.noise_std,
+             gain_jitter=args.gain_jitter)
     for key in ("backbone", "steps", "batch"):
         value = getattr(args, key)
         if value:
@@ -140,6 +141,7 @@ def pretrain_local(chips: ChipSet, s: dict, device: torch.device) -> tuple[CSFEn
         "batch_size": s["batch_size"], "lr": s["lr"], "warmup_steps": s["warmup_steps"],
         "grad_clip": s["grad_clip"], "temperature": s["temperature"], "crop": s["crop"],
         "p_max": s["p_max"], "ramp_steps": s["ramp_steps"], "seed": s["seed"], "normalize": s["normalize"],
+        "noise_std": s["noise_std"], "gain_jitter": s["gain_jitter"],
     })
     torch.manual_seed(s["seed"])
     encoder = build_encoder(s["backbone"], len(chips.band_names)).to(device)
@@ -290,6 +292,8 @@ def main() -> None:
     parser.add_argument("--ms-texture", default="uniform",
                         help="generated scene: 'class' (each class its own texture) or 'uniform' (one texture for "
                              "all classes, the first generator); see csf/multisensor.py")
+    parser.add_argument("--noise-std", type=float, default=0.0, help="per-view noise (csf.views; 0 = paper)")
+    parser.add_argument("--gain-jitter", type=float, default=0.0, help="per-view band gain (csf.views; 0 = paper)")
     parser.add_argument("--supervised-init", help="a local weights file for the backbone (never downloaded)")
     parser.add_argument("--no-ray", action="store_true", help="skip the Ray throughput section")
     parser.add_argument("--sections", default=SECTIONS,

@@ -62,6 +62,8 @@ class PretrainConfig:
     crop: int = 128
     p_max: float = 0.66
     ramp_steps: int = 8000
+    noise_std: float = 0.0  # per-view noise and band gain (csf.views): off in the paper
+    gain_jitter: float = 0.0
     checkpoint_every: int = 500
     report_every: int = 1
     seed: int = 0
@@ -96,7 +98,8 @@ class PretrainConfig:
         self.views()
 
     def views(self) -> ViewConfig:
-        return ViewConfig(crop=self.crop, p_max=self.p_max, ramp_steps=self.ramp_steps)
+        return ViewConfig(crop=self.crop, p_max=self.p_max, ramp_steps=self.ramp_steps,
+                          noise_std=self.noise_std, gain_jitter=self.gain_jitter)
 
 
 def _train_context() -> tuple[int, int, Any]:

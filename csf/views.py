@@ -9,6 +9,13 @@ A sample never loses all its bands (a view of nothing cannot be matched). We dra
 for such samples (rejection sampling), so a band is kept with probability
 ``(1 - p) / (1 - p**C)`` for ``C`` bands; kept bands are scaled by the inverse of that, which is
 ``1 / (1 - p)`` up to the tiny all-dropped correction, and keeps every band's expected value exact.
+
+Two further view changes are options, off by default (the paper has neither): ``noise_std`` adds
+independent Gaussian noise to each view, and ``gain_jitter`` multiplies each band of each view by
+``exp(N(0, gain_jitter))``. Both remove a shortcut the paper's two views leave open: the views are
+crops of one stack, so where they overlap they share every pixel's sensor noise and exact band
+levels, and an encoder can match them on those rather than on what is on the ground. Real sensors
+differ in both, which is what the views stand for.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import torch
 
 from search_spaces.errors import SpecError
 
-__all__ = ["ViewConfig", "dropout_probability", "channel_dropout", "random_crop", "make_views"]
+__all__ = ["ViewConfig", "dropout_probability", "channel_dropout", "random_crop", "sensor_jitter", "make_views"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +36,8 @@ class ViewConfig:
     crop: int = 128
     p_max: float = 0.66
     ramp_steps: int = 8000
+    noise_std: float = 0.0  # per-view Gaussian noise, in the units of the (normalised) input
+    gain_jitter: float = 0.0  # per-view, per-band log-normal gain: std of the log
 
     def __post_init__(self) -> None:
         if self.crop < 8:
@@ -37,6 +46,9 @@ class ViewConfig:
             raise SpecError(f"p_max must be in [0, 1), got {self.p_max}", field="p_max")
         if self.ramp_steps < 0:
             raise SpecError(f"ramp_steps must be >= 0, got {self.ramp_steps}", field="ramp_steps")
+        for name in ("noise_std", "gain_jitter"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise SpecError(f"{name} must be in [0, 1], got {getattr(self, name)}", field=name)
 
 
 def dropout_probability(step: int, config: ViewConfig) -> float:
@@ -79,13 +91,32 @@ def random_crop(x: torch.Tensor, size: int, generator: torch.Generator | None = 
     return torch.stack(crops)
 
 
+def sensor_jitter(x: torch.Tensor, noise_std: float, gain_jitter: float,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """Own noise and own per-band gain for each sample of ``x`` (N, C, H, W); identity when both are 0.
+
+    The gain is log-normal with median 1, so a band's median level is unchanged; the noise has mean 0.
+    """
+    if noise_std <= 0.0 and gain_jitter <= 0.0:
+        return x
+    device = generator.device if generator is not None else x.device
+    if gain_jitter > 0.0:
+        gain = torch.exp(gain_jitter * torch.randn(x.shape[:2], generator=generator, device=device))
+        x = x * gain.to(x.device, x.dtype)[:, :, None, None]
+    if noise_std > 0.0:
+        noise = torch.randn(x.shape, generator=generator, device=device)
+        x = x + noise_std * noise.to(x.device, x.dtype)
+    return x
+
+
 def make_views(
     x: torch.Tensor, step: int, config: ViewConfig, generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two views of each chip in ``x``: own crop and own band dropout each, at the step's ``p``."""
+    """Two views of each chip in ``x``: own crop, own sensor jitter and own band dropout, at the step's ``p``."""
     p = dropout_probability(step, config)
     views = []
     for _ in range(2):
         view = random_crop(x, config.crop, generator)
+        view = sensor_jitter(view, config.noise_std, config.gain_jitter, generator)
         views.append(channel_dropout(view, p, generator))
     return views[0], views[1]

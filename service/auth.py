@@ -227,6 +227,12 @@ class ScopedStore:
             self.get_experiment(experiment_id)
         return self._store.list_trials(experiment_id, *args, **kwargs)
 
+    def experiment_owner_and_version(self, experiment_id: str, table: str = "trials"):
+        owner, version = self._store.experiment_owner_and_version(experiment_id, table)
+        if self._owner is not None and owner != self._owner:
+            raise NotFound(f"experiment {experiment_id} does not exist; list them with GET /v1/experiments")
+        return owner, version
+
     def trial_page(self, experiment_id: str, *args: Any, **kwargs: Any):
         if self._owner is not None:
             self.get_experiment(experiment_id)

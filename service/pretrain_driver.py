@@ -44,6 +44,8 @@ def csf_config(spec: PretrainingSpec, name: str) -> dict[str, Any]:
         "temperature": spec.temperature,
         "ramp_steps": spec.ramp_steps,
         "p_max": spec.p_max,
+        "noise_std": spec.noise_std,
+        "gain_jitter": spec.gain_jitter,
         "checkpoint_every": spec.checkpoint_every,
         "seed": spec.seed,
     }

@@ -201,6 +201,10 @@ class PretrainingSpec(_Spec):
     temperature: float = Field(0.1, gt=0)
     ramp_steps: int = Field(8000, ge=0, description="Steps over which band dropout ramps to p_max.")
     p_max: float = Field(0.66, ge=0, lt=1)
+    noise_std: float = Field(0.0, ge=0, le=1, description="Gaussian noise added to each view on its own "
+                             "(normalised units); 0 = the paper's views.")
+    gain_jitter: float = Field(0.0, ge=0, le=1, description="Std of the log of a per-view, per-band gain; "
+                               "0 = the paper's views.")
     checkpoint_every: int = Field(500, ge=1)
     seed: int = Field(0, ge=0)
     knn: bool = Field(True, description="Evaluate k-NN (random init vs CSF) when done.")

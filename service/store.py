@@ -175,6 +175,10 @@ class StoreVersion(Base):
 
 #: Built once: read on every cached API answer, where building the statement cost more than running it.
 _VERSION_QUERY = select(StoreVersion.version).where(StoreVersion.name == bindparam("name"))
+#: An experiment's owner and a table's version, one statement (the trial pages' check before the cache).
+_OWNER_VERSION_QUERY = select(Experiment.owner, _VERSION_QUERY.scalar_subquery()).where(
+    Experiment.id == bindparam("id")
+)
 
 
 def _page_query(by_stage: bool):
@@ -213,7 +217,11 @@ _TRIAL_FIELDS = ("epoch", "miou", "latency_ms", "latency_device", "params", "rew
 def _make_engine(url: str) -> Engine:
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        # A pool as deep as the API's thread pool (anyio's 40): with the default 5 (+10 overflow), a
+        # burst of concurrent reads opened and closed overflow connections, each paying the pragmas.
+        engine = create_engine(
+            url, connect_args={"timeout": 30, "check_same_thread": False}, pool_size=32, max_overflow=32
+        )
 
         @event.listens_for(engine, "connect")
         def _pragmas(conn, _record) -> None:  # WAL: the API reads while the driver writes
@@ -414,6 +422,18 @@ class Store:
             result = conn.execute(query, params)
             keys = list(result.keys())
             return [dict(zip(keys, row, strict=True)) for row in result.all()]
+
+    def experiment_owner_and_version(self, experiment_id: str, table: str = "trials") -> tuple[str | None, int | None]:
+        """``(owner, version of table)`` in one round trip: what a cached per-experiment answer needs.
+
+        NotFound when the experiment does not exist. The version is read in the same statement, so it
+        is read before whatever the caller builds next (see :meth:`write_version`).
+        """
+        with self.engine.connect() as conn:
+            row = conn.execute(_OWNER_VERSION_QUERY, {"id": experiment_id, "name": table}).first()
+        if row is None:
+            raise NotFound(f"experiment {experiment_id} does not exist; list them with GET /v1/experiments")
+        return row[0], None if row[1] is None else int(row[1])
 
     def write_version(self, table: str = "trials") -> int | None:
         """The table's write counter (see :class:`StoreVersion`); read it *before* what it keys.

@@ -19,7 +19,7 @@ from csf.encoder import (
 from csf.knn import evaluate_knn, knn_scores, pca_reduce
 from csf.loss import contrastive_loss, layer_loss
 from csf.multisensor import write_multisensor_dataset
-from csf.views import ViewConfig, channel_dropout, dropout_probability, make_views, random_crop
+from csf.views import ViewConfig, channel_dropout, dropout_probability, make_views, random_crop, sensor_jitter
 from search_spaces.errors import DataError, SpecError
 
 torch.set_num_threads(1)
@@ -100,6 +100,25 @@ def test_dropout_ramp_and_views():
         random_crop(x, 32)
     with pytest.raises(SpecError):
         ViewConfig(p_max=1.0)
+    with pytest.raises(SpecError, match="noise_std"):
+        ViewConfig(noise_std=-0.1)
+
+
+def test_sensor_jitter_gives_each_view_its_own_noise_and_gains():
+    g = torch.Generator().manual_seed(0)
+    x = torch.full((20_000, 4, 2, 2), 2.0)
+    assert sensor_jitter(x, 0.0, 0.0, g) is x  # the paper's views: untouched
+    noisy = sensor_jitter(x, 0.3, 0.0, g)
+    assert (noisy - x).mean().item() == pytest.approx(0.0, abs=0.01)
+    assert (noisy - x).std().item() == pytest.approx(0.3, rel=0.02)
+    gained = sensor_jitter(x, 0.0, 0.2, g)
+    per_band = gained[:, :, 0, 0] / 2.0
+    assert torch.allclose(gained, per_band[:, :, None, None] * 2.0)  # one gain per sample and band
+    assert per_band.log().std().item() == pytest.approx(0.2, rel=0.05)  # log-normal, median 1
+    assert per_band.median().item() == pytest.approx(1.0, abs=0.01)
+    cfg = ViewConfig(crop=8, p_max=0.0, ramp_steps=0, noise_std=0.3)
+    v1, v2 = make_views(torch.zeros(8, 3, 8, 8), 0, cfg, g)  # same crop (whole chip), different noise
+    assert not torch.allclose(v1, v2)
 
 
 # -- encoder export

@@ -396,3 +396,21 @@ def test_tune_adapter_runs_a_tiny_experiment(ray_cluster, tmp_path):
     restored.restore(str(path))
     assert restored.suggest("next") == adapter.suggest("next")
     assert list(tmp_path.glob(".searcher.pkl.*")) == []  # no temporary file left behind
+
+
+def test_ppo_replay_pools_raw_rewards_of_the_last_batches_and_is_restored():
+    """Replayed batches keep their rewards (advantages are recomputed over the pool at each update)."""
+    options = {"batch_size": 4, "replay": 2}
+    ppo = create_searcher("ppo", Flat(), seed=0, **options)
+    drive(ppo, 20, outstanding=1, reward=lambda t: float(sum(t)))
+    assert ppo.updates >= 3 and len(ppo.history) == 2
+    for batch in ppo.history:
+        assert len(batch) == 4
+        assert all(r == float(d.tokens.sum()) for d, r in batch)  # the reward itself, not an advantage
+    restored = create_searcher("ppo", Flat(), seed=99, **options)
+    restored.load_state_dict(ppo.state_dict())
+    for _ in range(6):
+        a, b = ppo.propose(), restored.propose()
+        assert a == b
+        ppo.observe(a.id, float(sum(a.tokens)))
+        restored.observe(b.id, float(sum(b.tokens)))

@@ -105,8 +105,9 @@ class PPOSearcher(Searcher):
     ``ppo_epochs``, ``clip`` (0.2), ``entropy_coef`` and ``entropy_decay`` (multiplied in after each
     update), ``advantage`` (``"rank"``: centred ranks within the batch; ``"zscore"``: batch z-scores;
     ``"baseline"``: reward minus a moving-average baseline with decay ``baseline_decay``, divided by a
-    running std), ``replay`` (how many earlier batches join each update, re-weighted by their importance
-    ratios), ``temperature``, ``logit_clip`` (tanh clipping of logits, as in ENAS/NAS-FPN; None = off),
+    running std), ``replay`` (how many earlier batches join each update: advantages, and the risk quantile, are
+    computed over the new batch and those together, and each sample is re-weighted by its importance ratio),
+    ``temperature``, ``logit_clip`` (tanh clipping of logits, as in ENAS/NAS-FPN; None = off),
     ``max_grad_norm``, ``max_pending`` (propose returns None when this many are outstanding; None = never),
     ``risk_epsilon`` (risk-seeking policy gradient, Petersen et al. 2021: only the best ``risk_epsilon``
     share of a batch is trained on, with advantage = reward minus the batch's (1 - epsilon) quantile, so
@@ -324,11 +325,7 @@ class PPOSearcher(Searcher):
             return ranks / max(len(rewards) - 1, 1) - 0.5
         if kind == "zscore":
             return (rewards - rewards.mean()) / (rewards.std() + 1e-8)
-        if self.baseline is None:
-            self._track_rewards(rewards)
-        advantages = (rewards - self.baseline) / math.sqrt(self.reward_var + 1e-8)
-        self._track_rewards(rewards)
-        return advantages
+        return (rewards - self.baseline) / math.sqrt(self.reward_var + 1e-8)
 
     def _track_rewards(self, rewards: np.ndarray) -> None:
         """Moving-average baseline and variance of rewards (the value the other advantages compare to)."""
@@ -361,22 +358,26 @@ class PPOSearcher(Searcher):
         return [(drawn, (r - quantile) / scale) for drawn, r in batch if r >= quantile]
 
     def _update(self) -> None:
+        """PPO epochs on the new batch and the ``replay`` batches before it (their rewards, not stale advantages).
+
+        Advantages are computed over that whole pool at each update, so a replayed architecture is
+        ranked against what the policy finds now; its importance ratio is taken to the policy that drew
+        it, and the clip stops the update once the policy has moved far enough towards (or away from) it.
+        """
         batch, self.batch = self.batch, []
-        rewards = np.array([r for _, r in batch], dtype=np.float64)
+        pool = batch + [item for old in self.history for item in old]
+        if self.hp["replay"]:
+            self.history = [batch, *self.history][: self.hp["replay"]]
+        rewards = np.array([r for _, r in pool], dtype=np.float64)
+        if self.baseline is None:
+            self._track_rewards(np.array([r for _, r in batch], dtype=np.float64))
         if self.hp["risk_epsilon"] is not None:
-            if self.baseline is None:
-                self._track_rewards(rewards)
-            fresh = self._risk_seeking(batch)
-            self._track_rewards(rewards)
+            samples = self._risk_seeking(pool)
         else:
             advantages = self._advantages(rewards)
-            fresh = [(drawn, float(a)) for (drawn, _), a in zip(batch, advantages, strict=True)]
-            if self.hp["advantage"] != "baseline":
-                self._track_rewards(rewards)  # self-imitation compares with the baseline whatever the advantage
-        samples = fresh + [item for old in self.history for item in old]
-        if self.hp["replay"]:
-            self.history.append(fresh)
-            self.history = self.history[-self.hp["replay"] :]
+            samples = [(drawn, float(a)) for (drawn, _), a in zip(pool, advantages, strict=True)]
+        # The moving baseline (self-imitation's V, and the scale of risk advantages) sees each reward once.
+        self._track_rewards(np.array([r for _, r in batch], dtype=np.float64))
         ppo_set, sil_set = _stack(samples), self._self_imitation_set()
         for _ in range(self.hp["ppo_epochs"]):
             loss = self._loss(ppo_set, sil_set)

@@ -148,12 +148,13 @@ def list_trials(
     store: Store = Depends(get_store_dep),
 ) -> list[TrialPublic]:
     """A page of the experiment's trials, in creation order."""
-    store.get_experiment(experiment_id)  # someone else's experiment is a 404, before any cache
+    # Someone else's experiment is a 404 before any cache; the version is read in the same statement,
+    # before the page, so an entry is never older than its key.
+    _, version = store.experiment_owner_and_version(experiment_id, "trials")
 
     def build() -> bytes:
         return trial_page_json(store.trial_page(experiment_id, stage, limit=limit, offset=offset))
 
-    version = store.write_version("trials")  # before the page: an entry is never older than its key
     cache = request.app.state.response_cache
     body = cache.get_or_build(("trials", experiment_id, stage, limit, offset), version, build)
     return Response(body, media_type="application/json")
