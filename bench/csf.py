@@ -42,9 +42,10 @@ from csf.encoder import CSFEncoder, build_encoder, load_init_weights  # noqa: E4
 from csf.knn import KS, evaluate_knn  # noqa: E402
 from csf.train import CSFStep, PretrainConfig  # noqa: E402
 
-DUBAI = Path(os.environ.get("GEONAS_DUBAI", "/work/shared/data/dubai-aerial"))
+DUBAI = Path(os.environ.get("GEONAS_DUBAI", Path(__file__).resolve().parents[2] / "shared" / "data" / "dubai-aerial"))
 RESULTS = Path(__file__).resolve().parent / "results"
 SECTIONS = "knn,transfer,throughput"
+DATASETS = ("dubai", "multisensor")
 
 
 PROFILES = {
@@ -72,7 +73,8 @@ def settings(args: argparse.Namespace) -> dict:
     s = dict(PROFILES[args.profile])
     s.update(device=args.device, threads=args.threads, seed=0, p_max=0.66, lr=1e-3, temperature=0.1,
              grad_clip=1.0, normalize=args.normalize, transfer_label_share=0.10, knn_tiles=[8],
-             transfer_test_tiles=[8], ms_texture=args.ms_texture, noise_std=args.noise_std,
+             transfer_test_tiles=[8], ms_texture=args.ms_texture, ms_acquisition=args.ms_acquisition,
+             noise_std=args.noise_std,
              gain_jitter=args.gain_jitter)
     for key in ("backbone", "steps", "batch"):
         value = getattr(args, key)
@@ -100,9 +102,33 @@ def _load(path: Path) -> ChipSet:
                    meta["classes"])
 
 
-def build_chips(s: dict, work: Path) -> dict[str, ChipSet]:
+def build_chips(s: dict, work: Path, datasets: tuple[str, ...] = DATASETS) -> dict[str, ChipSet]:
     from csf.data import load_chips
     from csf.multisensor import write_multisensor_dataset
+
+    chips: dict[str, ChipSet] = {}
+    if "dubai" in datasets:
+        chips.update(_dubai_chips(s))
+    if "multisensor" not in datasets:
+        return chips
+    root = write_multisensor_dataset(work / "multisensor", n_chips=s["multisensor_chips"], size=s["chip"],
+                                     seed=0, texture=s["ms_texture"],
+                                     acquisition=s.get("ms_acquisition", 0.0))
+    ms = load_chips({"kind": "multisensor", "root": str(root)})
+    # The last chips are the k-NN set; all the others pretrain. At GPU scale 600 pretraining chips were
+    # seen ~320 times each and CSF memorised them (loss 0.4); more chips of the same scene cost seconds.
+    cut = len(ms) - s["multisensor_knn_chips"]
+    chips["ms_pretrain"], chips["ms_knn"] = ms.subset(np.arange(cut)), ms.subset(np.arange(cut, len(ms)))
+    # k-NN chips at the crop size, as the encoder saw them in pretraining (centre crop).
+    o = (s["chip"] - s["crop"]) // 2
+    knn = chips["ms_knn"]
+    chips["ms_knn"] = ChipSet(knn.images[:, :, o:o + s["crop"], o:o + s["crop"]].copy(), knn.band_names,
+                              knn.sensors, knn.labels, None, knn.classes)
+    return chips
+
+
+def _dubai_chips(s: dict) -> dict[str, ChipSet]:
+    from csf.data import load_chips
 
     d = {"kind": "dubai", "root": str(DUBAI)}
     chips = {
@@ -116,18 +142,6 @@ def build_chips(s: dict, work: Path) -> dict[str, ChipSet]:
     chips["transfer_train"] = train.subset(np.random.default_rng(3).permutation(len(train))[:n_labelled])
     chips["transfer_test"] = load_chips({**d, "tiles": s["transfer_test_tiles"], "chip": s["transfer_chip"],
                                          "max_chips": s["transfer_test_chips"], "seed": 4})
-    root = write_multisensor_dataset(work / "multisensor", n_chips=s["multisensor_chips"], size=s["chip"],
-                                     seed=0, texture=s["ms_texture"])
-    ms = load_chips({"kind": "multisensor", "root": str(root)})
-    # The last chips are the k-NN set; all the others pretrain. At GPU scale 600 pretraining chips were
-    # seen ~320 times each and CSF memorised them (loss 0.4); more chips of the same scene cost seconds.
-    cut = len(ms) - s["multisensor_knn_chips"]
-    chips["ms_pretrain"], chips["ms_knn"] = ms.subset(np.arange(cut)), ms.subset(np.arange(cut, len(ms)))
-    # k-NN chips at the crop size, as the encoder saw them in pretraining (centre crop).
-    o = (s["chip"] - s["crop"]) // 2
-    knn = chips["ms_knn"]
-    chips["ms_knn"] = ChipSet(knn.images[:, :, o:o + s["crop"], o:o + s["crop"]].copy(), knn.band_names,
-                              knn.sensors, knn.labels, None, knn.classes)
     return chips
 
 
@@ -292,10 +306,14 @@ def main() -> None:
     parser.add_argument("--ms-texture", default="uniform",
                         help="generated scene: 'class' (each class its own texture) or 'uniform' (one texture for "
                              "all classes, the first generator); see csf/multisensor.py")
+    parser.add_argument("--ms-acquisition", type=float, default=0.0,
+                        help="multi-sensor generator: each sensor's own illumination and haze (0 = none)")
     parser.add_argument("--noise-std", type=float, default=0.0, help="per-view noise (csf.views; 0 = paper)")
     parser.add_argument("--gain-jitter", type=float, default=0.0, help="per-view band gain (csf.views; 0 = paper)")
     parser.add_argument("--supervised-init", help="a local weights file for the backbone (never downloaded)")
     parser.add_argument("--no-ray", action="store_true", help="skip the Ray throughput section")
+    parser.add_argument("--datasets", default=",".join(DATASETS),
+                        help="comma-separated subset of dubai,multisensor (transfer needs dubai)")
     parser.add_argument("--sections", default=SECTIONS,
                         help="comma-separated subset of knn,transfer,throughput; a subset is merged into the "
                              "existing result file (a CSF encoder pretrained by one section is reused)")
@@ -311,7 +329,8 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     out = args.out or RESULTS / f"csf{'-' + args.tag if args.tag else ''}.json"
-    result = json.loads(out.read_text()) if out.is_file() and args.sections != SECTIONS else {}
+    partial = args.sections != SECTIONS or args.datasets != ",".join(DATASETS)
+    result = json.loads(out.read_text()) if out.is_file() and partial else {}
     result.update(settings=s, device=str(device) if device.type == "cpu" else torch.cuda.get_device_name())
     sections = set(args.sections.split(","))
     if args.no_ray:
@@ -320,7 +339,7 @@ def main() -> None:
         if args.from_cache:
             chips = {p.stem: _load(p) for p in sorted(args.from_cache.glob("*.npz"))}
         else:
-            chips = build_chips(s, args.work)
+            chips = build_chips(s, args.work, tuple(args.datasets.split(",")))
         if args.export_cache:
             args.export_cache.mkdir(parents=True, exist_ok=True)
             for name, c in chips.items():
@@ -329,8 +348,10 @@ def main() -> None:
         print("chips: " + ", ".join(f"{k}={len(v)}×{v.images.shape[1]}×{v.images.shape[2]}px"
                                     for k, v in chips.items()))
     if "knn" in sections:
-        result["knn"], result["pretraining"] = knn_section(chips, s, device, args)
-    if "transfer" in sections:
+        knn, pretraining = knn_section(chips, s, device, args)
+        result.setdefault("knn", {}).update(knn)  # a --datasets subset replaces only its own rows
+        result.setdefault("pretraining", {}).update(pretraining)
+    if "transfer" in sections and "transfer_train" in chips:
         result["transfer"] = transfer_section(chips, s, device, args)
     if "throughput" in sections:
         if not (args.work / "multisensor" / "multisensor.json").is_file():
@@ -383,6 +404,8 @@ def knn_section(chips: dict[str, ChipSet], s: dict, device: torch.device,
     knn: dict[str, dict] = {}
     pretraining: dict[str, dict] = {}
     for name, pre, ev in (("dubai", "dubai_pretrain", "dubai_knn"), ("multisensor", "ms_pretrain", "ms_knn")):
+        if pre not in chips:
+            continue
         encoder, pretraining[name] = _pretrained(chips, s, device, args, name, pre)
         mean, std = chips[pre].band_stats()
         inits = {"random": random_encoder(s, len(chips[pre].band_names)), "csf": encoder}

@@ -200,16 +200,21 @@ def _render_scene(rng: np.random.Generator, height: int, width: int, size: int, 
     return _Scene(classes, blend.astype(np.float32), brightness.astype(np.float32))
 
 
-def _observe(sensor: SensorSpec, scene: _Scene, rng: np.random.Generator) -> np.ndarray:
+def _observe(sensor: SensorSpec, scene: _Scene, rng: np.random.Generator, acquisition: float = 0.0,
+             size: int = 64) -> np.ndarray:
     """What ``sensor`` records of the scene, at its own resolution (4, H/gsd, W/gsd).
 
     A pixel's spectrum is ``brightness × ((1 − blend) · class spectrum + blend · next class's)``, so
     each band is the same mix of the band's response to the class spectra (a 4 × classes table):
     no per-pixel spectrum is ever held, and memory grows with the bands, not the wavelengths.
+
+    ``acquisition`` > 0 gives this sensor's pass its own conditions (see :func:`_conditions`).
     """
     table = (sensor.responses() @ _CLASS_SPECTRA.T).astype(np.float32) * sensor.gain  # (4, classes)
     nxt = (scene.classes + 1) % len(CLASSES)
     bands = scene.brightness * ((1 - scene.blend) * table[:, scene.classes] + scene.blend * table[:, nxt])
+    if acquisition > 0:
+        bands = _conditions(rng, bands, acquisition, size)
     if sensor.shift != (0.0, 0.0):
         bands = np.stack([_shift_linear(b, sensor.shift) for b in bands])
     g = sensor.gsd
@@ -219,21 +224,44 @@ def _observe(sensor: SensorSpec, scene: _Scene, rng: np.random.Generator) -> np.
     return np.clip(coarse, 0.0, None).astype(np.float32)
 
 
+def _conditions(rng: np.random.Generator, bands: np.ndarray, strength: float, size: int) -> np.ndarray:
+    """One pass's illumination and haze over the scene, different for every sensor (``bands``: 4, H, W).
+
+    Sensors image a place on different days: sun, terrain shading and haze change between passes,
+    over distances of a few chips. Illumination multiplies every band (more in the visible than the
+    NIR); haze adds path radiance that is strongest in the blue. Without this, a chip's mean colour
+    gives away its class in every sensor alike (and a colour histogram is as good as any encoder);
+    with it, what the sensors agree on is the ground, which is what fusing them should learn.
+    """
+    shape = bands.shape[1:]
+    illumination = _smooth_field(rng, shape, size * 1.5)
+    haze = np.clip(1.0 + _smooth_field(rng, shape, size * 2.0), 0.0, None)
+    tilt = np.array([1.2, 1.0, 0.9, 0.7], dtype=np.float32)  # illumination acts less in the NIR
+    path = np.array([0.06, 0.04, 0.025, 0.01], dtype=np.float32)  # Rayleigh-like: the blue most
+    out = bands * np.exp(strength * 0.5 * tilt[:, None, None] * illumination[None])
+    return (out + strength * path[:, None, None] * haze[None]).astype(np.float32)
+
+
 def write_multisensor_dataset(
     out_dir: str | Path, *, n_chips: int = 400, size: int = 64, seed: int = 0,
     crs: str = "EPSG:32640", origin: tuple[float, float] = (300000.0, 2800000.0), texture: str = "uniform",
+    acquisition: float = 0.0,
 ) -> Path:
     """Write a generated co-registered 3-sensor, 12-band set of ``n_chips`` chips of ``size`` px.
 
     Layout: ``{sensor}.tif`` per sensor (native resolution, float32 reflectance, nodata -1),
     ``labels.tif`` (uint8 class map on the finest grid) and ``multisensor.json``. Returns ``out_dir``.
     ``texture``: ``"class"`` (each class its own spatial pattern) or ``"uniform"`` (one texture for
-    every class, the first generator's scene, kept to reproduce its measurements).
+    every class, the first generator's scene, kept to reproduce its measurements). ``acquisition``:
+    strength of each sensor's own illumination and haze (0 = none, the first generator; 1 = light
+    changing by about ±50 % between passes, haze up to a fifth of bright ground's blue).
     """
     if texture not in TEXTURES:
         raise SpecError(f"texture must be one of {TEXTURES}, got {texture!r}", field="texture")
     if n_chips < 1:
         raise SpecError(f"n_chips must be >= 1, got {n_chips}", field="n_chips")
+    if not 0.0 <= acquisition <= 3.0:
+        raise SpecError(f"acquisition must be in [0, 3], got {acquisition}", field="acquisition")
     coarsest = max(s.gsd for s in SENSORS)
     if size < 16 or size % coarsest:
         raise SpecError(f"size must be a multiple of {coarsest} and >= 16, got {size}", field="size")
@@ -248,7 +276,7 @@ def write_multisensor_dataset(
 
     sensors = {}
     for sensor in SENSORS:
-        data = _observe(sensor, scene, rng)
+        data = _observe(sensor, scene, rng, acquisition, size)
         profile = dict(
             driver="GTiff", dtype="float32", count=4, height=data.shape[1], width=data.shape[2],
             crs=CRS.from_string(crs), transform=from_origin(origin[0], origin[1], sensor.gsd, sensor.gsd),
@@ -274,7 +302,7 @@ def write_multisensor_dataset(
         chips.append({"id": i, "row": r * size, "col": c * size, "label": int(shares.argmax()),
                       "shares": [round(float(s), 4) for s in shares]})
     manifest = {"size": size, "classes": CLASSES, "sensors": sensors, "chips": chips, "seed": seed,
-                "texture": texture}
+                "texture": texture, "acquisition": acquisition}
     tmp = out / ".multisensor.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=1))
     tmp.replace(out / "multisensor.json")
