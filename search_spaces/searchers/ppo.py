@@ -120,7 +120,8 @@ class PPOSearcher(Searcher):
     spent skipping architectures already proposed), ``without_replacement``
     (True: choices whose every continuation was already proposed are masked out while sampling, and the
     stored masks and log-probabilities are those of that restricted policy, so the importance ratios stay
-    exact).
+    exact), ``restart_after`` (a fresh controller after this many new architectures without a better
+    reward; None = never: see ``_restart``).
     """
 
     def __init__(
@@ -150,6 +151,7 @@ class PPOSearcher(Searcher):
         grow_refill: bool = True,
         resample_passes: int = 2,
         without_replacement: bool = False,
+        restart_after: int | None = None,
         **options: Any,
     ):
         super().__init__(space, seed, **options)
@@ -178,12 +180,12 @@ class PPOSearcher(Searcher):
             grow_refill=grow_refill,
             resample_passes=resample_passes,
             without_replacement=without_replacement,
+            restart_after=restart_after,
         )
-        torch_seed = int(self.rng.integers(2**31 - 1))
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(torch_seed)
-            self.policy = Controller(tuple(space.sizes), hidden=hidden, embed=embed)
-        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=lr)
+        if restart_after is not None and restart_after < 1:
+            raise ValueError(f"restart_after must be >= 1 or None, not {restart_after!r}")
+        self._net = dict(hidden=hidden, embed=embed)
+        self._new_policy()
         self.width = self.policy.width
         self._drawn: dict[str, _Drawn] = {}
         self._last: _Drawn | None = None
@@ -199,6 +201,34 @@ class PPOSearcher(Searcher):
         self.reward_var: float = 1.0
         self.entropy_coef = entropy_coef
         self.updates = 0
+        self.best_reward = -math.inf
+        self.since_best = 0  # architectures learnt from since the best reward last improved
+        self.restarts = 0
+
+    def _new_policy(self) -> None:
+        """A freshly initialised controller and optimiser, seeded from the searcher's RNG."""
+        torch_seed = int(self.rng.integers(2**31 - 1))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(torch_seed)
+            self.policy = Controller(tuple(self.space.sizes), **self._net)
+        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=self.hp["lr"])
+
+    def _restart(self) -> None:
+        """Start the controller again when the search has stalled (``restart_after``).
+
+        A policy-gradient controller can settle on one basin of the space (one placement of the
+        expensive operation, say) and then only refine it. After ``restart_after`` new architectures
+        without a better reward, the controller, its optimiser, its baseline and its elite start
+        afresh, as restarts do in evolution strategies; what was proposed stays proposed (the cache
+        answers repeats), so a new run explores rather than repeats, and the best found so far is the
+        search's whatever the controller does next.
+        """
+        self._new_policy()
+        self.batch, self.history, self.elite, self._queue = [], [], [], []
+        self.baseline, self.reward_var = None, 1.0
+        self.entropy_coef = self.hp["entropy_coef"]
+        self.since_best = 0
+        self.restarts += 1
 
     # -- proposing --------------------------------------------------------------------------------
     def _propose(self) -> tuple[int, ...] | None:
@@ -315,8 +345,14 @@ class PPOSearcher(Searcher):
         self.learned.add(key)
         self.batch.append((drawn, reward))
         self._remember_elite(drawn, reward)
+        if reward > self.best_reward:
+            self.best_reward, self.since_best = reward, 0
+        else:
+            self.since_best += 1
         if len(self.batch) >= self.hp["batch_size"]:
             self._update()
+        if self.hp["restart_after"] is not None and self.since_best >= self.hp["restart_after"]:
+            self._restart()
 
     def _advantages(self, rewards: np.ndarray) -> np.ndarray:
         kind = self.hp["advantage"]
@@ -440,6 +476,9 @@ class PPOSearcher(Searcher):
             "reward_var": self.reward_var,
             "entropy_coef": self.entropy_coef,
             "updates": self.updates,
+            "best_reward": self.best_reward,
+            "since_best": self.since_best,
+            "restarts": self.restarts,
         }
 
     def _set_state(self, state: Any) -> None:
@@ -457,3 +496,6 @@ class PPOSearcher(Searcher):
         self.reward_var = state["reward_var"]
         self.entropy_coef = state["entropy_coef"]
         self.updates = state["updates"]
+        self.best_reward = state.get("best_reward", -math.inf)
+        self.since_best = state.get("since_best", 0)
+        self.restarts = state.get("restarts", 0)
