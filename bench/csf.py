@@ -303,10 +303,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int)
     parser.add_argument("--batch", type=int)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--ms-texture", default="uniform",
+    parser.add_argument("--ms-texture", default="class",
                         help="generated scene: 'class' (each class its own texture) or 'uniform' (one texture for "
                              "all classes, the first generator); see csf/multisensor.py")
-    parser.add_argument("--ms-acquisition", type=float, default=0.0,
+    parser.add_argument("--ms-acquisition", type=float, default=1.0,
                         help="multi-sensor generator: each sensor's own illumination and haze (0 = none)")
     parser.add_argument("--noise-std", type=float, default=0.0, help="per-view noise (csf.views; 0 = paper)")
     parser.add_argument("--gain-jitter", type=float, default=0.0, help="per-view band gain (csf.views; 0 = paper)")

@@ -297,11 +297,14 @@ def data_demo_multisensor(
     chips: int = typer.Option(400, help="Number of chip locations (with dominant-class labels)."),
     size: int = typer.Option(64, help="Chip side in pixels on the finest grid."),
     seed: int = typer.Option(0),
+    texture: str = typer.Option("class", help="'class' (each land cover its own texture) or 'uniform'."),
+    acquisition: float = typer.Option(1.0, help="Each sensor's own illumination and haze (0 = none, max 3)."),
 ) -> None:
     """Write one scene seen by 3 sensors (12 bands, different resolutions), for CSF pretraining."""
     from csf.multisensor import write_multisensor_dataset
 
-    root = write_multisensor_dataset(out_dir, n_chips=chips, size=size, seed=seed)
+    root = write_multisensor_dataset(out_dir, n_chips=chips, size=size, seed=seed, texture=texture,
+                                     acquisition=acquisition)
     console.print(f"wrote multi-sensor dataset to {root}")
 
 

@@ -181,7 +181,8 @@ def test_knn_scores_perfect_and_random():
 
 @pytest.fixture(scope="module")
 def multisensor_root(tmp_path_factory):
-    return write_multisensor_dataset(tmp_path_factory.mktemp("ms"), n_chips=24, size=32, seed=3)
+    # No per-pass light and haze here, so the co-registration check sees geometry alone.
+    return write_multisensor_dataset(tmp_path_factory.mktemp("ms"), n_chips=24, size=32, seed=3, acquisition=0.0)
 
 
 def test_multisensor_dataset_is_co_registered_and_labelled(multisensor_root):
@@ -203,6 +204,21 @@ def test_multisensor_dataset_is_co_registered_and_labelled(multisensor_root):
         load_chips({"kind": "multisensor", "root": str(multisensor_root), "sensors": ["sentinel"]})
     with pytest.raises(SpecError, match="valid"):
         load_chips({"kind": "nope"})
+
+
+def test_each_sensor_pass_has_its_own_light_and_haze(tmp_path):
+    """With acquisition conditions two sensors disagree on brightness from place to place; without, not."""
+
+    def red_ratio_spread(acquisition: float) -> float:
+        root = write_multisensor_dataset(tmp_path / f"a{acquisition}", n_chips=16, size=32, seed=5,
+                                         acquisition=acquisition)
+        chips = load_chips({"kind": "multisensor", "root": str(root)})
+        aerial, smallsat = chips.images[:, 2].mean(axis=(1, 2)), chips.images[:, 6].mean(axis=(1, 2))
+        return float(np.std(np.log(smallsat / aerial)))  # per-chip ratio of the two red bands
+
+    assert red_ratio_spread(1.0) > 4 * red_ratio_spread(0.0)
+    with pytest.raises(SpecError, match="acquisition"):
+        write_multisensor_dataset(tmp_path / "bad", n_chips=4, size=32, acquisition=-1.0)
 
 
 def test_evaluate_knn_per_sensor_and_all(multisensor_root):
