@@ -172,6 +172,8 @@ def test_unknown_searcher_and_unknown_proposal_are_spec_errors():
         create_searcher("hyperband", MaskedSpace())
     with pytest.raises(SpecError, match="bad options"):
         create_searcher("random", MaskedSpace(), learning_rate=3)
+    with pytest.raises(SpecError, match="restart_after"):  # a bad value, not only a bad name
+        create_searcher("ppo", MaskedSpace(), restart_after=0)
     searcher = create_searcher("random", MaskedSpace())
     with pytest.raises(SpecError, match="not pending"):
         searcher.observe("42", 1.0)

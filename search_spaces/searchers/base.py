@@ -192,5 +192,5 @@ def create_searcher(name: str, space: TokenSpace, seed: int | None = None, **opt
     cls = _REGISTRY[name]
     try:
         return cls(space, seed=seed, **options)
-    except TypeError as exc:
-        raise SpecError(f"bad options for searcher {name!r}: {exc}", "searcher") from exc
+    except (TypeError, ValueError) as exc:
+        raise SpecError(f"bad options for searcher {name!r}: {exc}", "searcher.options") from exc
