@@ -16,7 +16,7 @@ from .limits import BodySizeLimit, TokenBucket, rate_limit
 from .metrics import Metrics, RequestMiddleware
 from .responses import COMMON
 from .routes import experiments, leaderboard, models, pretraining
-from .routes.cache import VersionedCache
+from .routes.cache import OwnerMemo, VersionClock, VersionedCache
 from .settings import Settings, get_settings
 from .store import get_store
 
@@ -41,6 +41,9 @@ def create_app(settings: Settings | None = None, launcher: JobLauncher | None = 
     )
     app.state.metrics = Metrics(app.state.store)
     app.state.response_cache = VersionedCache()  # leaderboard and trial pages, keyed on the trials' version
+    app.state.version_clock = VersionClock(app.state.store.write_version, settings.cache_max_age_s)
+    app.state.store.on_write(app.state.version_clock.reset)  # this process's writes show at once
+    app.state.owners = OwnerMemo()
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMiddleware, metrics=app.state.metrics)  # outermost: sees every answer
 

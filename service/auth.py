@@ -22,7 +22,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import HTTPException, Request
 from fastapi.security import HTTPBearer
@@ -31,6 +31,9 @@ from search_spaces.errors import NotFound
 
 from .settings import Settings
 from .store import Store
+
+if TYPE_CHECKING:
+    from .routes.cache import OwnerMemo
 
 __all__ = [
     "Principal",
@@ -227,11 +230,14 @@ class ScopedStore:
             self.get_experiment(experiment_id)
         return self._store.list_trials(experiment_id, *args, **kwargs)
 
-    def experiment_owner_and_version(self, experiment_id: str, table: str = "trials"):
-        owner, version = self._store.experiment_owner_and_version(experiment_id, table)
+    def check_experiment(self, experiment_id: str, owners: OwnerMemo) -> None:
+        """NotFound unless the experiment exists and is the caller's (or the caller is an admin).
+
+        Owners are looked up through ``owners`` (they never change), so a hot read costs no query.
+        """
+        owner = owners.owner(experiment_id, self._store.experiment_owner)
         if self._owner is not None and owner != self._owner:
             raise NotFound(f"experiment {experiment_id} does not exist; list them with GET /v1/experiments")
-        return owner, version
 
     def trial_page(self, experiment_id: str, *args: Any, **kwargs: Any):
         if self._owner is not None:

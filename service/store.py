@@ -8,7 +8,7 @@ trial id, so a restarted driver cannot duplicate or regress a result.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -175,10 +175,7 @@ class StoreVersion(Base):
 
 #: Built once: read on every cached API answer, where building the statement cost more than running it.
 _VERSION_QUERY = select(StoreVersion.version).where(StoreVersion.name == bindparam("name"))
-#: An experiment's owner and a table's version, one statement (the trial pages' check before the cache).
-_OWNER_VERSION_QUERY = select(Experiment.owner, _VERSION_QUERY.scalar_subquery()).where(
-    Experiment.id == bindparam("id")
-)
+_OWNER_QUERY = select(Experiment.owner).where(Experiment.id == bindparam("id"))
 
 
 def _page_query(by_stage: bool):
@@ -263,6 +260,19 @@ class Store:
         migrate(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         event.listen(self._sessions, "after_flush", _bump_versions)
+
+    def on_write(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` after each committed transaction of this store that wrote something."""
+
+        def flushed(session: Session, _context) -> None:
+            session.info["geonas_wrote"] = True
+
+        def committed(session: Session) -> None:
+            if session.info.pop("geonas_wrote", False):
+                callback()
+
+        event.listen(self._sessions, "after_flush", flushed)
+        event.listen(self._sessions, "after_commit", committed)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -423,17 +433,13 @@ class Store:
             keys = list(result.keys())
             return [dict(zip(keys, row, strict=True)) for row in result.all()]
 
-    def experiment_owner_and_version(self, experiment_id: str, table: str = "trials") -> tuple[str | None, int | None]:
-        """``(owner, version of table)`` in one round trip: what a cached per-experiment answer needs.
-
-        NotFound when the experiment does not exist. The version is read in the same statement, so it
-        is read before whatever the caller builds next (see :meth:`write_version`).
-        """
+    def experiment_owner(self, experiment_id: str) -> str | None:
+        """The experiment's owner (None: made with auth off); NotFound when it does not exist."""
         with self.engine.connect() as conn:
-            row = conn.execute(_OWNER_VERSION_QUERY, {"id": experiment_id, "name": table}).first()
+            row = conn.execute(_OWNER_QUERY, {"id": experiment_id}).first()
         if row is None:
             raise NotFound(f"experiment {experiment_id} does not exist; list them with GET /v1/experiments")
-        return row[0], None if row[1] is None else int(row[1])
+        return row[0]
 
     def write_version(self, table: str = "trials") -> int | None:
         """The table's write counter (see :class:`StoreVersion`); read it *before* what it keys.

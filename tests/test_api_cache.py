@@ -1,10 +1,12 @@
 """Cached API answers (leaderboard, trial pages) are keyed on the trials table's write version: a write
-by anyone who shares the database (here: a second Store, as a driver process has) shows at once."""
+by anyone who shares the database (here: a second Store, as a driver process has) shows at once with
+``cache_max_age_s=0``, and within that many seconds otherwise; this API's own writes show at once."""
 
 from __future__ import annotations
 
 import json
 import math
+import time
 
 import pytest
 from fastapi.testclient import TestClient
@@ -17,10 +19,30 @@ from service.store import Store
 
 @pytest.fixture()
 def client(tmp_path):
-    app = create_app(Settings(home=tmp_path / "home"))
+    app = create_app(Settings(home=tmp_path / "home", cache_max_age_s=0))
     with TestClient(app) as c:
         c.store = app.state.store
         yield c
+
+
+def test_other_processes_writes_show_within_the_max_age_and_own_writes_at_once(tmp_path):
+    app = create_app(Settings(home=tmp_path / "home", cache_max_age_s=0.5))
+    with TestClient(app) as client:
+        store = app.state.store
+        exp = store.create_experiment("e", {"budget": {"trials": 3}})
+        store.record_trial(f"{exp.id}-a", exp.id, state=State.COMPLETED, miou=0.5, latency_ms=5.0)
+        assert [r["miou"] for r in client.get("/v1/leaderboard").json()["rows"]] == [0.5]
+        store.record_trial(f"{exp.id}-b", exp.id, state=State.COMPLETED, miou=0.6, latency_ms=5.0)
+        assert [r["miou"] for r in client.get("/v1/leaderboard").json()["rows"]] == [0.6, 0.5]  # own write
+
+        driver = Store(store.url)
+        seen_at = time.monotonic()
+        driver.record_trial(f"{exp.id}-c", exp.id, state=State.COMPLETED, miou=0.7, latency_ms=4.0)
+        while len(client.get("/v1/leaderboard").json()["rows"]) < 3:
+            assert time.monotonic() - seen_at < 0.5 + 0.5, "another process's write never showed"
+            time.sleep(0.02)
+        assert len(client.get(f"/v1/experiments/{exp.id}/trials").json()) == 3
+        driver.engine.dispose()
 
 
 def test_a_write_from_another_store_is_never_served_stale(client):

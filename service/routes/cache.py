@@ -1,18 +1,25 @@
-"""Answers cached on the store's write version: reused while nothing they depend on changed, never stale.
+"""Answers cached on the store's write version: reused while nothing they depend on changed.
 
-A route reads :meth:`Store.write_version` first, then looks its key up: an entry made at that version
-is the answer as of at least that version. Any committed write of the table (by this API, a driver,
-or another replica) moves the version, so old entries are simply never hit again and age out. The
-version read is one primary-key lookup; building the answer again is a query, ORM rows and JSON.
+A route reads the table's write version first (:class:`VersionClock`), then looks its key up: an
+entry made at that version is the answer as of at least that version. Any committed write of the
+table (by this API, a driver, or another replica) moves the version, so old entries are simply never
+hit again and age out. Building an answer again is a query, rows and JSON.
+
+The clock re-reads the version at most every ``max_age_s`` (``GEONAS_CACHE_MAX_AGE_S``, default
+0.1 s): an answer may miss another process's write of the last tenth of a second, and a busy
+leaderboard costs no database round trip at all. Writes made through this process show at once
+(the store's commits reset the clock); 0 reads the version on every request, as strict as it gets.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 
-__all__ = ["VersionedCache"]
+__all__ = ["VersionedCache", "VersionClock", "OwnerMemo"]
+
 
 
 class VersionedCache:
@@ -61,3 +68,53 @@ class VersionedCache:
             body = build()
             self.put(key, version, body)
         return body
+
+
+class VersionClock:
+    """Tables' write versions, read through ``read(table)`` at most every ``max_age_s`` seconds."""
+
+    def __init__(self, read: Callable[[str], int | None], max_age_s: float) -> None:
+        self._read, self.max_age_s = read, max_age_s
+        self._memo: dict[str, tuple[float, int | None]] = {}
+
+    def current(self, table: str) -> int | None:
+        """The version as of at most ``max_age_s`` ago (a database read when the memo is older)."""
+        now = time.monotonic()
+        hit = self._memo.get(table)
+        if hit is not None and now - hit[0] < self.max_age_s:
+            return hit[1]
+        version = self._read(table)
+        self._memo[table] = (now, version)  # stamped before the read: the age bound holds
+        return version
+
+    def reset(self) -> None:
+        """Forget every memo (this process wrote: its own writes must show at once)."""
+        self._memo.clear()
+
+
+class OwnerMemo:
+    """Experiment id -> owner, LRU-bounded. Owners never change, so a remembered one is never wrong;
+    an experiment is deleted only when its job could not be submitted, and the route that deletes it
+    forgets it here."""
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, str | None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def owner(self, experiment_id: str, read: Callable[[str], str | None]) -> str | None:
+        """The owner of ``experiment_id``; ``read`` (which raises NotFound) answers what is not known."""
+        with self._lock:
+            if experiment_id in self._entries:
+                self._entries.move_to_end(experiment_id)
+                return self._entries[experiment_id]
+        owner = read(experiment_id)
+        with self._lock:
+            self._entries[experiment_id] = owner
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+        return owner
+
+    def forget(self, experiment_id: str) -> None:
+        with self._lock:
+            self._entries.pop(experiment_id, None)

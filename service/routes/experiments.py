@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
 
 from search_spaces.errors import Conflict
 
@@ -110,6 +111,7 @@ def submit_experiment(
         job = launcher.submit("experiment", exp.id)
     except BaseException:
         store.delete_experiment(exp.id)  # never leave a record whose job does not exist
+        request.app.state.owners.forget(exp.id)
         raise
     store.update_experiment(exp.id, job_id=job.job_id, dashboard_url=job.dashboard_url)
     return ExperimentCreated(
@@ -139,7 +141,7 @@ def get_experiment(experiment_id: str, store: Store = Depends(get_store_dep)) ->
 
 
 @router.get("/{experiment_id}/trials", response_model=list[TrialPublic], responses=NOT_FOUND)
-def list_trials(
+async def list_trials(
     experiment_id: str,
     request: Request,
     stage: int | None = Query(None, ge=1, le=2),
@@ -148,15 +150,17 @@ def list_trials(
     store: Store = Depends(get_store_dep),
 ) -> list[TrialPublic]:
     """A page of the experiment's trials, in creation order."""
-    # Someone else's experiment is a 404 before any cache; the version is read in the same statement,
-    # before the page, so an entry is never older than its key.
-    _, version = store.experiment_owner_and_version(experiment_id, "trials")
-
-    def build() -> bytes:
-        return trial_page_json(store.trial_page(experiment_id, stage, limit=limit, offset=offset))
-
-    cache = request.app.state.response_cache
-    body = cache.get_or_build(("trials", experiment_id, stage, limit, offset), version, build)
+    # On the event loop: a known owner and a fresh version cost no query (see routes/cache.py); the
+    # rare lookups are one primary-key read. Only building a page goes to the thread pool.
+    state = request.app.state
+    store.check_experiment(experiment_id, state.owners)  # someone else's is a 404, before any cache
+    version = state.version_clock.current("trials")  # before the page: an entry is never older than its key
+    key = ("trials", experiment_id, stage, limit, offset)
+    body = state.response_cache.lookup(key, version)
+    if body is None:
+        rows = await run_in_threadpool(store.trial_page, experiment_id, stage, limit=limit, offset=offset)
+        body = trial_page_json(rows)
+        state.response_cache.put(key, version, body)
     return Response(body, media_type="application/json")
 
 

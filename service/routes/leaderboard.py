@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 
 from ..auth import principal_of
 from ..specs import Leaderboard, LeaderboardRow
@@ -36,7 +37,7 @@ def pareto_flags(points: list[tuple[float, float | None]]) -> list[bool]:
 
 
 @router.get("/leaderboard", response_model=Leaderboard)
-def leaderboard(
+async def leaderboard(
     request: Request,
     max_latency_ms: float | None = Query(None, gt=0, description="Only models at or under this latency."),
     device: str | None = Query(None, description="Only latencies measured on this device profile."),
@@ -45,14 +46,16 @@ def leaderboard(
     store: Store = Depends(get_store_dep),
 ) -> Leaderboard:
     """Completed trials ranked by mIoU across experiments; ``pareto`` marks the mIoU/latency front."""
-    # A plain def (the thread pool), not async: the version read is a database round trip, which on
-    # PostgreSQL would hold up every other request if it ran on the event loop.
+    # On the event loop while the answer is cached and the version fresh (no query at all); building
+    # the board runs in the thread pool. See routes/cache.py for how fresh "fresh" is.
+    state = request.app.state
     principal = principal_of(request)
     key = ("leaderboard", None if principal.admin else principal.name, max_latency_ms, device, stage, limit)
-    version = store.write_version("trials")  # the board is a function of the trials table alone
-    body = request.app.state.response_cache.get_or_build(
-        key, version, lambda: _board(store, max_latency_ms, device, stage, limit)
-    )
+    version = state.version_clock.current("trials")  # the board is a function of the trials table alone
+    body = state.response_cache.lookup(key, version)
+    if body is None:
+        body = await run_in_threadpool(_board, store, max_latency_ms, device, stage, limit)
+        state.response_cache.put(key, version, body)
     return Response(body, media_type="application/json")
 
 
