@@ -40,7 +40,8 @@ def create_app(settings: Settings | None = None, launcher: JobLauncher | None = 
         TokenBucket(settings.rate_limit_per_s, settings.rate_limit_burst) if settings.rate_limit_per_s > 0 else None
     )
     app.state.metrics = Metrics(app.state.store)
-    app.state.response_cache = VersionedCache()  # leaderboard and trial pages, keyed on the trials' version
+    # leaderboard and trial pages, keyed on the trials' version
+    app.state.response_cache = VersionedCache(max_entries=65_536, max_bytes=settings.response_cache_mb * 2**20)
     app.state.version_clock = VersionClock(app.state.store.write_version, settings.cache_max_age_s)
     app.state.store.on_write(app.state.version_clock.reset)  # this process's writes show at once
     app.state.owners = OwnerMemo()

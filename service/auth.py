@@ -192,10 +192,13 @@ class ScopedStore:
     everything; anything not listed here is passed through unchanged.
     """
 
-    def __init__(self, store: Store, principal: Principal) -> None:
+    def __init__(self, store: Store, principal: Principal, owners: OwnerMemo | None = None) -> None:
+        from .routes.cache import OwnerMemo
+
         self._store = store
         self.principal = principal
         self._owner = None if principal.admin else principal.name
+        self._owners = owners if owners is not None else OwnerMemo()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
@@ -225,28 +228,29 @@ class ScopedStore:
         model = self._store.get_model(model_id)
         return self._visible(model, f"model {model_id} does not exist; list them with GET /v1/models")
 
-    def list_trials(self, experiment_id: str, *args: Any, **kwargs: Any):
-        if self._owner is not None:
-            self.get_experiment(experiment_id)
-        return self._store.list_trials(experiment_id, *args, **kwargs)
-
-    def check_experiment(self, experiment_id: str, owners: OwnerMemo) -> None:
+    def check_experiment(self, experiment_id: str) -> None:
         """NotFound unless the experiment exists and is the caller's (or the caller is an admin).
 
-        Owners are looked up through ``owners`` (they never change), so a hot read costs no query.
+        Owners never change, so they are remembered (the app's :class:`OwnerMemo`): a hot read of an
+        experiment's trials costs no query for the check.
         """
-        owner = owners.owner(experiment_id, self._store.experiment_owner)
+        owner = self._owners.owner(experiment_id, self._store.experiment_owner)
         if self._owner is not None and owner != self._owner:
             raise NotFound(f"experiment {experiment_id} does not exist; list them with GET /v1/experiments")
 
+    def list_trials(self, experiment_id: str, *args: Any, **kwargs: Any):
+        if self._owner is not None:
+            self.check_experiment(experiment_id)
+        return self._store.list_trials(experiment_id, *args, **kwargs)
+
     def trial_page(self, experiment_id: str, *args: Any, **kwargs: Any):
         if self._owner is not None:
-            self.get_experiment(experiment_id)
+            self.check_experiment(experiment_id)
         return self._store.trial_page(experiment_id, *args, **kwargs)
 
     def update_experiment(self, experiment_id: str, **kwargs: Any):
         if self._owner is not None:
-            self.get_experiment(experiment_id)
+            self.check_experiment(experiment_id)
         return self._store.update_experiment(experiment_id, **kwargs)
 
     def update_pretraining(self, pretraining_id: str, **kwargs: Any):
@@ -256,7 +260,7 @@ class ScopedStore:
 
     def cancel_open_trials(self, experiment_id: str, reason: str) -> int:
         if self._owner is not None:
-            self.get_experiment(experiment_id)
+            self.check_experiment(experiment_id)
         return self._store.cancel_open_trials(experiment_id, reason)
 
     # -- lists: only the caller's ---------------------------------------------------------------
@@ -275,4 +279,4 @@ class ScopedStore:
 
 
 def scoped_store(request: Request) -> ScopedStore:
-    return ScopedStore(request.app.state.store, principal_of(request))
+    return ScopedStore(request.app.state.store, principal_of(request), request.app.state.owners)

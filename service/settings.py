@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest request body; bigger is a 413.")
     rate_limit_per_s: float = Field(20.0, ge=0, description="Requests per second per token; 0 = no limit.")
     rate_limit_burst: int = Field(100, ge=1, description="Requests a token may make at once before 429s.")
+    response_cache_mb: int = Field(
+        256, ge=0, le=65536, description="Memory for cached leaderboard and trial-page answers, per API process."
+    )
     cache_max_age_s: float = Field(
         0.1, ge=0, le=60, description="Leaderboard and trial pages may miss other processes' writes of the last "
         "this many seconds (0: never; see service/routes/cache.py)."
