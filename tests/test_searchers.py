@@ -416,3 +416,13 @@ def test_ppo_replay_pools_raw_rewards_of_the_last_batches_and_is_restored():
         assert a == b
         ppo.observe(a.id, float(sum(a.tokens)))
         restored.observe(b.id, float(sum(b.tokens)))
+
+
+def test_ppo_factorised_controller_ignores_the_prefix_and_learns():
+    ppo = create_searcher("ppo", Flat(), seed=0, controller="factorised", lr=0.1, batch_size=4)
+    a, _ = ppo.policy.step(2, torch.tensor([0, 1]), None)
+    assert torch.equal(a[0], a[1])  # the same logits whatever came before
+    drive(ppo, 24, outstanding=1, reward=lambda t: float(sum(t)))
+    assert ppo.updates >= 5 and ppo.policy.bias.abs().sum() > 0
+    with pytest.raises(SpecError, match="controller"):
+        create_searcher("ppo", Flat(), controller="transformer")

@@ -35,9 +35,10 @@ __all__ = ["PPOSearcher", "Controller"]
 class Controller(nn.Module):
     """A tiny LSTM policy: previous token in, logits over the next position's choices out."""
 
-    def __init__(self, sizes: tuple[int, ...], hidden: int = 64, embed: int = 32):
+    def __init__(self, sizes: tuple[int, ...], hidden: int = 64, embed: int = 32, recurrent: bool = True):
         super().__init__()
         self.sizes = tuple(sizes)
+        self.recurrent = recurrent
         self.width = max(sizes)
         offsets = np.concatenate([[1], 1 + np.cumsum(sizes)[:-1]]).astype(np.int64)
         self.register_buffer("offsets", torch.as_tensor(offsets), persistent=False)
@@ -48,7 +49,13 @@ class Controller(nn.Module):
         nn.init.normal_(self.heads, std=0.1 / math.sqrt(hidden))
 
     def step(self, position: int, prev: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None):
-        """Logits for ``position`` given the previous tokens (``prev``, shape [B]; ignored at 0)."""
+        """Logits for ``position`` given the previous tokens (``prev``, shape [B]; ignored at 0).
+
+        Not ``recurrent``: one learnt logit vector per position, whatever came before (a factorised
+        policy, as TPE's independent per-dimension densities are); the LSTM is not run.
+        """
+        if not self.recurrent:
+            return self.bias[position].expand(prev.shape[0], -1), state
         if position == 0:
             index = torch.zeros_like(prev)
         else:
@@ -101,7 +108,8 @@ def _stack(samples: list[tuple[_Drawn, float]]):
 class PPOSearcher(Searcher):
     """Autoregressive LSTM controller trained with clipped PPO; every hyper-parameter is an option.
 
-    Options: ``hidden`` (64), ``embed`` (32), ``lr`` (Adam), ``batch_size`` (rewards per update),
+    Options: ``controller`` (``"lstm"``; ``"factorised"``: one softmax per position with no
+    conditioning, an ablation), ``hidden`` (64), ``embed`` (32), ``lr`` (Adam), ``batch_size`` (rewards per update),
     ``ppo_epochs``, ``clip`` (0.2), ``entropy_coef`` and ``entropy_decay`` (multiplied in after each
     update), ``advantage`` (``"rank"``: centred ranks within the batch; ``"zscore"``: batch z-scores;
     ``"baseline"``: reward minus a moving-average baseline with decay ``baseline_decay``, divided by a
@@ -131,6 +139,7 @@ class PPOSearcher(Searcher):
         *,
         hidden: int = 64,
         embed: int = 32,
+        controller: Literal["lstm", "factorised"] = "lstm",
         lr: float = 1e-2,
         batch_size: int = 10,
         ppo_epochs: int = 4,
@@ -160,6 +169,7 @@ class PPOSearcher(Searcher):
         if risk_epsilon is not None and not 0 < risk_epsilon <= 1:
             raise ValueError(f"risk_epsilon must be in (0, 1] or None, not {risk_epsilon!r}")
         self.hp = dict(
+            controller=controller,
             lr=lr,
             batch_size=batch_size,
             ppo_epochs=ppo_epochs,
@@ -184,7 +194,9 @@ class PPOSearcher(Searcher):
         )
         if restart_after is not None and restart_after < 1:
             raise ValueError(f"restart_after must be >= 1 or None, not {restart_after!r}")
-        self._net = dict(hidden=hidden, embed=embed)
+        if controller not in ("lstm", "factorised"):
+            raise ValueError(f"controller must be 'lstm' or 'factorised', not {controller!r}")
+        self._net = dict(hidden=hidden, embed=embed, recurrent=controller == "lstm")
         self._new_policy()
         self.width = self.policy.width
         self._drawn: dict[str, _Drawn] = {}
