@@ -167,6 +167,15 @@ def _cpu_s(pid: int) -> float:
     return own + sum(_cpu_s(int(child)) for child in children)
 
 
+def _worker_cpu_s(pid: int) -> list[float]:
+    """CPU seconds of each live child of ``pid`` (uvicorn's worker processes), for the balance between them."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return []
+    return [_cpu_s(int(child)) for child in children]
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -288,6 +297,7 @@ def run_backend(name: str, url: str, args, dataset: str) -> dict:
         # warm up (imports, connection pool, page cache) before measuring
         asyncio.run(load(base, token, exp_ids, args.trials // exps, 10, 2.0, dataset, submitters=0))
         load_before, cpu_before, client_before = os.getloadavg()[0], _cpu_s(server.pid), time.process_time()
+        workers_before = _worker_cpu_s(server.pid)
         result = asyncio.run(load(base, token, exp_ids, args.trials // exps, args.clients, args.seconds, dataset))
         cpu_ms = (_cpu_s(server.pid) - cpu_before) * 1000 / max(1, result["requests"])
         result["client_cpu_ms_per_request"] = round(
@@ -296,6 +306,10 @@ def run_backend(name: str, url: str, args, dataset: str) -> dict:
         # What one request costs the server, whatever else runs on the machine; the p50/p99 above are
         # end to end and include waiting for a CPU on a shared, overloaded host.
         result["server_cpu_ms_per_request"] = round(cpu_ms, 2)
+        workers_after = _worker_cpu_s(server.pid)
+        if args.workers > 1 and len(workers_after) == len(workers_before):
+            # How evenly the kernel spread the clients' keep-alive connections over the workers.
+            result["worker_cpu_s"] = [round(a - b, 2) for a, b in zip(workers_after, workers_before, strict=True)]
         result["server_capacity_rps_per_core"] = round(1000 / cpu_ms, 1) if cpu_ms else None
         result["load_average"] = [round(load_before, 1), round(os.getloadavg()[0], 1)]
     finally:
