@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -256,6 +257,9 @@ def throughput(s: dict, work: Path) -> dict:
             print(f"ray.init failed ({exc}); retrying ({attempt + 1}/3)")
             ray.shutdown()
     out = {}
+    storage = work / "ray"
+    # A fresh storage folder: a run of the same name found there would be resumed, not measured.
+    shutil.rmtree(storage, ignore_errors=True)
     for workers in (1, 2):
         spec = {
             "name": f"throughput-{workers}", "num_workers": workers, "use_gpu": False,
@@ -263,7 +267,7 @@ def throughput(s: dict, work: Path) -> dict:
             "backbone": s["backbone"], "steps": s["throughput_steps"], "batch_size": s["batch_size"],
             "crop": s["crop"], "checkpoint_every": 10_000, "threads_per_worker": 1,
         }
-        result = run_pretraining(spec, str(work / "ray"), progress=None)
+        result = run_pretraining(spec, str(storage), progress=None)
         out[workers] = result["images_per_s_per_worker"]
     ray.shutdown()
     return {"images_per_s_per_worker": {str(k): round(v, 2) for k, v in out.items()},
