@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from search_spaces.errors import Conflict
 
+from ..auth import scoped_store
 from ..responses import CONFLICT, NO_CLUSTER, NOT_FOUND
 from ..specs import ExperimentCreated, ExperimentPublic, ExperimentSpec, ResumeRequest, TrialPublic
 from ..states import TERMINAL, State
@@ -146,12 +147,12 @@ async def list_trials(
     stage: int | None = Query(None, ge=1, le=2),
     limit: int = Query(1000, ge=1, le=10000, description="Page size, in creation order."),
     offset: int = Query(0, ge=0),
-    store: Store = Depends(get_store_dep),
 ) -> list[TrialPublic]:
     """A page of the experiment's trials, in creation order."""
     # On the event loop: a known owner and a fresh version cost no query, and a miss builds its page
     # inline, which under load beat the thread pool (routes/cache.py).
     state = request.app.state
+    store = scoped_store(request)  # not a Depends: on this hot path FastAPI's dependency solving cost more
     store.check_experiment(experiment_id)  # someone else's is a 404, before any cache (owners are memoised)
     version = state.version_clock.current("trials")  # before the page: an entry is never older than its key
     key = ("trials", experiment_id, stage, limit, offset)
