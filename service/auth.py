@@ -22,18 +22,16 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import HTTPException, Request
 from fastapi.security import HTTPBearer
 
 from search_spaces.errors import NotFound
 
+from .routes.cache import OwnerMemo
 from .settings import Settings
 from .store import Store
-
-if TYPE_CHECKING:
-    from .routes.cache import OwnerMemo
 
 __all__ = [
     "Principal",
@@ -193,8 +191,6 @@ class ScopedStore:
     """
 
     def __init__(self, store: Store, principal: Principal, owners: OwnerMemo | None = None) -> None:
-        from .routes.cache import OwnerMemo
-
         self._store = store
         self.principal = principal
         self._owner = None if principal.admin else principal.name
@@ -227,6 +223,10 @@ class ScopedStore:
     def get_model(self, model_id: str):
         model = self._store.get_model(model_id)
         return self._visible(model, f"model {model_id} does not exist; list them with GET /v1/models")
+
+    def delete_experiment(self, experiment_id: str) -> None:
+        self._store.delete_experiment(experiment_id)
+        self._owners.forget(experiment_id)  # the memo must not answer for an experiment that is gone
 
     def check_experiment(self, experiment_id: str) -> None:
         """NotFound unless the experiment exists and is the caller's (or the caller is an admin).

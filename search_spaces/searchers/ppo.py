@@ -417,15 +417,16 @@ class PPOSearcher(Searcher):
         if self.hp["replay"]:
             self.history = [batch, *self.history][: self.hp["replay"]]
         rewards = np.array([r for _, r in pool], dtype=np.float64)
+        fresh = rewards[: len(batch)]  # the pool starts with the new batch
         if self.baseline is None:
-            self._track_rewards(np.array([r for _, r in batch], dtype=np.float64))
+            self._track_rewards(fresh)
         if self.hp["risk_epsilon"] is not None:
             samples = self._risk_seeking(pool)
         else:
             advantages = self._advantages(rewards)
             samples = [(drawn, float(a)) for (drawn, _), a in zip(pool, advantages, strict=True)]
         # The moving baseline (self-imitation's V, and the scale of risk advantages) sees each reward once.
-        self._track_rewards(np.array([r for _, r in batch], dtype=np.float64))
+        self._track_rewards(fresh)
         ppo_set, sil_set = _stack(samples), self._self_imitation_set()
         for _ in range(self.hp["ppo_epochs"]):
             loss = self._loss(ppo_set, sil_set)

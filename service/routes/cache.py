@@ -26,7 +26,6 @@ from collections.abc import Callable, Hashable
 __all__ = ["VersionedCache", "VersionClock", "OwnerMemo"]
 
 
-
 class VersionedCache:
     """An LRU map of ``key -> (version, body bytes)``, bounded in entries and in bytes."""
 
@@ -99,8 +98,8 @@ class VersionClock:
 
 class OwnerMemo:
     """Experiment id -> owner, LRU-bounded. Owners never change, so a remembered one is never wrong;
-    an experiment is deleted only when its job could not be submitted, and the route that deletes it
-    forgets it here."""
+    an experiment is deleted only when its job could not be submitted, and ``ScopedStore`` forgets it
+    here when it deletes it."""
 
     def __init__(self, max_entries: int = 100_000) -> None:
         self.max_entries = max_entries

@@ -111,7 +111,6 @@ def submit_experiment(
         job = launcher.submit("experiment", exp.id)
     except BaseException:
         store.delete_experiment(exp.id)  # never leave a record whose job does not exist
-        request.app.state.owners.forget(exp.id)
         raise
     store.update_experiment(exp.id, job_id=job.job_id, dashboard_url=job.dashboard_url)
     return ExperimentCreated(
@@ -156,10 +155,9 @@ async def list_trials(
     store.check_experiment(experiment_id)  # someone else's is a 404, before any cache (owners are memoised)
     version = state.version_clock.current("trials")  # before the page: an entry is never older than its key
     key = ("trials", experiment_id, stage, limit, offset)
-    body = state.response_cache.lookup(key, version)
-    if body is None:
-        body = trial_page_json(store.trial_page(experiment_id, stage, limit=limit, offset=offset))
-        state.response_cache.put(key, version, body)
+    body = state.response_cache.get_or_build(
+        key, version, lambda: trial_page_json(store.trial_page(experiment_id, stage, limit=limit, offset=offset))
+    )
     return Response(body, media_type="application/json")
 
 

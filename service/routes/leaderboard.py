@@ -50,10 +50,7 @@ async def leaderboard(
     principal = store.principal
     key = ("leaderboard", None if principal.admin else principal.name, max_latency_ms, device, stage, limit)
     version = state.version_clock.current("trials")  # the board is a function of the trials table alone
-    body = state.response_cache.lookup(key, version)
-    if body is None:
-        body = _board(store, max_latency_ms, device, stage, limit)
-        state.response_cache.put(key, version, body)
+    body = state.response_cache.get_or_build(key, version, lambda: _board(store, max_latency_ms, device, stage, limit))
     return Response(body, media_type="application/json")
 
 
