@@ -114,7 +114,7 @@ def build_chips(s: dict, work: Path, datasets: tuple[str, ...] = DATASETS) -> di
         return chips
     root = write_multisensor_dataset(work / "multisensor", n_chips=s["multisensor_chips"], size=s["chip"],
                                      seed=0, texture=s["ms_texture"],
-                                     acquisition=s.get("ms_acquisition", 0.0))
+                                     acquisition=s["ms_acquisition"])
     ms = load_chips({"kind": "multisensor", "root": str(root)})
     # The last chips are the k-NN set; all the others pretrain. At GPU scale 600 pretraining chips were
     # seen ~320 times each and CSF memorised them (loss 0.4); more chips of the same scene cost seconds.
