@@ -198,6 +198,7 @@ async def load(
 
     headers = {"Authorization": f"Bearer {token}"}
     latencies: list[float] = []
+    stamped: list[tuple[float, float]] = []  # (start, latency): when in the run the slow requests were
     by_kind: dict[str, list[float]] = {"leaderboard": [], "trials": []}
     errors: list[str] = []
     created: list[str] = []
@@ -227,6 +228,7 @@ async def load(
                     errors.append(f"{path} {type(exc).__name__}")
                     continue
                 latencies.append(time.perf_counter() - t0)
+                stamped.append((t0, latencies[-1]))
                 by_kind["leaderboard" if n % 2 == 0 else "trials"].append(latencies[-1])
                 if status != 200:
                     errors.append(f"{path} {status}")
@@ -253,6 +255,9 @@ async def load(
         wall = time.perf_counter() - t_start
     latencies.sort()
     q = statistics.quantiles(latencies, n=100)
+    windows: dict[int, list[float]] = {}
+    for start, latency in stamped:
+        windows.setdefault(int((start - t_start) // 5), []).append(latency)
     return {
         "p50_ms": round(q[49] * 1000, 1),
         "p99_ms": round(q[98] * 1000, 1),
@@ -262,6 +267,11 @@ async def load(
             kind: round(statistics.quantiles(values, n=100)[98] * 1000, 1) for kind, values in by_kind.items()
             if len(values) > 100
         },
+        "p99_ms_by_5s_window": [
+            round(statistics.quantiles(windows[w], n=100)[98] * 1000, 1)
+            for w in sorted(windows)
+            if len(windows[w]) > 100
+        ],
         "errors": len(errors),
         "error_sample": errors[:5],
         "submissions_created": created,

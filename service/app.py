@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -16,7 +18,7 @@ from .limits import BodySizeLimit, TokenBucket, rate_limit
 from .metrics import Metrics, RequestMiddleware
 from .responses import COMMON
 from .routes import experiments, leaderboard, models, pretraining
-from .routes.cache import OwnerMemo, VersionClock, VersionedCache
+from .routes.cache import OwnerMemo, SharedResponses, VersionClock, VersionedCache
 from .settings import Settings, get_settings
 from .store import get_store
 
@@ -41,7 +43,12 @@ def create_app(settings: Settings | None = None, launcher: JobLauncher | None = 
     )
     app.state.metrics = Metrics(app.state.store)
     # leaderboard and trial pages, keyed on the trials' version
-    app.state.response_cache = VersionedCache(max_entries=65_536, max_bytes=settings.response_cache_mb * 2**20)
+    cache_bytes = settings.response_cache_mb * 2**20
+    shared = None
+    if settings.shared_response_cache and cache_bytes:
+        digest = hashlib.sha256(settings.resolved_database_url.encode()).hexdigest()[:16]
+        shared = SharedResponses(settings.home / "cache" / f"responses-{digest}.sqlite", cache_bytes)
+    app.state.response_cache = VersionedCache(max_entries=65_536, max_bytes=cache_bytes, shared=shared)
     app.state.version_clock = VersionClock(app.state.store.write_version, settings.cache_max_age_s)
     app.state.store.on_write(app.state.version_clock.reset)  # this process's writes show at once
     app.state.owners = OwnerMemo()

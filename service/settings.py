@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     response_cache_mb: int = Field(
         256, ge=0, le=65536, description="Memory for cached leaderboard and trial-page answers, per API process."
     )
+    shared_response_cache: bool = Field(
+        True, description="Share cached answers between the API's worker processes through a file in "
+        "the home folder (service/routes/cache.py: SharedResponses)."
+    )
     cache_max_age_s: float = Field(
         0.1, ge=0, le=60, description="Leaderboard and trial pages may miss other processes' writes of the last "
         "this many seconds (0: never; see service/routes/cache.py)."

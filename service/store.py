@@ -35,6 +35,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from search_spaces.errors import NotFound
@@ -75,7 +76,8 @@ class Trial(Base):
     __tablename__ = "trials"
 
     id: Mapped[str] = mapped_column(String(96), primary_key=True)
-    experiment_id: Mapped[str] = mapped_column(ForeignKey("experiments.id"), index=True)
+    # Indexed by ix_trials_experiment_created, whose first column it is (no index of its own: see 0004).
+    experiment_id: Mapped[str] = mapped_column(ForeignKey("experiments.id"))
     stage: Mapped[int] = mapped_column(Integer, default=1)
     kind: Mapped[str] = mapped_column(String(16), default="searched")  # searched | baseline
     state: Mapped[str] = mapped_column(String(16), default=State.PENDING, index=True)
@@ -232,6 +234,46 @@ def _make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
+def _make_reader(url: str, engine: Engine) -> Engine:
+    """The engine of the API's hot single-statement reads (a trial page, an owner, a table version).
+
+    Autocommit: one statement needs no transaction, so no BEGIN before it and no ROLLBACK when the
+    connection goes back to the pool. On PostgreSQL it is a pool of its own without a pre-ping, so a
+    read is one round trip instead of four; a connection the server dropped (a restart) is retried
+    once by :meth:`Store._read`, which is safe because these reads change nothing. Under load every
+    round trip waits for a PostgreSQL backend to be scheduled on the same cores as the API.
+    SQLite has no round trips (and opens no transaction for a read): its reads use the main engine.
+    """
+    if url.startswith("sqlite:///"):
+        return engine
+    return create_engine(url, **_READER_OPTIONS)
+
+
+#: The reader engine's pool: autocommit, no pre-ping (see ``_make_reader``).
+_READER_OPTIONS: dict[str, Any] = dict(pool_pre_ping=False, pool_size=8, max_overflow=8, isolation_level="AUTOCOMMIT")
+
+
+def _page_statement(experiment_id: str, stage: int | None, limit: int | None, offset: int):
+    """A trial page's statement and parameters; with a limit (the API's case) a statement built once."""
+    if limit is not None:
+        params = {"experiment_id": experiment_id, "stage": stage, "limit": limit, "offset": offset}
+        return _PAGE_QUERIES[stage is not None], params
+    return _page_query(stage is not None).offset(offset), {"experiment_id": experiment_id, "stage": stage}
+
+
+def _as_dicts(result) -> list[dict[str, Any]]:
+    keys = list(result.keys())
+    return [dict(zip(keys, row, strict=True)) for row in result]
+
+
+def _first(result):
+    return result.first()
+
+
+def _scalar(result):
+    return result.scalar()
+
+
 def migrate(engine: Engine) -> None:
     """Bring the schema to the newest Alembic revision (cheap when it is there already).
 
@@ -258,6 +300,7 @@ class Store:
         self.url = url
         self.engine = _make_engine(url)
         migrate(self.engine)
+        self.reader = _make_reader(url, self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         event.listen(self._sessions, "after_flush", _bump_versions)
 
@@ -422,21 +465,11 @@ class Store:
         undecoded, for the caller to pass through. Like ``list_trials`` on the raw store, this does not
         check ownership: the trials route has already looked the experiment up through its scoped store.
         """
-        if limit is not None:  # the API's case: a statement built once, with parameters
-            query = _PAGE_QUERIES[stage is not None]
-            params = {"experiment_id": experiment_id, "stage": stage, "limit": limit, "offset": offset}
-        else:
-            query = _page_query(stage is not None).offset(offset)
-            params = {"experiment_id": experiment_id, "stage": stage}
-        with self.engine.connect() as conn:
-            result = conn.execute(query, params)
-            keys = list(result.keys())
-            return [dict(zip(keys, row, strict=True)) for row in result.all()]
+        return self._read(*_page_statement(experiment_id, stage, limit, offset), _as_dicts)
 
     def experiment_owner(self, experiment_id: str) -> str | None:
         """The experiment's owner (None: made with auth off); NotFound when it does not exist."""
-        with self.engine.connect() as conn:
-            row = conn.execute(_OWNER_QUERY, {"id": experiment_id}).first()
+        row = self._read(_OWNER_QUERY, {"id": experiment_id}, _first)
         if row is None:
             raise NotFound(f"experiment {experiment_id} does not exist; list them with GET /v1/experiments")
         return row[0]
@@ -446,9 +479,19 @@ class Store:
 
         None when the database has no counter for the table (nothing would move it): do not cache.
         """
-        with self.engine.connect() as conn:
-            value = conn.execute(_VERSION_QUERY, {"name": table}).scalar()
+        value = self._read(_VERSION_QUERY, {"name": table}, _scalar)
         return None if value is None else int(value)
+
+    def _read(self, statement, params: dict[str, Any], take: Callable[[Any], Any]) -> Any:
+        """``take(result)`` of one read-only statement on the reader engine (see :func:`_make_reader`),
+        run again once on a fresh connection if the server had dropped the pooled one."""
+        for attempt in (1, 2):
+            try:
+                with self.reader.connect() as conn:
+                    return take(conn.execute(statement, params))
+            except DBAPIError as exc:
+                if attempt == 2 or not exc.connection_invalidated:
+                    raise
 
     def count_finished(self, experiment_id: str, stage: int = 1, kind: str = "searched") -> int:
         """Trials that used up budget: completed, pruned or failed (not cancelled)."""

@@ -81,3 +81,39 @@ def test_trial_page_is_the_schema_json_even_with_non_finite_numbers(client):
     assert trial["created_at"].endswith("Z")
     schema_keys = set(client.get("/openapi.json").json()["components"]["schemas"]["TrialPublic"]["properties"])
     assert set(trial) == schema_keys
+
+
+def test_worker_processes_share_what_one_of_them_built(tmp_path):
+    """Two apps on one home and database stand for two uvicorn workers: a trial page the first built
+    is the second's answer without a build, and a write moves both on (the key is the version)."""
+    settings = Settings(home=tmp_path / "home", cache_max_age_s=0)
+    first, second = create_app(settings), create_app(settings)
+    store = first.state.store
+    exp = store.create_experiment("e", {"budget": {"trials": 2}})
+    store.record_trial(f"{exp.id}-a", exp.id, state=State.COMPLETED, miou=0.5, latency_ms=5.0)
+    with TestClient(first) as a, TestClient(second) as b:
+        page = a.get(f"/v1/experiments/{exp.id}/trials").json()
+        shared = second.state.response_cache.shared
+        hits = shared.hits
+        assert b.get(f"/v1/experiments/{exp.id}/trials").json() == page
+        assert shared.hits == hits + 1  # served from the first worker's build
+
+        Store(store.url).record_trial(f"{exp.id}-b", exp.id, state=State.COMPLETED, miou=0.7, latency_ms=4.0)
+        assert len(b.get(f"/v1/experiments/{exp.id}/trials").json()) == 2
+        assert len(a.get(f"/v1/experiments/{exp.id}/trials").json()) == 2
+
+
+def test_shared_responses_are_bounded_and_start_empty(tmp_path):
+    from service.routes.cache import SharedResponses
+
+    path = tmp_path / "responses.sqlite"
+    cache = SharedResponses(path, max_bytes=10_000)
+    for i in range(50):
+        cache.put(f"k{i}", 1, bytes(1000))
+    stored = cache._db.execute("SELECT coalesce(sum(size), 0) FROM responses").fetchone()[0]
+    assert stored <= 10_000 + 10_000 // 8 + 1000  # trimmed as it went: the bound, the check's slack, one entry
+    assert cache.lookup("k49", 1) == bytes(1000)  # the newest stay
+    assert cache.lookup("k49", 2) is None  # another version is not this answer
+    cache.put("k49", 0, b"older")
+    assert cache.lookup("k49", 1) == bytes(1000)  # an older version never replaces a newer one
+    assert SharedResponses(path, max_bytes=10_000).lookup("k49", 1) is None  # a new run starts empty

@@ -120,3 +120,23 @@ def test_trial_duration_histogram_agrees_with_the_durations(store_url):
     assert (cumulative, count) == ([1, 3, 3], 4)
     assert total == pytest.approx(sum(store.trial_durations()), abs=0.01) == pytest.approx(795, abs=0.01)
     store.engine.dispose()
+
+
+def test_hot_reads_survive_the_server_dropping_their_connections(pg_url):
+    """The API's page, owner and version reads keep no pre-ping (one round trip each): a pooled
+    connection the server dropped, as a restart does, is replaced and the read run again."""
+    import psycopg
+
+    store = Store(pg_url)
+    exp = store.create_experiment("x", {"budget": {"trials": 1}}, owner="ana")
+    version = store.write_version()
+    assert store.experiment_owner(exp.id) == "ana" and store.trial_page(exp.id, limit=10) == []
+    with psycopg.connect(pg_url.replace("postgresql+psycopg", "postgresql"), autocommit=True) as admin:
+        dropped = admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchone()[0]
+    assert dropped >= 1  # the store's pooled connections were there, and are gone
+    assert store.write_version() == version
+    assert store.experiment_owner(exp.id) == "ana"
+    assert store.trial_page(exp.id, limit=10) == []
