@@ -16,7 +16,7 @@ is used once it ranks held-out architectures with a leave-one-out Spearman of at
 The defaults are tuned for sample efficiency on the NAS-Bench-201 latency table (``bench/searchers.py``;
 the variants tried are in ``bench/results/searchers_ppo_*.json``): small batches (10) with a high
 Adam lr (1e-2) and 4 epochs, rank advantages and self-imitation of the 10 best architectures seen, and
-model screening (median trials to target over the six devices: 95.5 with it, 119 without). Training
+model screening (mean over the six devices of the median trials to target: 97.4 with it, 119 without). Training
 the controller on the model's imagined rewards instead (Dyna-style rounds) collapsed the policy early
 and missed the target in more seeds (``searchers_ppo_dyna_h100.json``), so the model only screens.
 Sampling without replacement (``without_replacement``) made runs 2-3 times cheaper once the policy had
