@@ -7,7 +7,9 @@ trial id, so a restarted driver cannot duplicate or regress a result.
 
 from __future__ import annotations
 
+import types
 import uuid
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -303,19 +305,32 @@ class Store:
         self.reader = _make_reader(url, self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         event.listen(self._sessions, "after_flush", _bump_versions)
+        self._write_callbacks: list[Callable[[], Callable[[], None] | None]] = []  # see on_write
+        event.listen(self._sessions, "after_flush", self._flushed)
+        event.listen(self._sessions, "after_commit", self._committed)
 
     def on_write(self, callback: Callable[[], None]) -> None:
-        """Call ``callback()`` after each committed transaction of this store that wrote something."""
+        """Call ``callback()`` after each committed transaction of this store that wrote something.
 
-        def flushed(session: Session, _context) -> None:
-            session.info["geonas_wrote"] = True
+        A bound method is held weakly: an app that registered its clock and was dropped (the store
+        is cached per URL and outlives it) is forgotten, not called for ever.
+        """
+        ref = weakref.WeakMethod(callback) if isinstance(callback, types.MethodType) else (lambda: callback)
+        self._write_callbacks.append(ref)
 
-        def committed(session: Session) -> None:
-            if session.info.pop("geonas_wrote", False):
+    def _flushed(self, session: Session, _context) -> None:
+        session.info["geonas_wrote"] = True
+
+    def _committed(self, session: Session) -> None:
+        if not session.info.pop("geonas_wrote", False):
+            return
+        alive = []
+        for ref in self._write_callbacks:
+            callback = ref()
+            if callback is not None:
+                alive.append(ref)
                 callback()
-
-        event.listen(self._sessions, "after_flush", flushed)
-        event.listen(self._sessions, "after_commit", committed)
+        self._write_callbacks = alive
 
     @contextmanager
     def session(self) -> Iterator[Session]:

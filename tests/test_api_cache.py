@@ -117,3 +117,38 @@ def test_shared_responses_are_bounded_and_start_empty(tmp_path):
     cache.put("k49", 0, b"older")
     assert cache.lookup("k49", 1) == bytes(1000)  # an older version never replaces a newer one
     assert SharedResponses(path, max_bytes=10_000).lookup("k49", 1) is None  # a new run starts empty
+
+
+def test_every_app_on_a_shared_store_sees_its_own_writes_and_dropped_listeners_are_forgotten(tmp_path):
+    """The store is cached per URL, so apps made in one process share it: each app's clock is reset
+    by a write (not only the first app's), and a listener that is gone is not kept alive by the store."""
+    import gc
+    import weakref
+
+    settings = Settings(home=tmp_path / "home", cache_max_age_s=60)  # only a reset can show a write
+    first, second = create_app(settings), create_app(settings)
+    store = first.state.store
+    assert second.state.store is store
+    exp = store.create_experiment("e", {"budget": {"trials": 2}})
+    with TestClient(first) as a, TestClient(second) as b:
+        assert a.get("/v1/leaderboard").json()["rows"] == b.get("/v1/leaderboard").json()["rows"] == []
+        store.record_trial(f"{exp.id}-a", exp.id, state=State.COMPLETED, miou=0.5, latency_ms=5.0)
+        assert len(a.get("/v1/leaderboard").json()["rows"]) == 1
+        assert len(b.get("/v1/leaderboard").json()["rows"]) == 1
+
+    class Listener:
+        calls = 0
+
+        def reset(self) -> None:
+            Listener.calls += 1
+
+    listener = Listener()
+    store.on_write(listener.reset)
+    store.record_trial(f"{exp.id}-b", exp.id, state=State.COMPLETED, miou=0.6, latency_ms=5.0)
+    assert Listener.calls == 1
+    gone = weakref.ref(listener)
+    del listener
+    gc.collect()
+    assert gone() is None  # the store held it weakly
+    store.record_trial(f"{exp.id}-c", exp.id, state=State.COMPLETED, miou=0.7, latency_ms=5.0)
+    assert Listener.calls == 1
