@@ -248,11 +248,7 @@ def _make_reader(url: str, engine: Engine) -> Engine:
     """
     if url.startswith("sqlite:///"):
         return engine
-    return create_engine(url, **_READER_OPTIONS)
-
-
-#: The reader engine's pool: autocommit, no pre-ping (see ``_make_reader``).
-_READER_OPTIONS: dict[str, Any] = dict(pool_pre_ping=False, pool_size=8, max_overflow=8, isolation_level="AUTOCOMMIT")
+    return create_engine(url, pool_pre_ping=False, pool_size=8, max_overflow=8, isolation_level="AUTOCOMMIT")
 
 
 def _page_statement(experiment_id: str, stage: int | None, limit: int | None, offset: int):

@@ -272,11 +272,6 @@ class PPOSearcher(Searcher):
     def _propose(self) -> tuple[int, ...] | None:
         if self.hp["max_pending"] is not None and len(self.pending) >= self.hp["max_pending"]:
             return None
-        # Sampling without replacement: draws of architectures this searcher already proposed are
-        # skipped (a peaked policy then explores the neighbourhood of its mode instead of repeating
-        # it). Bounded; a duplicate that gets through is the caller's to answer from its cache.
-        # Each refill within one call draws twice as many: when the policy is peaked, one batched pass
-        # of 512 costs about what one of 32 does, and the first unseen draw has the same distribution.
         model = self._screening_model()
         if model is None:
             self._last, key = self._draw_unseen(self.seen)
@@ -343,18 +338,20 @@ class PPOSearcher(Searcher):
         if quality < self.hp["model_min_quality"]:
             return None
         if self._model is None or self._model[0] != len(self.observed):
-            tokens = np.array([t for t, _ in self.observed])
-            rewards = np.array([r for _, r in self.observed])
-            self._model = (len(self.observed), HammingGP().fit(tokens, rewards, theta, noise))
+            self._model = (len(self.observed), HammingGP().fit(*self._observations(), theta, noise))
         return self._model[1]
 
     def _choose_model(self) -> None:
         """Pick the reward model's hyper-parameters by marginal likelihood and measure how well it ranks."""
         if not self.hp["model_screen"] or len(self.observed) < self.hp["model_min_points"]:
             return
-        model = HammingGP().fit(np.array([t for t, _ in self.observed]), np.array([r for _, r in self.observed]))
+        model = HammingGP().fit(*self._observations())
         self.model_fit = (float(model.theta), float(model.noise), float(model.quality))
         self._model = (len(self.observed), model)
+
+    def _observations(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every architecture learnt from as tokens [n, K], and their rewards [n]: the model's data."""
+        return np.array([t for t, _ in self.observed]), np.array([r for _, r in self.observed])
 
     def _mark_proposed(self, tokens: tuple[int, ...]) -> None:
         """Record a proposed sequence; a prefix all of whose allowed continuations were proposed is closed.
