@@ -83,6 +83,37 @@ def test_trial_page_is_the_schema_json_even_with_non_finite_numbers(client):
     assert set(trial) == schema_keys
 
 
+@pytest.mark.parametrize("error", [None, "boom", "\x00", '"\x00', "\x00\x00", "ünïcode \\ \"quoted\""])
+def test_trial_page_json_is_what_pydantic_writes_for_the_same_rows(error):
+    """The page encoder splices stored JSON text into one encoding of the page; whatever a text field
+    holds (even the splice marker), the answer decodes to what the response model would write."""
+    from datetime import datetime
+
+    from pydantic import TypeAdapter
+
+    from service.routes.experiments import trial_page_json
+    from service.specs import TrialPublic
+
+    rows = []
+    for i, miou in enumerate([0.5, math.nan, None, math.inf, 1e-05]):
+        arch = {"cells": [[0, i, "sum", 3]], "note": "\x00"}
+        history = [{"epoch": 1, "miou": miou if miou is None or math.isfinite(miou) else 0.0}]
+        rows.append(
+            {
+                "id": f"t{i}", "experiment_id": "e", "stage": 1, "kind": "searched", "state": "completed",
+                "arch_hash": None if i == 2 else "h", "arch": None if i == 3 else json.dumps(arch),
+                "epoch": i, "miou": miou, "latency_ms": 2.5, "params": 10**6, "reward": miou,
+                "error": error, "node_id": "n", "history": json.dumps(history) if i != 4 else None,
+                "created_at": datetime(2026, 1, 1, 12, 0, i), "updated_at": datetime(2026, 1, 1, 12, 0, 0, 5),
+            }
+        )
+    decoded = [{**r, "arch": json.loads(r["arch"] or "null"), "history": json.loads(r["history"] or "[]")}
+               for r in rows]
+    expected = TypeAdapter(list[TrialPublic]).dump_json([TrialPublic.model_validate(r) for r in decoded])
+    body = trial_page_json(rows)
+    assert json.loads(body, parse_constant=lambda c: pytest.fail(f"{c} is not JSON")) == json.loads(expected)
+
+
 def test_worker_processes_share_what_one_of_them_built(tmp_path):
     """Two apps on one home and database stand for two uvicorn workers: a trial page the first built
     is the second's answer without a build, and a write moves both on (the key is the version)."""

@@ -40,8 +40,13 @@ def experiment_public(exp: Experiment, trials_done: int) -> ExperimentPublic:
     )
 
 
-#: The scalar fields of a trial's answer; ``arch`` and ``history`` are spliced in as stored JSON text.
-_SCALARS = tuple(f for f in TrialPublic.model_fields if f not in ("arch", "history", "created_at", "updated_at"))
+#: A trial's answer, in the order of :class:`TrialPublic`'s fields.
+_FIELDS = tuple(TrialPublic.model_fields)
+_FLOATS = tuple(f for f in _FIELDS if TrialPublic.model_fields[f].annotation == float | None)
+#: Stands in for a stored JSON column while a page is encoded; ``_encode`` writes it as ``_SPLICE``.
+_MARK = "\x00"
+_SPLICE = '"\\u0000"'
+_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
 
 def _finite(value: Any) -> Any:
@@ -72,25 +77,37 @@ def _utc(value: datetime) -> str:
     return value.isoformat() + "Z"
 
 
-_encode = json.JSONEncoder(separators=(",", ":")).encode
-_FLOATS = tuple(f for f in _SCALARS if TrialPublic.model_fields[f].annotation == float | None)
-
-
 def trial_page_json(rows: list[dict[str, Any]]) -> bytes:
-    """A page of :meth:`Store.trial_page` rows as the JSON of ``list[TrialPublic]``, built directly:
-    validating each row into a model and encoding it again cost more than the query."""
-    items = []
+    """A page of :meth:`Store.trial_page` rows as the JSON of ``list[TrialPublic]``, built directly.
+
+    Validating each row into a model and encoding it again cost more than the query. Instead the
+    whole page is one call of the C encoder, with a marker where each row's ``arch`` and ``history``
+    go; their stored JSON text is then spliced in at the markers, never decoded (one encoder call per
+    row, as before, spent most of its time entering and leaving the encoder).
+    """
+    items, stored = [], []
     for row in rows:
-        scalars = {k: row[k] for k in _SCALARS}
-        for k in _FLOATS:
-            if scalars[k] is not None and not math.isfinite(scalars[k]):
-                scalars[k] = None
-        arch, history = _stored_json(row["arch"], "null"), _stored_json(row["history"], "[]")
-        items.append(
-            f'{_encode(scalars)[:-1]},"arch":{arch},"history":{history}'
-            f',"created_at":"{_utc(row["created_at"])}","updated_at":"{_utc(row["updated_at"])}"}}'
-        )
-    return f"[{','.join(items)}]".encode()
+        item = {f: row[f] for f in _FIELDS}
+        item["arch"] = item["history"] = _MARK
+        item["created_at"], item["updated_at"] = _utc(row["created_at"]), _utc(row["updated_at"])
+        stored += (_stored_json(row["arch"], "null"), _stored_json(row["history"], "[]"))
+        items.append(item)
+    try:
+        text = _encode(items)
+    except ValueError:  # a non-finite float: null, as pydantic writes it
+        for item in items:
+            item.update({k: None for k in _FLOATS if item[k] is not None and not math.isfinite(item[k])})
+        text = _encode(items)
+    parts = text.split(_SPLICE)
+    if len(parts) != len(stored) + 1:  # a text field was the marker itself: decode the columns instead
+        columns = iter(json.loads(s) for s in stored)
+        for item in items:
+            item["arch"], item["history"] = next(columns), next(columns)
+        return _encode(items).encode()
+    out = [parts[0]]
+    for column, part in zip(stored, parts[1:], strict=True):
+        out += (column, part)
+    return "".join(out).encode()
 
 
 def trial_public(t: Trial) -> TrialPublic:
