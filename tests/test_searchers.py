@@ -196,8 +196,9 @@ class Flat:
 def test_ppo_learns_a_simple_preference():
     """Reward = number of token-1s; after a few updates PPO proposes far more of them than chance."""
     # Without replacement the proposals must leave the learnt mode once its neighbourhood is used up,
-    # so the policy's learning is read off proposals drawn with replacement.
-    options = {"lr": 1e-2, "batch_size": 10, "ppo_epochs": 4, "advantage": "rank", "without_replacement": False}
+    # so the policy's learning is read off proposals drawn with replacement; and of one controller, not
+    # of the fresh one a restart starts once the optimum has been found and nothing better comes.
+    options = {"lr": 1e-2, "batch_size": 10, "ppo_epochs": 4, "without_replacement": False, "restart_after": None}
     ppo = create_searcher("ppo", Flat(), seed=0, **options)
     seen, _ = drive(ppo, 200, outstanding=4, reward=lambda t: float(sum(x == 1 for x in t)))
     first = np.mean([sum(x == 1 for x in p.tokens) for p in seen[:10]])
@@ -476,3 +477,21 @@ def test_ppo_without_a_reward_model_is_plain_ppo():
     ppo = create_searcher("ppo", Flat(), seed=0, batch_size=5, model_screen=0)
     drive(ppo, 30, outstanding=1, reward=additive)
     assert ppo.model_fit is None and ppo._screening_model() is None
+
+
+def test_ppo_restarts_a_stalled_controller_but_keeps_what_it_learnt():
+    """After ``restart_after`` architectures without a better reward, the controller starts afresh; the
+    reward model keeps every observation, nothing proposed is proposed again, and the state restores."""
+    options = {"batch_size": 5, "ppo_epochs": 2, "restart_after": 8, "model_min_points": 5}
+    ppo = create_searcher("ppo", Flat(), seed=0, **options)
+    first = drive(ppo, 1, outstanding=1, reward=lambda t: 1.0)[0][0]
+    weights = [p.detach().clone() for p in ppo.policy.parameters()]
+    seen, _ = drive(ppo, 20, outstanding=1, reward=lambda t: 0.0)  # never better than the first
+    assert ppo.restarts == 2 and ppo.since_best == 4  # restarted at the 8th and the 16th stalled observation
+    assert any(not torch.equal(w, p) for w, p in zip(weights, ppo.policy.parameters(), strict=True))
+    assert len(ppo.observed) == 21 and ppo.model_fit is not None  # the model still has every architecture
+    assert len({p.tokens for p in [first, *seen]}) == 21
+    state = ppo.state_dict()
+    restored = create_searcher("ppo", Flat(), seed=7, **options)
+    restored.load_state_dict(state)
+    assert restored.restarts == 2 and restored.propose() == ppo.propose()
