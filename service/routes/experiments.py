@@ -70,8 +70,9 @@ def trial_page_json(rows: list[dict[str, Any]]) -> bytes:
     Validating each row into a model and encoding it again cost more than the query. Instead the
     whole page is one call of pydantic-core's encoder (NaN and infinities written as null, as the model
     would), with a marker where each row's ``arch`` and ``history`` go; their stored JSON text is then
-    spliced in at the markers, never decoded. For a 100-trial page this is about a third of the time
-    of encoding the same dicts row by row with the standard library's encoder.
+    spliced in at the markers, never decoded. For a 100-trial page the encoding takes about a third of
+    the standard library encoder's time for the same dicts, and the whole build 0.57x the time of
+    encoding row by row.
     """
     items, stored = [], []
     for row in rows:
@@ -81,7 +82,7 @@ def trial_page_json(rows: list[dict[str, Any]]) -> bytes:
         stored += (_stored_json(row["arch"], b"null"), _stored_json(row["history"], b"[]"))
         items.append(item)
     parts = to_json(items, inf_nan_mode="null").split(_SPLICE)
-    if len(parts) != len(stored) + 1:  # a text field was the marker itself: decode the columns instead
+    if len(parts) != len(stored) + 1:  # a text field's encoding held the marker's: decode the columns instead
         columns = iter(json.loads(s) for s in stored)
         for item in items:
             item["arch"], item["history"] = next(columns), next(columns)
