@@ -19,6 +19,7 @@ from .metrics import Metrics, RequestMiddleware
 from .responses import COMMON
 from .routes import experiments, leaderboard, models, pretraining
 from .routes.cache import OwnerMemo, SharedResponses, VersionClock, VersionedCache
+from .routes.cached_reads import CachedReads
 from .settings import Settings, get_settings
 from .store import get_store
 
@@ -52,6 +53,7 @@ def create_app(settings: Settings | None = None, launcher: JobLauncher | None = 
     app.state.version_clock = VersionClock(app.state.store.write_version, settings.cache_max_age_s)
     app.state.store.on_write(app.state.version_clock.reset)  # this process's writes show at once
     app.state.owners = OwnerMemo()
+    app.add_middleware(CachedReads)  # innermost of ours: after the size limit, inside the metrics
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMiddleware, metrics=app.state.metrics)  # outermost: sees every answer
 

@@ -40,6 +40,7 @@ __all__ = [
     "create_token",
     "Authenticator",
     "authenticate",
+    "principal_for",
     "principal_of",
     "owner_filter",
     "check_owner",
@@ -129,17 +130,19 @@ class Authenticator:
         return principal
 
 
+def principal_for(state: Any, authorization: str) -> Principal:
+    """Who sends this ``Authorization`` header to the app whose ``state`` is given; 401 if nobody."""
+    if not state.auth_required:
+        return LOCAL
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise _unauthorized("this API needs a bearer token: send `Authorization: Bearer <token>`")
+    return state.authenticator.verify(token.strip())
+
+
 async def authenticate(request: Request) -> Principal:
     """Router dependency: sets ``request.state.principal`` or answers 401."""
-    app = request.app
-    if not app.state.auth_required:
-        principal = LOCAL
-    else:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise _unauthorized("this API needs a bearer token: send `Authorization: Bearer <token>`")
-        principal = app.state.authenticator.verify(token.strip())
+    principal = principal_for(request.app.state, request.headers.get("authorization", ""))
     request.state.principal = principal
     return principal
 

@@ -15,9 +15,9 @@ import time
 
 from fastapi import HTTPException, Request
 
-from .auth import principal_of
+from .auth import Principal, principal_of
 
-__all__ = ["BodySizeLimit", "TokenBucket", "rate_limit"]
+__all__ = ["BodySizeLimit", "TokenBucket", "rate_key", "rate_limit"]
 
 
 class BodySizeLimit:
@@ -99,14 +99,17 @@ class TokenBucket:
             return (1 - tokens) / self.rate
 
 
+def rate_key(principal: Principal, client_host: str | None) -> str:
+    """Whose bucket a request takes from: its token's, or with auth off its client address's."""
+    return principal.token_id or client_host or principal.name
+
+
 async def rate_limit(request: Request) -> None:
     """Router dependency after authentication: per token (or per client address when auth is off)."""
     bucket: TokenBucket | None = request.app.state.rate_limiter
     if bucket is None:
         return
-    principal = principal_of(request)
-    key = principal.token_id or (request.client.host if request.client else principal.name)
-    wait = bucket.take(key)
+    wait = bucket.take(rate_key(principal_of(request), request.client.host if request.client else None))
     if wait > 0:
         raise HTTPException(
             429,

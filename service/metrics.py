@@ -83,6 +83,12 @@ class Metrics:
             ["method", "route", "status"],
             registry=self.registry,
         )
+        self.cached_reads = Counter(
+            "geonas_http_cached_reads_total",
+            "Requests answered from the response cache before routing (routes/cached_reads.py).",
+            ["route"],
+            registry=self.registry,
+        )
         self.registry.register(_StoreCollector(store))
 
 

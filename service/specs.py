@@ -31,6 +31,8 @@ __all__ = [
     "PretrainingPublic",
     "BackbonePublic",
     "Leaderboard",
+    "TrialPageQuery",
+    "LeaderboardQuery",
 ]
 
 
@@ -316,3 +318,20 @@ class LeaderboardRow(BaseModel):
 
 class Leaderboard(BaseModel):
     rows: list[LeaderboardRow]
+
+
+class TrialPageQuery(BaseModel):
+    """``GET /v1/experiments/{id}/trials``'s query (also validated by ``routes/cached_reads.py``)."""
+
+    stage: int | None = Field(None, ge=1, le=2, description="Only this stage's trials.")
+    limit: int = Field(1000, ge=1, le=10000, description="Page size, in creation order.")
+    offset: int = Field(0, ge=0)
+
+
+class LeaderboardQuery(BaseModel):
+    """``GET /v1/leaderboard``'s query (also validated by ``routes/cached_reads.py``)."""
+
+    max_latency_ms: float | None = Field(None, gt=0, description="Only models at or under this latency.")
+    device: str | None = Field(None, description="Only latencies measured on this device profile.")
+    stage: int | None = Field(None, ge=1, le=2, description="2 = fine-tuned models only.")
+    limit: int = Field(50, ge=1, le=1000)

@@ -183,3 +183,74 @@ def test_every_app_on_a_shared_store_sees_its_own_writes_and_dropped_listeners_a
     assert gone() is None  # the store held it weakly
     store.record_trial(f"{exp.id}-c", exp.id, state=State.COMPLETED, miou=0.7, latency_ms=5.0)
     assert Listener.calls == 1
+
+
+def _early(app, route: str) -> float:
+    """How many requests of ``route`` were answered before routing (routes/cached_reads.py)."""
+    value = app.state.metrics.registry.get_sample_value("geonas_http_cached_reads_total", {"route": route})
+    return value or 0.0
+
+
+def test_a_cached_read_is_answered_before_routing_with_the_routes_own_answer(tmp_path):
+    """The second request of a page or board is a hit, sent before FastAPI's routing: byte for byte
+    the answer the route sent, counted under the route's template in the request metrics too."""
+    from service.auth import create_token
+
+    app = create_app(Settings(home=tmp_path / "home", auth=True))
+    store = app.state.store
+    exp = store.create_experiment("e", {"budget": {"trials": 2}}, owner="ana")
+    store.record_trial(f"{exp.id}-a", exp.id, state=State.COMPLETED, miou=0.5, latency_ms=5.0)
+    trials = "/v1/experiments/{experiment_id}/trials"
+    with TestClient(app, headers={"Authorization": f"Bearer {create_token(store, 'ana')}"}) as ana:
+        for path, params, route in [
+            (f"/v1/experiments/{exp.id}/trials", {"limit": "10", "stage": "1"}, trials),
+            ("/v1/leaderboard", {"max_latency_ms": "7.5"}, "/v1/leaderboard"),
+        ]:
+            built = ana.get(path, params=params)
+            assert built.status_code == 200 and _early(app, route) == 0
+            hit = ana.get(path, params=params)
+            assert _early(app, route) == 1
+            assert hit.content == built.content and hit.headers["content-type"] == built.headers["content-type"]
+            assert hit.headers["content-length"] == built.headers["content-length"]
+            assert "x-request-id" in hit.headers  # the request middleware still wraps it
+        metrics = ana.get("/metrics").text
+    line = f'geonas_http_requests_total{{method="GET",route="{trials}",status="200"}} 2.0'
+    assert line in metrics
+
+
+def test_a_cached_read_is_never_a_way_around_the_routes_checks(tmp_path):
+    """Once ana's page and board are cached, everything the route would refuse is still refused the
+    same way (by the route: nothing is answered early), and an admin's read is a hit."""
+    from service.auth import create_token
+
+    app = create_app(Settings(home=tmp_path / "home", auth=True, rate_limit_per_s=0.5, rate_limit_burst=8))
+    store = app.state.store
+    exp = store.create_experiment("e", {"budget": {"trials": 2}}, owner="ana")
+    store.record_trial(f"{exp.id}-a", exp.id, state=State.COMPLETED, miou=0.5, latency_ms=5.0)
+    page = f"/v1/experiments/{exp.id}/trials"
+    tokens = {name: create_token(store, name, admin=name == "root") for name in ("ana", "bob", "root")}
+    with TestClient(app) as client:
+        def get(path, who="ana", **params):
+            headers = {"Authorization": f"Bearer {tokens[who]}"} if who else {}
+            return client.get(path, params=params, headers=headers)
+
+        assert get(page).status_code == get("/v1/leaderboard").status_code == 200  # built, now cached
+        assert get(page, who="bob").status_code == 404  # someone else's: the same 404 as a missing one
+        assert get(page, who=None).status_code == 401
+        bad = client.get(page, headers={"Authorization": "Bearer gnt_nope_nope"})
+        assert bad.status_code == 401 and bad.headers["www-authenticate"].startswith("Bearer")
+        assert get(page, limit=0).status_code == 422
+        assert get("/v1/leaderboard", max_latency_ms="fast").status_code == 422
+        assert get(page, limit=5, offset=-1).json()["detail"][0]["loc"] == ["query", "offset"]
+        bob_board = get("/v1/leaderboard", who="bob").json()["rows"]
+        assert bob_board == []  # the board is per owner: ana's cached board is not bob's
+        assert _early(app, "/v1/experiments/{experiment_id}/trials") == 0
+        assert get(page, who="root").status_code == 200  # an admin may read it: a hit
+        assert _early(app, "/v1/experiments/{experiment_id}/trials") == 1
+
+        # ana's bucket holds 8: 5 went above (a 422 takes one too, as it did before any cached read)
+        statuses = [get(page).status_code for _ in range(6)]
+        assert statuses == [200] * 3 + [429] * 3
+        refused = get(page)
+        assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+        assert get(page, who="bob").status_code == 404  # bob's own bucket is not ana's

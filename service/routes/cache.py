@@ -135,21 +135,25 @@ class VersionedCache:
                 _, (_, dropped) = self._entries.popitem(last=False)
                 self._bytes -= len(dropped)
 
-    def get_or_build(self, key: Hashable, version: int | None, build: Callable[[], bytes]) -> bytes:
-        """The cached body: this process's, else the ``shared`` level's (another worker built it), else
-        ``build()``'s (then cached in both). Two builders of one key both build; either result is right
-        for the version both read."""
+    def find(self, key: Hashable, version: int | None) -> bytes | None:
+        """The cached body: this process's, else the ``shared`` level's (another worker built it; it is
+        then kept here too), else None."""
         body = self.lookup(key, version)
-        if body is not None:
-            return body
-        shared_key = repr(key) if self.shared is not None and version is not None else None
-        if shared_key is not None:
-            body = self.shared.lookup(shared_key, version)
+        if body is None and self.shared is not None and version is not None:
+            body = self.shared.lookup(repr(key), version)
+            if body is not None:
+                self.put(key, version, body)
+        return body
+
+    def get_or_build(self, key: Hashable, version: int | None, build: Callable[[], bytes]) -> bytes:
+        """The cached body (:meth:`find`), else ``build()``'s, then cached in both levels. Two builders
+        of one key both build; either result is right for the version both read."""
+        body = self.find(key, version)
         if body is None:
             body = build()
-            if shared_key is not None:
-                self.shared.put(shared_key, version, body)
-        self.put(key, version, body)
+            if self.shared is not None and version is not None:
+                self.shared.put(repr(key), version, body)
+            self.put(key, version, body)
         return body
 
 

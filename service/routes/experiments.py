@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Hashable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from pydantic_core import to_json
@@ -13,10 +14,11 @@ from search_spaces.errors import Conflict
 
 from ..auth import scoped_store
 from ..responses import CONFLICT, NO_CLUSTER, NOT_FOUND
-from ..specs import ExperimentCreated, ExperimentPublic, ExperimentSpec, ResumeRequest, TrialPublic
+from ..specs import ExperimentCreated, ExperimentPublic, ExperimentSpec, ResumeRequest, TrialPageQuery, TrialPublic
 from ..states import TERMINAL, State
 from ..store import Experiment, Store, Trial
 from ..validation import check_backbone, check_dataset
+from .cached_reads import CachedRead, cached_read
 from .deps import get_launcher, get_store_dep
 
 router = APIRouter(prefix="/v1/experiments", tags=["experiments"])
@@ -139,26 +141,40 @@ def get_experiment(experiment_id: str, store: Store = Depends(get_store_dep)) ->
     return experiment_public(exp, store.trial_counts([exp.id]).get(exp.id, 0))
 
 
+def trial_page_key(experiment_id: str, query: TrialPageQuery) -> Hashable:
+    return ("trials", experiment_id, query.stage, query.limit, query.offset)
+
+
 @router.get("/{experiment_id}/trials", response_model=list[TrialPublic], responses=NOT_FOUND)
 async def list_trials(
-    experiment_id: str,
-    request: Request,
-    stage: int | None = Query(None, ge=1, le=2),
-    limit: int = Query(1000, ge=1, le=10000, description="Page size, in creation order."),
-    offset: int = Query(0, ge=0),
+    experiment_id: str, request: Request, query: Annotated[TrialPageQuery, Query()]
 ) -> list[TrialPublic]:
     """A page of the experiment's trials, in creation order."""
-    # On the event loop: a known owner and a fresh version cost no query, and a miss builds its page
-    # inline, which under load beat the thread pool (routes/cache.py).
+    # A cached page is answered before routing (routes/cached_reads.py); here are the misses and
+    # whatever that layer passed on. On the event loop: a known owner and a fresh version cost no
+    # query, and a miss builds its page inline, which under load beat the thread pool (routes/cache.py).
     state = request.app.state
     store = scoped_store(request)  # not a Depends: on this hot path FastAPI's dependency solving cost more
     store.check_experiment(experiment_id)  # someone else's is a 404, before any cache (owners are memoised)
     version = state.version_clock.current("trials")  # before the page: an entry is never older than its key
-    key = ("trials", experiment_id, stage, limit, offset)
     body = state.response_cache.get_or_build(
-        key, version, lambda: trial_page_json(store.trial_page(experiment_id, stage, limit=limit, offset=offset))
+        trial_page_key(experiment_id, query),
+        version,
+        lambda: trial_page_json(
+            store.trial_page(experiment_id, query.stage, limit=query.limit, offset=query.offset)
+        ),
     )
     return Response(body, media_type="application/json")
+
+
+cached_read(
+    CachedRead(
+        "/v1/experiments/{experiment_id}/trials",
+        TrialPageQuery,
+        key=lambda principal, path, query: trial_page_key(path["experiment_id"], query),
+        check=lambda store, path: store.check_experiment(path["experiment_id"]),
+    )
+)
 
 
 @router.post(

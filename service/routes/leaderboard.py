@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable
+from typing import Annotated
+
 from fastapi import APIRouter, Query, Request, Response
 
-from ..auth import scoped_store
-from ..specs import Leaderboard, LeaderboardRow
+from ..auth import Principal, scoped_store
+from ..specs import Leaderboard, LeaderboardQuery, LeaderboardRow
 from ..store import Store
+from .cached_reads import CachedRead, cached_read
 
 router = APIRouter(prefix="/v1", tags=["leaderboard"])
 
@@ -34,24 +38,33 @@ def pareto_flags(points: list[tuple[float, float | None]]) -> list[bool]:
     return flags
 
 
+def leaderboard_key(principal: Principal, query: LeaderboardQuery) -> Hashable:
+    owner = None if principal.admin else principal.name
+    return ("leaderboard", owner, query.max_latency_ms, query.device, query.stage, query.limit)
+
+
 @router.get("/leaderboard", response_model=Leaderboard)
-async def leaderboard(
-    request: Request,
-    max_latency_ms: float | None = Query(None, gt=0, description="Only models at or under this latency."),
-    device: str | None = Query(None, description="Only latencies measured on this device profile."),
-    stage: int | None = Query(None, ge=1, le=2, description="2 = fine-tuned models only."),
-    limit: int = Query(50, ge=1, le=1000),
-) -> Leaderboard:
+async def leaderboard(request: Request, query: Annotated[LeaderboardQuery, Query()]) -> Leaderboard:
     """Completed trials ranked by mIoU across experiments; ``pareto`` marks the mIoU/latency front."""
-    # On the event loop: a cached answer at a fresh version costs no query, and a rebuild runs inline,
-    # which under load beat the thread pool (routes/cache.py).
+    # A cached board is answered before routing (routes/cached_reads.py); here are the misses. On the
+    # event loop: a rebuild runs inline, which under load beat the thread pool (routes/cache.py).
     state = request.app.state
     store = scoped_store(request)  # not a Depends: on this hot path FastAPI's dependency solving cost more
-    principal = store.principal
-    key = ("leaderboard", None if principal.admin else principal.name, max_latency_ms, device, stage, limit)
     version = state.version_clock.current("trials")  # the board is a function of the trials table alone
-    body = state.response_cache.get_or_build(key, version, lambda: _board(store, max_latency_ms, device, stage, limit))
+    q = query
+    body = state.response_cache.get_or_build(
+        leaderboard_key(store.principal, q),
+        version,
+        lambda: _board(store, q.max_latency_ms, q.device, q.stage, q.limit),
+    )
     return Response(body, media_type="application/json")
+
+
+cached_read(
+    CachedRead(
+        "/v1/leaderboard", LeaderboardQuery, key=lambda principal, path, query: leaderboard_key(principal, query)
+    )
+)
 
 
 def _board(store: Store, max_latency_ms: float | None, device: str | None, stage: int | None, limit: int) -> bytes:
