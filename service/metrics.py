@@ -85,7 +85,7 @@ class Metrics:
         )
         self.cached_reads = Counter(
             "geonas_http_cached_reads_total",
-            "Requests answered from the response cache before routing (routes/cached_reads.py).",
+            "Leaderboard and trial-page requests answered before routing (routes/cached_reads.py).",
             ["route"],
             registry=self.registry,
         )

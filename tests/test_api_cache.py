@@ -93,6 +93,7 @@ def test_trial_page_json_is_what_pydantic_writes_for_the_same_rows(error):
 
     from service.routes.experiments import trial_page_json
     from service.specs import TrialPublic
+    from service.store import PAGE_COLUMNS
 
     rows = []
     for i, miou in enumerate([0.5, math.nan, None, math.inf, 1e-05]):
@@ -110,7 +111,7 @@ def test_trial_page_json_is_what_pydantic_writes_for_the_same_rows(error):
     decoded = [{**r, "arch": json.loads(r["arch"] or "null"), "history": json.loads(r["history"] or "[]")}
                for r in rows]
     expected = TypeAdapter(list[TrialPublic]).dump_json([TrialPublic.model_validate(r) for r in decoded])
-    body = trial_page_json(rows)
+    body = trial_page_json([tuple(r[c] for c in PAGE_COLUMNS) for r in rows])  # the store's rows are tuples
     assert json.loads(body, parse_constant=lambda c: pytest.fail(f"{c} is not JSON")) == json.loads(expected)
 
 
@@ -191,66 +192,80 @@ def _early(app, route: str) -> float:
     return value or 0.0
 
 
-def test_a_cached_read_is_answered_before_routing_with_the_routes_own_answer(tmp_path):
-    """The second request of a page or board is a hit, sent before FastAPI's routing: byte for byte
-    the answer the route sent, counted under the route's template in the request metrics too."""
+def _without_cached_reads(app):
+    from service.routes.cached_reads import CachedReads
+
+    app.user_middleware = [m for m in app.user_middleware if m.cls is not CachedReads]
+    return app
+
+
+def test_reads_answered_before_routing_are_the_routes_own_answers(tmp_path):
+    """The same requests to the app and to the app without its early layer (routes/cached_reads.py)
+    get the same status and bytes: built or cached, and every refusal (401, 404, 422) too."""
     from service.auth import create_token
 
-    app = create_app(Settings(home=tmp_path / "home", auth=True))
+    # one database, no shared cache level: each app builds its own answers
+    settings = Settings(home=tmp_path / "home", auth=True, cache_max_age_s=0, shared_response_cache=False)
+    app, plain = create_app(settings), _without_cached_reads(create_app(settings))
     store = app.state.store
-    exp = store.create_experiment("e", {"budget": {"trials": 2}}, owner="ana")
-    store.record_trial(f"{exp.id}-a", exp.id, state=State.COMPLETED, miou=0.5, latency_ms=5.0)
-    trials = "/v1/experiments/{experiment_id}/trials"
-    with TestClient(app, headers={"Authorization": f"Bearer {create_token(store, 'ana')}"}) as ana:
-        for path, params, route in [
-            (f"/v1/experiments/{exp.id}/trials", {"limit": "10", "stage": "1"}, trials),
-            ("/v1/leaderboard", {"max_latency_ms": "7.5"}, "/v1/leaderboard"),
-        ]:
-            built = ana.get(path, params=params)
-            assert built.status_code == 200 and _early(app, route) == 0
-            hit = ana.get(path, params=params)
-            assert _early(app, route) == 1
-            assert hit.content == built.content and hit.headers["content-type"] == built.headers["content-type"]
-            assert hit.headers["content-length"] == built.headers["content-length"]
-            assert "x-request-id" in hit.headers  # the request middleware still wraps it
-        metrics = ana.get("/metrics").text
-    line = f'geonas_http_requests_total{{method="GET",route="{trials}",status="200"}} 2.0'
-    assert line in metrics
-
-
-def test_a_cached_read_is_never_a_way_around_the_routes_checks(tmp_path):
-    """Once ana's page and board are cached, everything the route would refuse is still refused the
-    same way (by the route: nothing is answered early), and an admin's read is a hit."""
-    from service.auth import create_token
-
-    app = create_app(Settings(home=tmp_path / "home", auth=True, rate_limit_per_s=0.5, rate_limit_burst=8))
-    store = app.state.store
-    exp = store.create_experiment("e", {"budget": {"trials": 2}}, owner="ana")
-    store.record_trial(f"{exp.id}-a", exp.id, state=State.COMPLETED, miou=0.5, latency_ms=5.0)
-    page = f"/v1/experiments/{exp.id}/trials"
+    exp = store.create_experiment("e", {"budget": {"trials": 9}}, owner="ana")
+    for i in range(9):
+        store.record_trial(f"{exp.id}-{i}", exp.id, state=State.COMPLETED, miou=0.1 * i, latency_ms=3.0 + i % 4)
     tokens = {name: create_token(store, name, admin=name == "root") for name in ("ana", "bob", "root")}
+    page = f"/v1/experiments/{exp.id}/trials"
+    requests = [
+        ("ana", page, {}),
+        ("ana", page, {"limit": "4", "offset": "2", "stage": "1"}),
+        ("ana", page, {"limit": "4", "offset": "2", "stage": "1"}),  # now cached
+        ("root", page, {"limit": "4", "offset": "2", "stage": "1"}),
+        ("ana", "/v1/leaderboard", {"max_latency_ms": "4.5", "limit": "3"}),
+        ("ana", "/v1/leaderboard", {"max_latency_ms": "4.5", "limit": "3"}),
+        ("bob", "/v1/leaderboard", {"max_latency_ms": "4.5", "limit": "3"}),  # the board is per owner
+        ("root", "/v1/leaderboard", {}),
+        ("bob", page, {}),  # someone else's: the same 404 as a missing one
+        ("ana", "/v1/experiments/nope/trials", {}),
+        (None, page, {}),
+        ("bad", page, {}),
+        ("ana", page, {"limit": "0"}),
+        ("ana", page, {"offset": "-1", "stage": "3"}),
+        ("ana", "/v1/leaderboard", {"max_latency_ms": "fast"}),
+    ]
+    with TestClient(app) as early, TestClient(plain) as routed:
+        for who, path, params in requests:
+            token = {"bad": "gnt_nope_nope", None: ""}.get(who, tokens.get(who))
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            a, b = early.get(path, params=params, headers=headers), routed.get(path, params=params, headers=headers)
+            assert (a.status_code, a.headers["content-type"], a.content) == (
+                b.status_code, b.headers["content-type"], b.content
+            ), (who, path, params)
+            assert a.headers.get("www-authenticate") == b.headers.get("www-authenticate")
+            assert "x-request-id" in a.headers  # the request middleware still wraps it
+        metrics = early.get("/metrics").text
+    trials = "/v1/experiments/{experiment_id}/trials"
+    assert _early(app, trials) == 4 and _early(app, "/v1/leaderboard") == 4 and _early(plain, trials) == 0
+    assert f'geonas_http_requests_total{{method="GET",route="{trials}",status="200"}} 4.0' in metrics
+    assert f'geonas_http_requests_total{{method="GET",route="{trials}",status="404"}} 2.0' in metrics
+
+
+def test_the_rate_limit_counts_reads_answered_before_routing(tmp_path):
+    """One token per request, as the route's dependency takes; the 429 (with Retry-After) is the route's."""
+    from service.auth import create_token
+
+    app = create_app(Settings(home=tmp_path / "home", auth=True, rate_limit_per_s=0.5, rate_limit_burst=4))
+    store = app.state.store
+    exp = store.create_experiment("e", {"budget": {"trials": 2}}, owner="ana")
+    store.record_trial(f"{exp.id}-a", exp.id, state=State.COMPLETED, miou=0.5, latency_ms=5.0)
+    tokens = {name: create_token(store, name) for name in ("ana", "bob")}
     with TestClient(app) as client:
-        def get(path, who="ana", **params):
-            headers = {"Authorization": f"Bearer {tokens[who]}"} if who else {}
-            return client.get(path, params=params, headers=headers)
+        def get(who, **params):
+            return client.get(f"/v1/experiments/{exp.id}/trials", params=params, headers={
+                "Authorization": f"Bearer {tokens[who]}"
+            })
 
-        assert get(page).status_code == get("/v1/leaderboard").status_code == 200  # built, now cached
-        assert get(page, who="bob").status_code == 404  # someone else's: the same 404 as a missing one
-        assert get(page, who=None).status_code == 401
-        bad = client.get(page, headers={"Authorization": "Bearer gnt_nope_nope"})
-        assert bad.status_code == 401 and bad.headers["www-authenticate"].startswith("Bearer")
-        assert get(page, limit=0).status_code == 422
-        assert get("/v1/leaderboard", max_latency_ms="fast").status_code == 422
-        assert get(page, limit=5, offset=-1).json()["detail"][0]["loc"] == ["query", "offset"]
-        bob_board = get("/v1/leaderboard", who="bob").json()["rows"]
-        assert bob_board == []  # the board is per owner: ana's cached board is not bob's
-        assert _early(app, "/v1/experiments/{experiment_id}/trials") == 0
-        assert get(page, who="root").status_code == 200  # an admin may read it: a hit
-        assert _early(app, "/v1/experiments/{experiment_id}/trials") == 1
-
-        # ana's bucket holds 8: 5 went above (a 422 takes one too, as it did before any cached read)
-        statuses = [get(page).status_code for _ in range(6)]
-        assert statuses == [200] * 3 + [429] * 3
-        refused = get(page)
+        assert get("ana", limit=0).status_code == 422  # a refused query takes a token too, as it always did
+        statuses = [get("ana").status_code for _ in range(5)]
+        assert statuses == [200, 200, 200, 429, 429]
+        refused = get("ana")
         assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
-        assert get(page, who="bob").status_code == 404  # bob's own bucket is not ana's
+        assert get("bob").status_code == 404  # bob's bucket is his own
+    assert _early(app, "/v1/experiments/{experiment_id}/trials") == 3

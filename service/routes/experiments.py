@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Hashable
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Query, Request, status
 from pydantic_core import to_json
 
 from search_spaces.errors import Conflict
 
-from ..auth import scoped_store
 from ..responses import CONFLICT, NO_CLUSTER, NOT_FOUND
 from ..specs import ExperimentCreated, ExperimentPublic, ExperimentSpec, ResumeRequest, TrialPageQuery, TrialPublic
 from ..states import TERMINAL, State
-from ..store import Experiment, Store, Trial
+from ..store import PAGE_COLUMNS, Experiment, Store, Trial
 from ..validation import check_backbone, check_dataset
 from .cached_reads import CachedRead, cached_read
 from .deps import get_launcher, get_store_dep
@@ -42,8 +41,11 @@ def experiment_public(exp: Experiment, trials_done: int) -> ExperimentPublic:
     )
 
 
-#: A trial's answer, in the order of :class:`TrialPublic`'s fields.
+#: A trial's answer, in the order of :class:`TrialPublic`'s fields: the store reads a page's rows so.
 _FIELDS = tuple(TrialPublic.model_fields)
+if _FIELDS != PAGE_COLUMNS:
+    raise RuntimeError("store.PAGE_COLUMNS must list TrialPublic's fields in their order")
+_ARCH, _HISTORY, _CREATED, _UPDATED = (_FIELDS.index(f) for f in ("arch", "history", "created_at", "updated_at"))
 #: Stands in for a stored JSON column while a page is encoded; ``to_json`` writes it as ``_SPLICE``.
 _MARK = "\x00"
 _SPLICE = b'"\\u0000"'
@@ -66,8 +68,9 @@ def _utc(value: datetime) -> str:
     return value.isoformat() + "Z"
 
 
-def trial_page_json(rows: list[dict[str, Any]]) -> bytes:
-    """A page of :meth:`Store.trial_page` rows as the JSON of ``list[TrialPublic]``, built directly.
+def trial_page_json(rows: Sequence[Sequence[Any]]) -> bytes:
+    """A page of :meth:`Store.trial_page` rows (:data:`store.PAGE_COLUMNS`) as the JSON of
+    ``list[TrialPublic]``, built directly.
 
     Validating each row into a model and encoding it again cost more than the query. Instead the
     whole page is one call of pydantic-core's encoder (NaN and infinities written as null, as the model
@@ -78,10 +81,10 @@ def trial_page_json(rows: list[dict[str, Any]]) -> bytes:
     """
     items, stored = [], []
     for row in rows:
-        item = {f: row[f] for f in _FIELDS}
+        item = dict(zip(_FIELDS, row, strict=True))
         item["arch"] = item["history"] = _MARK
-        item["created_at"], item["updated_at"] = _utc(row["created_at"]), _utc(row["updated_at"])
-        stored += (_stored_json(row["arch"], b"null"), _stored_json(row["history"], b"[]"))
+        item["created_at"], item["updated_at"] = _utc(row[_CREATED]), _utc(row[_UPDATED])
+        stored += (_stored_json(row[_ARCH], b"null"), _stored_json(row[_HISTORY], b"[]"))
         items.append(item)
     parts = to_json(items, inf_nan_mode="null").split(_SPLICE)
     if len(parts) != len(stored) + 1:  # a text field's encoding held the marker's: decode the columns instead
@@ -141,8 +144,17 @@ def get_experiment(experiment_id: str, store: Store = Depends(get_store_dep)) ->
     return experiment_public(exp, store.trial_counts([exp.id]).get(exp.id, 0))
 
 
-def trial_page_key(experiment_id: str, query: TrialPageQuery) -> Hashable:
-    return ("trials", experiment_id, query.stage, query.limit, query.offset)
+TRIAL_PAGE = cached_read(
+    CachedRead(
+        "/v1/experiments/{experiment_id}/trials",
+        TrialPageQuery,
+        key=lambda principal, path, q: ("trials", path["experiment_id"], q.stage, q.limit, q.offset),
+        build=lambda store, path, q: trial_page_json(
+            store.trial_page(path["experiment_id"], q.stage, limit=q.limit, offset=q.offset)
+        ),
+        check=lambda store, path: store.check_experiment(path["experiment_id"]),  # owners are memoised
+    )
+)
 
 
 @router.get("/{experiment_id}/trials", response_model=list[TrialPublic], responses=NOT_FOUND)
@@ -150,31 +162,9 @@ async def list_trials(
     experiment_id: str, request: Request, query: Annotated[TrialPageQuery, Query()]
 ) -> list[TrialPublic]:
     """A page of the experiment's trials, in creation order."""
-    # A cached page is answered before routing (routes/cached_reads.py); here are the misses and
-    # whatever that layer passed on. On the event loop: a known owner and a fresh version cost no
-    # query, and a miss builds its page inline, which under load beat the thread pool (routes/cache.py).
-    state = request.app.state
-    store = scoped_store(request)  # not a Depends: on this hot path FastAPI's dependency solving cost more
-    store.check_experiment(experiment_id)  # someone else's is a 404, before any cache (owners are memoised)
-    version = state.version_clock.current("trials")  # before the page: an entry is never older than its key
-    body = state.response_cache.get_or_build(
-        trial_page_key(experiment_id, query),
-        version,
-        lambda: trial_page_json(
-            store.trial_page(experiment_id, query.stage, limit=query.limit, offset=query.offset)
-        ),
-    )
-    return Response(body, media_type="application/json")
-
-
-cached_read(
-    CachedRead(
-        "/v1/experiments/{experiment_id}/trials",
-        TrialPageQuery,
-        key=lambda principal, path, query: trial_page_key(path["experiment_id"], query),
-        check=lambda store, path: store.check_experiment(path["experiment_id"]),
-    )
-)
+    # Usually answered before routing (routes/cached_reads.py): here are the requests that layer
+    # passed on, which end in an error or in this same answer.
+    return TRIAL_PAGE.response(request, {"experiment_id": experiment_id}, query)
 
 
 @router.post(

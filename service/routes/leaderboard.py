@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Query, Request
 
-from ..auth import Principal, scoped_store
+from ..auth import Principal
 from ..specs import Leaderboard, LeaderboardQuery, LeaderboardRow
 from ..store import Store
 from .cached_reads import CachedRead, cached_read
@@ -38,33 +37,11 @@ def pareto_flags(points: list[tuple[float, float | None]]) -> list[bool]:
     return flags
 
 
-def leaderboard_key(principal: Principal, query: LeaderboardQuery) -> Hashable:
-    owner = None if principal.admin else principal.name
-    return ("leaderboard", owner, query.max_latency_ms, query.device, query.stage, query.limit)
-
-
 @router.get("/leaderboard", response_model=Leaderboard)
 async def leaderboard(request: Request, query: Annotated[LeaderboardQuery, Query()]) -> Leaderboard:
     """Completed trials ranked by mIoU across experiments; ``pareto`` marks the mIoU/latency front."""
-    # A cached board is answered before routing (routes/cached_reads.py); here are the misses. On the
-    # event loop: a rebuild runs inline, which under load beat the thread pool (routes/cache.py).
-    state = request.app.state
-    store = scoped_store(request)  # not a Depends: on this hot path FastAPI's dependency solving cost more
-    version = state.version_clock.current("trials")  # the board is a function of the trials table alone
-    q = query
-    body = state.response_cache.get_or_build(
-        leaderboard_key(store.principal, q),
-        version,
-        lambda: _board(store, q.max_latency_ms, q.device, q.stage, q.limit),
-    )
-    return Response(body, media_type="application/json")
-
-
-cached_read(
-    CachedRead(
-        "/v1/leaderboard", LeaderboardQuery, key=lambda principal, path, query: leaderboard_key(principal, query)
-    )
-)
+    # Usually answered before routing (routes/cached_reads.py): here are the requests that layer passed on.
+    return LEADERBOARD.response(request, {}, query)
 
 
 def _board(store: Store, max_latency_ms: float | None, device: str | None, stage: int | None, limit: int) -> bytes:
@@ -90,3 +67,19 @@ def _board(store: Store, max_latency_ms: float | None, device: str | None, stage
         for rank, ((t, exp), flag) in enumerate(zip(candidates, flags, strict=True), start=1)
     ]
     return Leaderboard(rows=rows[:limit]).model_dump_json().encode()
+
+
+def _key(principal: Principal, path: dict[str, str], q: LeaderboardQuery) -> tuple:
+    """The board is per owner (an admin's is everyone's), and a function of the trials table alone."""
+    owner = None if principal.admin else principal.name
+    return ("leaderboard", owner, q.max_latency_ms, q.device, q.stage, q.limit)
+
+
+LEADERBOARD = cached_read(
+    CachedRead(
+        "/v1/leaderboard",
+        LeaderboardQuery,
+        key=_key,
+        build=lambda store, path, q: _board(store, q.max_latency_ms, q.device, q.stage, q.limit),
+    )
+)
