@@ -229,6 +229,7 @@ def test_reads_answered_before_routing_are_the_routes_own_answers(tmp_path):
         ("ana", page, {"limit": "0"}),
         ("ana", page, {"offset": "-1", "stage": "3"}),
         ("ana", "/v1/leaderboard", {"max_latency_ms": "fast"}),
+        ("ana", page, [("limit", "2"), ("limit", "3")]),  # a repeated parameter: FastAPI's to read
     ]
     with TestClient(app) as early, TestClient(plain) as routed:
         for who, path, params in requests:
