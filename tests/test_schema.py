@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_schema_conformance,
@@ -36,6 +37,17 @@ _store.record_trial(f"{_exp.id}-0", _exp.id, state=State.RUNNING, arch={}, arch_
 _store.record_trial(f"{_exp.id}-0", _exp.id, state=State.COMPLETED, miou=0.5, latency_ms=4.0)
 
 schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+
+
+@schema.hook
+def flatmap_path_parameters(ctx, path_parameters):
+    """Random experiment ids are all 404s: draw the seeded experiment's id as often, so the answers of
+    its routes (a trial page, the experiment, cancel, resume) are generated and checked too."""
+    if path_parameters and "experiment_id" in path_parameters:
+        return st.sampled_from([{**path_parameters, "experiment_id": _exp.id}, path_parameters])
+    return st.just(path_parameters)
+
+
 SEEN: Counter[tuple[str, int]] = Counter()
 CHECKS = [status_code_conformance, content_type_conformance, response_schema_conformance]
 
