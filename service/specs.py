@@ -33,7 +33,12 @@ __all__ = [
     "Leaderboard",
     "TrialPageQuery",
     "LeaderboardQuery",
+    "MAX_OFFSET",
 ]
+
+#: The largest page offset a list accepts: more rows than any store holds, and well inside the
+#: databases' 64-bit integers (a larger one reached SQLite as an OverflowError, a 500).
+MAX_OFFSET = 10**9
 
 
 def _as_utc(value: datetime) -> datetime:
@@ -325,7 +330,7 @@ class TrialPageQuery(BaseModel):
 
     stage: int | None = Field(None, ge=1, le=2, description="Only this stage's trials.")
     limit: int = Field(1000, ge=1, le=10000, description="Page size, in creation order.")
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=MAX_OFFSET)
 
 
 class LeaderboardQuery(BaseModel):

@@ -18,6 +18,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from search_spaces.errors import NotFound
 
 from ..routes.deps import get_store_dep
+from ..specs import MAX_OFFSET
 from ..states import TERMINAL
 from ..store import Store
 from .cellgraph import cell_graph_svg
@@ -214,7 +215,7 @@ def trials_table(
     order: str = Query("asc", pattern="^(asc|desc)$"),
     state: str | None = Query(None, max_length=16),
     q: str | None = Query(None, max_length=100),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_OFFSET),
     limit: int = Query(50, ge=1, le=500),
     store: Store = Depends(get_store_dep),
 ) -> JSONResponse:

@@ -13,7 +13,15 @@ from pydantic_core import to_json
 from search_spaces.errors import Conflict
 
 from ..responses import CONFLICT, NO_CLUSTER, NOT_FOUND
-from ..specs import ExperimentCreated, ExperimentPublic, ExperimentSpec, ResumeRequest, TrialPageQuery, TrialPublic
+from ..specs import (
+    MAX_OFFSET,
+    ExperimentCreated,
+    ExperimentPublic,
+    ExperimentSpec,
+    ResumeRequest,
+    TrialPageQuery,
+    TrialPublic,
+)
 from ..states import TERMINAL, State
 from ..store import PAGE_COLUMNS, Experiment, Store, Trial
 from ..validation import check_backbone, check_dataset
@@ -130,7 +138,7 @@ def submit_experiment(
 @router.get("", response_model=list[ExperimentPublic])
 def list_experiments(
     limit: int = Query(100, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_OFFSET),
     store: Store = Depends(get_store_dep),
 ) -> list[ExperimentPublic]:
     experiments = store.list_experiments(limit, offset)
