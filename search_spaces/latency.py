@@ -77,6 +77,7 @@ __all__ = [
     "register_profile",
     "cpu_threads",
     "normalise_device_name",
+    "machine_fingerprint",
 ]
 
 InputShape = tuple[int, int, int, int]
@@ -299,6 +300,7 @@ class LatencyResult:
     wall_s: float = 0.0
     host: str = field(default_factory=socket.gethostname)
     node: str | None = None  # the Ray node that measured, when a latency meter did
+    machine: str | None = None  # machine_fingerprint() of the hardware and software that measured
     cached: bool = False
 
     def to_dict(self) -> dict[str, Any]:
@@ -646,17 +648,62 @@ def measure_latency(
 # ---------------------------------------------------------------------------------------------------
 
 
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("model name", "hardware", "cpu model")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine() or "unknown-cpu"
+
+
+@lru_cache(maxsize=64)
+def machine_fingerprint(profile: str | DeviceProfile = "cpu-1threads") -> str:
+    """Which hardware and software a measurement under ``profile`` comes from, as a short stable id.
+
+    A profile name says how to measure (``cpu-1threads``), not on what: the same name on another CPU
+    model, core count, torch or ONNX Runtime build gives other numbers. The fingerprint covers those
+    (and the GPU model and CUDA build for CUDA profiles), so a latency cache never answers for
+    hardware that did not measure: ``"<cpu model>-<N>cpu-<hash>"``.
+    """
+    import hashlib
+    import platform
+
+    prof = get_profile(profile)
+    parts = [platform.machine(), _cpu_model(), f"{_usable_cpus()}cpu", f"torch-{torch.__version__}"]
+    if prof.backend == "torch-cuda":
+        parts += [prof.device_name or ",".join(_visible_cuda_names()) or "no-gpu", f"cuda-{torch.version.cuda}"]
+    if prof.backend == "onnxruntime-cpu":
+        try:
+            import onnxruntime
+
+            parts.append(f"onnxruntime-{onnxruntime.__version__}")
+        except ImportError:
+            parts.append("onnxruntime-missing")
+    digest = hashlib.sha256("|".join(parts).encode()).hexdigest()[:10]
+    return f"{normalise_device_name(parts[1])[:40]}-{_usable_cpus()}cpu-{digest}"
+
+
 @dataclass(frozen=True)
 class LatencyKey:
-    """What makes two measurements the same: architecture, canonical profile name, input shape."""
+    """What makes two measurements the same: architecture, canonical profile name, input shape, and
+    the machine (:func:`machine_fingerprint`) that measured."""
 
     arch_hash: str
     profile: str
     input_shape: InputShape
+    machine: str = ""
 
     @classmethod
-    def of(cls, arch_hash: str, profile: str | DeviceProfile, input_shape: Any) -> LatencyKey:
-        return cls(str(arch_hash), get_profile(profile).name, _check_shape(input_shape))
+    def of(
+        cls, arch_hash: str, profile: str | DeviceProfile, input_shape: Any, machine: str | None = None
+    ) -> LatencyKey:
+        """The key for a measurement made here (``machine`` defaults to this machine's fingerprint)."""
+        prof = get_profile(profile)
+        return cls(str(arch_hash), prof.name, _check_shape(input_shape), machine or machine_fingerprint(prof))
 
     @property
     def shape_text(self) -> str:
@@ -675,11 +722,13 @@ class LatencyCache:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
+            # ``latency`` (no machine column) is what older versions wrote: never read, since a profile
+            # name alone does not say which hardware measured
             db.execute(
-                "CREATE TABLE IF NOT EXISTS latency ("
-                " arch_hash TEXT NOT NULL, profile TEXT NOT NULL, input_shape TEXT NOT NULL,"
+                "CREATE TABLE IF NOT EXISTS measurements ("
+                " arch_hash TEXT NOT NULL, profile TEXT NOT NULL, machine TEXT NOT NULL, input_shape TEXT NOT NULL,"
                 " result TEXT NOT NULL, measured_at TEXT NOT NULL,"
-                " PRIMARY KEY (arch_hash, profile, input_shape))"
+                " PRIMARY KEY (arch_hash, profile, machine, input_shape))"
             )
             db.execute(
                 "CREATE TABLE IF NOT EXISTS reference_calibration (profile TEXT NOT NULL, host TEXT NOT NULL,"
@@ -700,8 +749,8 @@ class LatencyCache:
     def get(self, key: LatencyKey) -> LatencyResult | None:
         with self._connect() as db:
             row = db.execute(
-                "SELECT result FROM latency WHERE arch_hash=? AND profile=? AND input_shape=?",
-                (key.arch_hash, key.profile, key.shape_text),
+                "SELECT result FROM measurements WHERE arch_hash=? AND profile=? AND machine=? AND input_shape=?",
+                (key.arch_hash, key.profile, key.machine, key.shape_text),
             ).fetchone()
         return LatencyResult.from_dict(json.loads(row[0])) if row else None
 
@@ -711,11 +760,11 @@ class LatencyCache:
                 f"result for {result.profile} {list(result.input_shape)} filed under {key}: "
                 "key and measurement disagree"
             )
-        data = replace(result, cached=False).to_dict()
+        data = replace(result, cached=False, machine=result.machine or key.machine).to_dict()
         with self._connect() as db:
             db.execute(
-                "INSERT OR REPLACE INTO latency VALUES (?, ?, ?, ?, ?)",
-                (key.arch_hash, key.profile, key.shape_text, json.dumps(data), result.measured_at),
+                "INSERT OR REPLACE INTO measurements VALUES (?, ?, ?, ?, ?, ?)",
+                (key.arch_hash, key.profile, key.machine, key.shape_text, json.dumps(data), result.measured_at),
             )
 
     def reference_ms(
@@ -746,11 +795,11 @@ class LatencyCache:
 
     def __len__(self) -> int:
         with self._connect() as db:
-            return int(db.execute("SELECT COUNT(*) FROM latency").fetchone()[0])
+            return int(db.execute("SELECT COUNT(*) FROM measurements").fetchone()[0])
 
     def entries(self, profile: str | None = None) -> list[tuple[LatencyKey, LatencyResult]]:
         """Every cached measurement (of one profile, if given)."""
-        query = "SELECT arch_hash, profile, input_shape, result FROM latency"
+        query = "SELECT arch_hash, profile, machine, input_shape, result FROM measurements"
         args: tuple[str, ...] = ()
         if profile is not None:
             query, args = query + " WHERE profile=?", (get_profile(profile).name,)
@@ -758,10 +807,10 @@ class LatencyCache:
             rows = db.execute(query, args).fetchall()
         return [
             (
-                LatencyKey(h, p, _check_shape(s.split("x"))),
+                LatencyKey(h, p, _check_shape(s.split("x")), m),
                 LatencyResult.from_dict(json.loads(r)),
             )
-            for h, p, s, r in rows
+            for h, p, m, s, r in rows
         ]
 
 
@@ -774,6 +823,7 @@ def cached_latency(
         if hit is not None:
             return replace(hit, cached=True)
     result = measure_fn()
+    result = result if result.machine else replace(result, machine=key.machine)
     if cache is not None:
         cache.put(key, result)
     return result

@@ -19,6 +19,7 @@ import math
 from collections.abc import Callable
 
 from search_spaces.errors import SpecError
+from search_spaces.feasibility import is_infeasible, within_target
 
 __all__ = [
     "FAILURE_PENALTY",
@@ -26,6 +27,7 @@ __all__ = [
     "compute_reward",
     "list_rewards",
     "is_infeasible",
+    "within_target",
 ]
 
 FAILURE_PENALTY = 0.0
@@ -94,16 +96,3 @@ def compute_reward(
     except TypeError as exc:
         raise SpecError(f"bad parameters {sorted(params)} for reward {name!r}: {exc}", "reward") from exc
     return float(value) if math.isfinite(value) else float(failure_penalty)
-
-
-def is_infeasible(latency_ms: float | None, target_ms: float, margin: float = 0.0) -> bool:
-    """Whether a hard target rules an architecture out before training: ``lat > T · (1 + margin)``.
-
-    ``margin`` is a fraction (0.1 = 10 % over the target is still trained). A missing latency is not
-    infeasible — the trial then trains and fails or succeeds on its own.
-    """
-    if margin < 0:
-        raise SpecError(f"infeasibility margin must be >= 0, got {margin}", "margin")
-    if _bad(latency_ms):
-        return False
-    return float(latency_ms) > target_ms * (1.0 + margin)  # type: ignore[arg-type]

@@ -166,6 +166,7 @@ def _build_context(spec: ExperimentSpec, storage: str, backbone_weights: str | N
         backbone_weights=backbone_weights,
         threads=max(1, int(spec.stage1.cpus_per_trial)),
         quarantine=str(Path(storage) / f"experiment-{experiment_id}.quarantine") if "://" not in storage else None,
+        weights_dir=str(Path(storage) / f"experiment-{experiment_id}.weights") if "://" not in storage else None,
     )
 
 
@@ -251,18 +252,10 @@ def concurrency(spec: ExperimentSpec, resources: dict[str, float]) -> int:
 
 
 def early_stopping(spec: ExperimentSpec):
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from trainers.early_stopping import make_scheduler
 
-    if spec.stage1.early_stopping == "none" or spec.stage1.epochs <= spec.stage1.grace_period:
-        return FIFOScheduler()
-    return ASHAScheduler(
-        time_attr="training_iteration",
-        metric="miou",
-        mode="max",
-        max_t=spec.stage1.epochs,
-        grace_period=spec.stage1.grace_period,
-        reduction_factor=spec.stage1.reduction_factor,
-    )
+    s = spec.stage1
+    return make_scheduler(s.early_stopping, s.early_stopping_metric, s.epochs, s.grace_period, s.reduction_factor)
 
 
 def _searcher_checkpoint_class():
@@ -389,12 +382,15 @@ def run_experiment(experiment_id: str, store: Store, storage: str) -> None:
 
 
 def stage2_candidates(spec: ExperimentSpec, trials: list) -> list:
-    """The top-k feasible searched architectures by reward (distinct), then every requested baseline."""
+    """The top-k searched architectures by reward (distinct) that meet the latency target by the same
+    rule stage 1 pruned with (``search_spaces.feasibility``), then every requested baseline."""
+    from search_spaces.feasibility import within_target
+
     target = spec.latency.target_ms
     hard = spec.latency.reward == "hard" and target is not None
 
     def feasible(t) -> bool:
-        return not hard or (t.latency_ms is not None and t.latency_ms <= target)
+        return not hard or within_target(t.latency_ms, target, spec.latency.margin)
 
     done = [t for t in trials if t.stage == 1 and t.state == State.COMPLETED and t.reward is not None]
     searched, seen = [], set()
@@ -419,9 +415,10 @@ def stage2_threads(workers: int) -> int:
     return max(1, int(min(free // workers, largest)))
 
 
-def remeasure_latency(meter, descriptor: dict[str, Any], num_classes: int, shape: tuple[int, ...]) -> float:
-    """The fine-tuned model's latency, measured again by the experiment's meter (same harness and
-    calibration as stage 1, on the meter's own cores), under a stage-2 key so the cache cannot answer."""
+def remeasure_latency(meter, descriptor: dict[str, Any], num_classes: int, shape: tuple[int, ...]) -> dict[str, Any]:
+    """The fine-tuned model's latency measured again, now, by the experiment's meter (same harness and
+    calibration as stage 1, on the meter's own cores): never from a cache, which may hold another
+    experiment's or an earlier day's number. Returns the meter's result (``median_ms``, ``machine``, ...)."""
     import ray
 
     from search_spaces.builder import model_from_descriptor
@@ -430,7 +427,22 @@ def remeasure_latency(meter, descriptor: dict[str, Any], num_classes: int, shape
     in_chans = int(shape[1])
     key = model_key(descriptor, num_classes) + "/stage2"
     factory = partial(model_from_descriptor, descriptor, in_chans, num_classes)
-    return float(ray.get(meter.measure_module.remote(key, factory, list(shape)), timeout=900)["median_ms"])
+    return ray.get(meter.measure_module.remote(key, factory, list(shape), fresh=True), timeout=900)
+
+
+def stage1_init(spec: ExperimentSpec, context, arch_hash: str | None) -> tuple[str | None, str]:
+    """(weights file or None, what stage 2 starts from): the trial's best stage-1 epoch unless the
+    spec says scratch, or its weights are not on this machine (storage on an object store)."""
+    from trainers.stage1 import best_weights_path
+
+    if spec.stage2.init == "scratch":
+        return None, "scratch"
+    if context.weights_dir is None or arch_hash is None:
+        return None, "scratch (stage-1 weights are not kept with object-store storage)"
+    path = best_weights_path(context.weights_dir, arch_hash)
+    if not path.exists():
+        return None, f"scratch (no stage-1 weights at {path})"
+    return str(path), "stage1"
 
 
 def run_stage2(spec: ExperimentSpec, experiment_id: str, store: Store, storage: str, context) -> None:
@@ -438,6 +450,7 @@ def run_stage2(spec: ExperimentSpec, experiment_id: str, store: Store, storage: 
     import json
 
     from search_spaces.builder import model_from_descriptor
+    from search_spaces.feasibility import recheck
     from trainers.export import export_onnx, save_weights
     from trainers.stage2 import FinetuneConfig, run_finetune
 
@@ -450,6 +463,9 @@ def run_stage2(spec: ExperimentSpec, experiment_id: str, store: Store, storage: 
         trial_id = f"{experiment_id}-s2-{trial.arch_hash}"
         common = dict(stage=2, kind=trial.kind, arch=trial.arch, arch_hash=trial.arch_hash)
         store.record_trial(trial_id, experiment_id, state=State.RUNNING, **common)
+        init_weights, init = stage1_init(spec, context, trial.arch_hash)
+        if init_weights is None and spec.stage2.init == "stage1":
+            log.warning("stage 2 of %s starts from %s", trial.arch_hash, init)
         config = FinetuneConfig(
             descriptor=descriptor,
             data_root=spec.dataset.path,
@@ -461,6 +477,7 @@ def run_stage2(spec: ExperimentSpec, experiment_id: str, store: Store, storage: 
             backbone_weights=context.backbone_weights,
             threads_per_worker=spec.stage2.cpus_per_worker or stage2_threads(spec.stage2.workers),
             quarantine=context.quarantine,
+            init_weights=init_weights,
         )
         try:
             result = run_finetune(
@@ -470,7 +487,13 @@ def run_stage2(spec: ExperimentSpec, experiment_id: str, store: Store, storage: 
             model.load_state_dict(result.state_dict)
             tile = spec.latency.tile_size or context.chip_size
             shape = (spec.latency.batch_size, result.in_chans, tile, tile)
-            latency_ms = remeasure_latency(meter, descriptor, result.num_classes, shape)
+            measured = remeasure_latency(meter, descriptor, result.num_classes, shape)
+            latency_ms = float(measured["median_ms"])
+            lat = spec.latency
+            check = recheck(trial.latency_ms, latency_ms, lat.target_ms, lat.margin, lat.recheck_tolerance).to_dict()
+            check["machine"] = measured.get("machine")
+            if check["flags"]:
+                log.warning("stage-2 latency check of %s: %s", trial.arch_hash, check)
             folder = Path(storage) / "models" / experiment_id / trial.arch_hash
             folder.mkdir(parents=True, exist_ok=True)
             data = {
@@ -492,11 +515,15 @@ def run_stage2(spec: ExperimentSpec, experiment_id: str, store: Store, storage: 
             )
             metrics = {k: v for k, v in result.metrics.items() if k not in ("final",)}
             metrics["onnx_max_abs_diff"] = onnx.max_abs_diff
+            metrics["latency_check"] = check
+            history = result.metrics.get("history") or []
+            training = {**_jsonable(config), "init": init, "first_epoch_loss": history[0]["loss"] if history else None}
             store.record_trial(
                 trial_id,
                 experiment_id,
                 state=State.COMPLETED,
                 epoch=spec.stage2.epochs,
+                history_entry={"epoch": spec.stage2.epochs, "miou": metrics["miou"], "latency_check": check},
                 miou=metrics["miou"],
                 latency_ms=latency_ms,
                 latency_device=spec.latency.device,
@@ -513,7 +540,7 @@ def run_stage2(spec: ExperimentSpec, experiment_id: str, store: Store, storage: 
                 latency_ms=latency_ms,
                 latency_device=spec.latency.device,
                 metrics=metrics,
-                training=_jsonable(config),
+                training=training,
                 data=data,
                 artifacts={
                     "weights.safetensors": str(weights),

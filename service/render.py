@@ -34,7 +34,7 @@ def trials_table(trials: list[dict[str, Any]], title: str = "trials") -> Table:
 
 def leaderboard_table(board: dict[str, Any]) -> Table:
     table = Table(title="leaderboard")
-    for col in ("#", "experiment", "kind", "arch hash", "mIoU", "latency ms", "device", "params", "pareto"):
+    for col in ("#", "experiment", "kind", "arch hash", "mIoU", "latency ms", "device", "params", "pareto", "target"):
         table.add_column(col)
     for r in board["rows"]:
         table.add_row(
@@ -47,8 +47,16 @@ def leaderboard_table(board: dict[str, Any]) -> Table:
             r.get("latency_device") or "—",
             _fmt(r.get("params"), ","),
             "★" if r["pareto"] else "",
+            _target_cell(r),
         )
     return table
+
+
+def _target_cell(row: dict[str, Any]) -> str:
+    """✓ meets the experiment's latency target, ✗ does not, — no target; then any flags."""
+    meets = row.get("meets_target")
+    mark = "—" if meets is None else ("✓" if meets else "✗")
+    return " ".join([mark, *row.get("flags", [])])
 
 
 def experiments_table(experiments: list[dict[str, Any]]) -> Table:

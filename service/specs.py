@@ -107,7 +107,19 @@ class LatencySpec(_Spec):
     target_ms: float | None = Field(None, gt=0, description="Latency target T; none = no constraint.")
     device: str = Field("cpu-1threads", description="Device profile that measures latency.")
     reward: Literal["soft", "hard", "absolute"] = "soft"
-    margin: float = Field(0.1, ge=0, description="Hard target: prune (skip training) above T·(1+margin).")
+    margin: float = Field(
+        0.1,
+        ge=0,
+        description="A model meets the target when its latency is at most T·(1+margin): the same rule prunes "
+        "in stage 1 (hard reward), picks stage-2 candidates and checks the fine-tuned model. 0 = strict.",
+    )
+    recheck_tolerance: float = Field(
+        0.15,
+        ge=0,
+        le=1,
+        description="Stage 2 measures each model again on this host; a result more than this fraction away "
+        "from the stage-1 latency flags the model latency_disagrees on the leaderboard.",
+    )
     batch_size: int = Field(1, ge=1, le=256)
     tile_size: int | None = Field(None, ge=16, le=4096, description="Tile side in px; default chip size.")
     max_seconds: float = Field(30.0, gt=0, le=600, description="Cap on the time one measurement may take.")
@@ -127,7 +139,12 @@ class Stage1Spec(_Spec):
     epochs: int = Field(3, ge=1, le=500)
     batch_size: int = Field(8, ge=1, le=1024)
     lr: float = Field(1e-3, gt=0, lt=1)
-    early_stopping: Literal["asha", "none"] = Field("asha", description="ASHA on validation mIoU.")
+    early_stopping: Literal["asha", "none"] = Field("asha", description="ASHA stops poor trials early.")
+    early_stopping_metric: Literal["reward", "miou"] = Field(
+        "reward",
+        description="What ASHA ranks trials by: the searcher's reward (mIoU with the latency term) or raw "
+        "validation mIoU. Trials pruned for latency never report to it.",
+    )
     grace_period: int = Field(1, ge=1, description="Epochs every trial gets before ASHA may stop it.")
     reduction_factor: int = Field(3, ge=2)
     max_failures: int = Field(1, ge=0, le=10, description="Retries of a crashed trial (from its checkpoint).")
@@ -136,6 +153,9 @@ class Stage1Spec(_Spec):
 
 class Stage2Spec(_Spec):
     top_k: int = Field(5, ge=0, le=50)
+    init: Literal["stage1", "scratch"] = Field(
+        "stage1", description="Fine-tune from the trial's best stage-1 weights, or train from scratch."
+    )
     epochs: int = Field(10, ge=1, le=1000)
     workers: int = Field(1, ge=1, le=64)
     cpus_per_worker: int | None = Field(
@@ -319,6 +339,14 @@ class LeaderboardRow(BaseModel):
     params: int | None
     reward: float | None
     pareto: bool
+    meets_target: bool | None = Field(
+        None, description="Latency at most the experiment's target·(1+margin); null when it set no target."
+    )
+    flags: list[str] = Field(
+        default_factory=list,
+        description="over_target: the latency breaks the target; latency_disagrees: stage 2's fresh "
+        "measurement is further from stage 1's than latency.recheck_tolerance.",
+    )
 
 
 class Leaderboard(BaseModel):

@@ -159,7 +159,7 @@ class LatencyMeter:
         return self.cache.reference_ms(self.profile, input_shape, lambda: reference_latency(self.profile, input_shape))
 
     def _measure(
-        self, key: LatencyKey, factory: Callable[[], nn.Module], input_shape: tuple[int, ...]
+        self, key: LatencyKey, factory: Callable[[], nn.Module], input_shape: tuple[int, ...], fresh: bool = False
     ) -> dict[str, Any]:
         ok, why = self.profile.availability()
         if not ok:
@@ -177,7 +177,9 @@ class LatencyMeter:
             result = measure_latency(factory(), input_shape, self.profile, **harness)
             return replace(result, node=self.node_id)  # cached with it: who measured stays known
 
-        result = cached_latency(self.cache, key, measure)
+        result = measure() if fresh else cached_latency(self.cache, key, measure)
+        if fresh:
+            result = replace(result, machine=key.machine)
         self.cache_hits += int(result.cached)
         return {**result.to_dict(), "key": key.arch_hash, **self._provenance()}
 
@@ -206,11 +208,19 @@ class LatencyMeter:
         return self._measure(key, lambda: model_from_descriptor(descriptor, int(in_chans), int(num_classes)), shape)
 
     def measure_module(
-        self, key: str, factory: Callable[[], nn.Module], input_shape: tuple[int, int, int, int] | list[int]
+        self,
+        key: str,
+        factory: Callable[[], nn.Module],
+        input_shape: tuple[int, int, int, int] | list[int],
+        fresh: bool = False,
     ) -> dict[str, Any]:
-        """Latency of any model ``factory()`` builds, cached under ``key`` (the caller's identity for it)."""
+        """Latency of any model ``factory()`` builds, cached under ``key`` (the caller's identity for it).
+
+        ``fresh`` measures now, on this meter's machine, neither reading nor writing the cache: what
+        stage 2 does to check a fine-tuned model against the number stage 1 ranked it by.
+        """
         shape = tuple(int(d) for d in input_shape)
-        return self._measure(LatencyKey.of(key, self.profile, shape), factory, shape)
+        return self._measure(LatencyKey.of(key, self.profile, shape), factory, shape, fresh=fresh)
 
     def warm_up(self, input_shape: tuple[int, int, int, int] | list[int]) -> float | None:
         """Calibrate the reference for ``input_shape`` now (CPU profiles), so no trial waits for it."""

@@ -14,6 +14,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,7 +28,14 @@ from search_spaces.rewards import compute_reward, is_infeasible
 from .loop import evaluate, pick_device, train_epoch
 from .trial_data import Quarantine, SplitRef, load_split
 
-__all__ = ["LatencySettings", "Stage1Context", "run_trial", "stage1_trainable", "descriptor_key"]
+__all__ = [
+    "LatencySettings",
+    "Stage1Context",
+    "run_trial",
+    "stage1_trainable",
+    "descriptor_key",
+    "best_weights_path",
+]
 
 
 @dataclass(frozen=True)
@@ -66,11 +74,28 @@ class Stage1Context:
     backbone_weights: str | None = None
     threads: int = 1
     quarantine: str | None = None  # folder of the experiment's unreadable chips
+    weights_dir: str | None = None  # each trial's best weights go here, for stage 2 to start from
 
     def datasets(self) -> tuple[Dataset, Dataset]:
         """(train, val), loading the referenced splits in this process on first use."""
         store = Quarantine(self.quarantine) if self.quarantine else None
         return tuple(load_split(d, store) if isinstance(d, SplitRef) else d for d in (self.train, self.val))
+
+
+def best_weights_path(weights_dir: str | os.PathLike, arch_hash: str) -> Path:
+    """Where a trial keeps the weights of its best epoch (by validation mIoU): stage 2 starts there."""
+    return Path(weights_dir) / f"{arch_hash}.safetensors"
+
+
+def save_best_weights(model: torch.nn.Module, path: Path) -> None:
+    """Write the weights atomically (temp file + rename): stage 2 never reads half a file."""
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in getattr(model, "module", model).state_dict().items()}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    save_file(state, str(tmp))
+    os.replace(tmp, path)
 
 
 def descriptor_key(descriptor: dict[str, Any]) -> tuple[str, str]:
@@ -154,11 +179,13 @@ def run_trial(config: dict[str, Any], ctx: Stage1Context, report: Report, resume
     latency = _Latency(_start_latency(model, descriptor, key, ctx))
     prunable = ctx.latency.target_ms is not None and ctx.latency.reward == "hard" and kind == "searched"
     if prunable and is_infeasible(latency.get(), ctx.latency.target_ms, ctx.latency.margin):
+        # never trained, so no mIoU: the searcher gets the reward of an untrained model, and the
+        # early-stopping scheduler ignores pruned results (trainers/early_stopping.py)
         report(
             {
                 **common,
                 "epoch": 0,
-                "miou": 0.0,
+                "miou": None,
                 "latency_ms": latency.value,
                 "reward": _reward(0.0, latency.value, ctx.latency),
                 "pruned": True,
@@ -175,11 +202,12 @@ def run_trial(config: dict[str, Any], ctx: Stage1Context, report: Report, resume
     generator = torch.Generator().manual_seed(ctx.seed)
     train_loader = DataLoader(train_set, batch_size=ctx.batch_size, shuffle=True, generator=generator, drop_last=False)
     val_loader = DataLoader(val_set, batch_size=max(ctx.batch_size, 16), shuffle=False)
-    first = 1
+    first, best_miou = 1, float("-inf")
     if resume is not None:
         model.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
         first = int(resume["epoch"]) + 1
+        best_miou = float(resume.get("best_miou", best_miou))
     for epoch in range(first, ctx.epochs + 1):
         t0 = time.perf_counter()
         stats = train_epoch(model, train_loader, optimizer, device, ctx.ignore_index)
@@ -188,6 +216,9 @@ def run_trial(config: dict[str, Any], ctx: Stage1Context, report: Report, resume
         eval_s = time.perf_counter() - t0 - train_s
         miou = matrix.miou()
         latency_ms = latency.get()  # measured meanwhile on the meter's own cores
+        if ctx.weights_dir and np.isfinite(miou) and miou > best_miou:
+            best_miou = miou
+            save_best_weights(model, best_weights_path(ctx.weights_dir, key))
         report(
             {
                 **common,
@@ -204,7 +235,12 @@ def run_trial(config: dict[str, Any], ctx: Stage1Context, report: Report, resume
                 "eval_s": eval_s,
                 "chips_per_s": stats["samples"] / max(train_s, 1e-9),
             },
-            state={"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch},
+            state={
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "epoch": epoch,
+                "best_miou": best_miou,
+            },
         )
 
 

@@ -25,7 +25,7 @@ from search_spaces.errors import GeonasError
 
 from .loop import Device, evaluate, train_epoch
 
-__all__ = ["FinetuneConfig", "finetune_loop", "run_finetune", "FinetuneResult"]
+__all__ = ["FinetuneConfig", "finetune_loop", "run_finetune", "FinetuneResult", "load_init_weights"]
 
 _STATE = "state.pt"
 _METRICS = "metrics.json"
@@ -44,6 +44,7 @@ class FinetuneConfig:
     backbone_weights: str | None = None
     eval_split: str = "test"
     quarantine: str | None = None  # folder of unreadable chips: left out; a new one fails this attempt
+    init_weights: str | None = None  # start from these weights (the stage-1 trial's best epoch); None: scratch
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FinetuneConfig:
@@ -78,6 +79,8 @@ def finetune_loop(config: dict[str, Any]) -> None:
     train = load_split(SplitRef(cfg.data_root, "train", tuple(cfg.bands) if cfg.bands else None), quarantine)
     device = Device(ray.train.torch.get_device())
     model = model_from_descriptor(cfg.descriptor, train.in_chans, train.num_classes, cfg.backbone_weights)
+    if cfg.init_weights and ray.train.get_checkpoint() is None:
+        load_init_weights(model, cfg.init_weights)
     if device.is_cuda:
         model = model.to(memory_format=torch.channels_last)
     model = ray.train.torch.prepare_model(model)
@@ -125,6 +128,22 @@ def finetune_loop(config: dict[str, Any]) -> None:
         if epoch == cfg.epochs and rank == 0:
             metrics.update(_evaluate_split(_unwrap(model), cfg, device), final=True, history=history)
         ray.train.report(metrics, checkpoint=save(epoch, metrics), checkpoint_dir_name=f"epoch-{epoch:04d}")
+
+
+def load_init_weights(model: torch.nn.Module, path: str) -> None:
+    """Load a stage-1 trial's weights; they must fit the model exactly (same architecture, bands, classes)."""
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(path)
+    except (OSError, RuntimeError) as exc:  # safetensors reports a bad file as a RuntimeError-like error
+        raise GeonasError(f"cannot read the stage-1 weights {path}: {exc}; use stage2.init: scratch") from exc
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise GeonasError(
+            f"the stage-1 weights {path} do not fit this model: {str(exc)[:300]}; use stage2.init: scratch"
+        ) from exc
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:

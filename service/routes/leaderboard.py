@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
+
+from search_spaces.feasibility import target_flags
 
 from ..auth import Principal
 from ..specs import Leaderboard, LeaderboardQuery, LeaderboardRow
@@ -51,6 +53,7 @@ def _board(store: Store, max_latency_ms: float | None, device: str | None, stage
     flags = pareto_flags([(t.miou or 0.0, t.latency_ms) for t, _ in candidates])
     rows = [
         LeaderboardRow(
+            **_target(t, exp),
             rank=rank,
             experiment_id=exp.id,
             experiment_name=exp.name,
@@ -67,6 +70,16 @@ def _board(store: Store, max_latency_ms: float | None, device: str | None, stage
         for rank, ((t, exp), flag) in enumerate(zip(candidates, flags, strict=True), start=1)
     ]
     return Leaderboard(rows=rows[:limit]).model_dump_json().encode()
+
+
+def _target(trial, experiment) -> dict[str, Any]:
+    """Whether the row meets its experiment's latency target (the one feasibility rule), and its flags."""
+    latency = (experiment.spec or {}).get("latency") or {}
+    target = latency.get("target_ms")
+    checks = [h["latency_check"] for h in trial.history or () if isinstance(h, dict) and h.get("latency_check")]
+    margin = float(latency.get("margin", 0.1))
+    meets, flags = target_flags(trial.latency_ms, target, margin, checks[-1] if checks else None)
+    return {"meets_target": meets, "flags": flags}
 
 
 def _key(principal: Principal, path: dict[str, str], q: LeaderboardQuery) -> tuple:
