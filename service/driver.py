@@ -478,6 +478,7 @@ def run_stage2(spec: ExperimentSpec, experiment_id: str, store: Store, storage: 
             threads_per_worker=spec.stage2.cpus_per_worker or stage2_threads(spec.stage2.workers),
             quarantine=context.quarantine,
             init_weights=init_weights,
+            subset=spec.stage2.subset,
         )
         try:
             result = run_finetune(

@@ -157,6 +157,9 @@ class Stage2Spec(_Spec):
         "stage1", description="Fine-tune from the trial's best stage-1 weights, or train from scratch."
     )
     epochs: int = Field(10, ge=1, le=1000)
+    subset: int | None = Field(
+        None, ge=1, description="Training chips for fine-tuning (seeded subset); null: the whole training split."
+    )
     workers: int = Field(1, ge=1, le=64)
     cpus_per_worker: int | None = Field(
         None, ge=1, le=256, description="CPU threads per Ray Train worker (null: share the free CPUs among workers)."

@@ -45,6 +45,7 @@ class FinetuneConfig:
     eval_split: str = "test"
     quarantine: str | None = None  # folder of unreadable chips: left out; a new one fails this attempt
     init_weights: str | None = None  # start from these weights (the stage-1 trial's best epoch); None: scratch
+    subset: int | None = None  # seeded subset of the training split; None: all of it
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FinetuneConfig:
@@ -76,7 +77,9 @@ def finetune_loop(config: dict[str, Any]) -> None:
     torch.set_num_threads(cfg.threads_per_worker)
     torch.manual_seed(cfg.seed + rank)
     quarantine = Quarantine(cfg.quarantine) if cfg.quarantine else None
-    train = load_split(SplitRef(cfg.data_root, "train", tuple(cfg.bands) if cfg.bands else None), quarantine)
+    train = load_split(
+        SplitRef(cfg.data_root, "train", tuple(cfg.bands) if cfg.bands else None, cfg.subset, cfg.seed), quarantine
+    )
     device = Device(ray.train.torch.get_device())
     model = model_from_descriptor(cfg.descriptor, train.in_chans, train.num_classes, cfg.backbone_weights)
     if cfg.init_weights and ray.train.get_checkpoint() is None:
