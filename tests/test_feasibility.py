@@ -124,3 +124,18 @@ def test_the_leaderboard_says_which_rows_meet_their_target(client):
     assert (board["broke"]["meets_target"], board["broke"]["flags"]) == (False, ["over_target"])
     assert (board["any"]["meets_target"], board["any"]["flags"]) == (None, [])
     assert target_flags(9.0, 12.0, 0.1, {"agrees": False}) == (True, ["latency_disagrees"])
+
+
+def test_a_flagged_model_says_so_on_the_api_and_the_experiment_page(client):
+    store = client.store
+    exp = store.create_experiment("flagged", {"latency": {"target_ms": 12.0, "margin": 0.1, "reward": "hard"}})
+    check = recheck(12.36, 14.05, 12.0, 0.1, 0.15).to_dict()
+    model = store.register_model(
+        exp.id, trial_id=f"{exp.id}-s2-a", kind="searched", arch_hash="a", descriptor={}, miou=0.7,
+        latency_ms=14.05, latency_device="cpu-1threads", metrics={"latency_check": check},
+        training={"init": "stage1"},
+    )  # fmt: skip
+    public = client.get(f"/v1/models/{model.id}").json()
+    assert public["metrics"]["latency_check"]["flags"] == ["over_target"] and public["training"]["init"] == "stage1"
+    summary = client.get(f"/ui/experiments/{exp.id}/summary").json()
+    assert [m["flags"] for m in summary["models"]] == [["over_target"]]

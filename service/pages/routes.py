@@ -174,6 +174,7 @@ def experiment_summary(experiment_id: str, store: Store = Depends(get_store_dep)
                 "miou": m.miou,
                 "latency_ms": m.latency_ms,
                 "arch_hash": m.arch_hash,
+                "flags": (m.metrics or {}).get("latency_check", {}).get("flags", []),
             }
             for m in store.list_models(experiment_id)
         ],

@@ -141,7 +141,7 @@ function renderSummary(s) {
   $("crumbs").innerHTML = `/ experiment ${esc(s.id)}`;
   const states = Object.entries(s.states).map(([k, v]) => `${badge(k)} ${v}`).join(" ");
   const best = s.best ? `${num(s.best.miou)} mIoU at ${num(s.best.latency_ms, 2)} ms (<span class="mono">${esc(s.best.arch_hash || s.best.id)}</span>)` : "—";
-  const models = s.models.map((m) => `<a href="/models/${encodeURIComponent(m.id)}">${esc(m.kind)} ${esc(m.arch_hash || m.id)} (${num(m.miou)})</a>`).join(", ") || "none yet";
+  const models = s.models.map((m) => `<a href="/models/${encodeURIComponent(m.id)}">${esc(m.kind)} ${esc(m.arch_hash || m.id)} (${num(m.miou)})</a>${(m.flags || []).length ? ` <span class="flag">${esc(m.flags.join(", "))}</span>` : ""}`).join(", ") || "none yet";
   $("summary").innerHTML = `<div>${badge(s.state)} ${progressBar(s.trials_done, s.trials_total)} <span id="live">${["pending", "running"].includes(s.state) ? "live: updating every 3 s" : ""}</span></div>
     <dl><dt>searcher</dt><dd>${esc(s.searcher || "—")}</dd><dt>backbone</dt><dd>${esc(typeof s.backbone === "string" ? s.backbone : JSON.stringify(s.backbone))}</dd>
     <dt>latency target</dt><dd>${s.target_ms ? num(s.target_ms, 1) + " ms" : "none"} on ${esc(s.latency_device || "—")}</dd>
@@ -234,6 +234,15 @@ async function download(id, name) {
   link.click();
 }
 
+// stage 2's fresh measurement against stage 1's, and the target rule (search_spaces/feasibility.py)
+function latencyCheck(c) {
+  if (!c) return "—";
+  const against = c.stage1_ms == null ? "" : ` against ${num(c.stage1_ms, 2)} ms in stage 1`;
+  const target = c.limit_ms == null ? "no target" : `${c.meets_target ? "meets" : "breaks"} the target (≤ ${num(c.limit_ms, 2)} ms)`;
+  const flags = (c.flags || []).length ? ` <span class="flag">${esc(c.flags.join(", "))}</span>` : "";
+  return `${num(c.stage2_ms, 2)} ms measured fresh${against}; ${target}${flags}`;
+}
+
 async function modelPage() {
   const id = pathId();
   const base = `/ui/models/${encodeURIComponent(id)}`;
@@ -242,6 +251,8 @@ async function modelPage() {
   $("crumbs").innerHTML = `/ <a href="/experiments/${encodeURIComponent(m.experiment_id)}">experiment ${esc(m.experiment_id)}</a> / model ${esc(m.id)}`;
   $("summary").innerHTML = `<dl><dt>kind</dt><dd>${esc(m.kind)}</dd><dt>mIoU (test)</dt><dd>${num(m.miou)}</dd>
     <dt>latency</dt><dd>${num(m.latency_ms, 2)} ms on ${esc(m.latency_device || "—")}</dd>
+    <dt>latency check</dt><dd>${latencyCheck(m.metrics.latency_check)}</dd>
+    <dt>fine-tuned from</dt><dd>${esc(m.training.init || "—")}</dd>
     <dt>bands</dt><dd>${esc((m.data.bands || []).join(", "))}</dd><dt>classes</dt><dd>${esc((m.data.classes || []).join(", "))}</dd>
     <dt>trial</dt><dd class="mono">${esc(m.trial_id || "—")}</dd></dl>`;
   $("artifacts").innerHTML = m.artifacts.map((name) => `<li><a href="/v1/models/${encodeURIComponent(id)}/artifacts/${encodeURIComponent(name)}" data-artifact="${esc(name)}">${esc(name)}</a></li>`).join("") || "<li>none</li>";
