@@ -15,13 +15,18 @@ load only ever *adds* time, so the harness
 * normalises by a reference workload: a fixed network (``REFERENCE_BACKBONE``, at the same tile
   size) is timed alternately with the model, sample by sample, so both see the same machine at the
   same moment -- a neighbour that slows the core (SMT sibling, shared cache, memory bandwidth, clock)
-  slows both alike and the *ratio* model / reference stays put. The
+  slows both alike and the *ratio* model / reference stays put. Each round times the model and then
+  the reference, and ``ratio`` is the median of the per-round ratios (a ratio of two samples a few
+  milliseconds apart sees the machine in one state; a ratio of block medians mixes states). With at
+  least 80 rounds, two passes over 30 architectures on a shared 2-core host rank them alike (Spearman
+  0.97-0.99 at load 1-4, ``bench/latency.py``), where block medians of 20 rounds gave 0.95-0.98. The
   estimate is ``median_ms = ratio * reference_ms``, where ``reference_ms`` is the reference's latency
   on this host, profile and tile size, calibrated once (per process, or shared through the cache).
   Ranks between models therefore depend only on ratios; ``direct_ms`` keeps the un-normalised estimate
   (the median of the three fastest block medians: background load only ever adds time);
-* repeats until the estimate is stable (relative standard error of the median block ratio, or the
-  spread of the three fastest block medians without a reference, below ``target_cv``) or until
+* repeats until the estimate is stable (relative standard error of the median round ratio, from the
+  median absolute deviation so one disturbed round does not inflate it, or the spread of the three
+  fastest block medians without a reference, below ``target_cv``) or until
   ``max_repeats`` / ``max_seconds``; ``stable`` says which.
 
 On a GPU it times with CUDA events and synchronises, with the model in ``channels_last`` and bf16
@@ -514,7 +519,8 @@ def _timed_block(runners: list[_Runner], size: int) -> tuple[list[list[float]], 
     kept: list[list[float]] = []
     spoiled: list[list[float]] = []
     sensitive = any(r.preemption_sensitive for r in runners)
-    gc.collect()
+    # no gc.collect() here: with the collector off no collection can fall inside a sample, and a full
+    # collection per block cost more than the timing itself (0.25 s with a search's models in memory)
     was_enabled = gc.isenabled()
     gc.disable()
     try:
@@ -542,11 +548,17 @@ def _estimate(block_medians: list[float]) -> tuple[float, float]:
 
 
 def _ratio_estimate(ratios: list[float]) -> tuple[float, float]:
-    """Normalised estimate: the median block ratio and its relative standard error."""
+    """Normalised estimate: the median round ratio and its relative standard error.
+
+    The standard error of a median is 1.2533 sigma / sqrt(n); sigma is estimated robustly as 1.4826
+    times the median absolute deviation, so a few rounds spoiled by a neighbour neither move the
+    estimate nor keep the harness repeating.
+    """
     median = statistics.median(ratios)
     if len(ratios) < 2:
         return median, math.inf
-    return median, 1.2533 * statistics.stdev(ratios) / math.sqrt(len(ratios)) / median
+    mad = statistics.median(abs(r - median) for r in ratios)
+    return median, 1.2533 * 1.4826 * mad / math.sqrt(len(ratios)) / median
 
 
 def measure_latency(
@@ -555,9 +567,9 @@ def measure_latency(
     profile: str | DeviceProfile = "cpu-1threads",
     *,
     warmup: int = 5,
-    min_repeats: int = 20,
+    min_repeats: int = 80,
     max_repeats: int = 200,
-    target_cv: float = 0.02,
+    target_cv: float = 0.01,
     block_size: int = 5,
     max_seconds: float = 60.0,
     reference: Literal["auto"] | float | None = "auto",
@@ -610,7 +622,7 @@ def measure_latency(
             rejected += spoiled
             block_medians.append(statistics.median(columns[0]))
             if reference_ms is not None:
-                ratios.append(block_medians[-1] / statistics.median(columns[1]))
+                ratios += [m / r for m, r in zip(columns[0], columns[1], strict=True)]
                 spread = _ratio_estimate(ratios)[1]
             else:
                 spread = _estimate(block_medians)[1] if len(block_medians) >= 3 else math.inf

@@ -299,3 +299,15 @@ def test_cuda_meter_holds_a_gpu_and_measures(ray_cluster, tmp_path: Path) -> Non
         assert result["median_ms"] > 0 and result["cached"] is False
     finally:
         ray_cluster.kill(meter)
+
+
+def test_ratio_estimate_is_the_median_round_ratio_and_ignores_a_few_disturbed_rounds() -> None:
+    from search_spaces.latency import _ratio_estimate
+
+    steady = [1.0, 1.01, 0.99] * 20
+    median, rse = _ratio_estimate(steady)
+    assert median == 1.0 and 0 < rse < 0.005
+    # three rounds a neighbour slowed fivefold move neither the estimate nor its standard error much
+    disturbed_median, disturbed_rse = _ratio_estimate([*steady[:-3], 5.0, 5.0, 5.0])
+    assert disturbed_median == 1.0 and disturbed_rse <= 2 * rse
+    assert _ratio_estimate([1.0])[1] == float("inf")
