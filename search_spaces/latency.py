@@ -19,7 +19,8 @@ load only ever *adds* time, so the harness
   the reference, and ``ratio`` is the median of the per-round ratios (a ratio of two samples a few
   milliseconds apart sees the machine in one state; a ratio of block medians mixes states). With at
   least 80 rounds, two passes over 30 architectures on a shared 2-core host rank them alike (Spearman
-  0.97-0.99 at load 1-4, ``bench/latency.py``), where block medians of 20 rounds gave 0.95-0.98. The
+  0.968-0.992 in 8 runs at load 2.5-4, ``bench/latency.py``), where block medians of 20 rounds gave
+  0.953-0.979 (5 runs, load 1-5). The
   estimate is ``median_ms = ratio * reference_ms``, where ``reference_ms`` is the reference's latency
   on this host, profile and tile size, calibrated once (per process, or shared through the cache).
   Ranks between models therefore depend only on ratios; ``direct_ms`` keeps the un-normalised estimate
