@@ -5,7 +5,8 @@ a unit test can call it directly; :func:`stage1_trainable` is the same thing as 
 trainable (the driver binds the context with ``tune.with_parameters``). The context names the splits;
 the trial takes its chips from its node's cache (:mod:`trainers.trial_data`: decoded once per node),
 and asks the experiment's latency meter for its latency, training meanwhile when no hard target needs
-the number first.
+the number first. A trial pruned by a hard target reports no mIoU (it never trained); a trained one
+keeps the weights of its best epoch in the context's ``weights_dir``, where stage 2 starts from them.
 """
 
 from __future__ import annotations
