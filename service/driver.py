@@ -24,7 +24,7 @@ from .store import Store, get_store
 
 log = logging.getLogger("geonas.driver")
 
-__all__ = ["main", "run_experiment", "run_stage2", "stage2_candidates"]
+__all__ = ["main", "run_experiment", "run_stage2", "stage2_candidates", "every_trial_failed"]
 
 
 def _store_callback_class():
@@ -377,8 +377,20 @@ def run_experiment(experiment_id: str, store: Store, storage: str) -> None:
             ),
         )
         baseline_tuner.fit()
+    failure = every_trial_failed(store.list_trials(experiment_id, stage=1))
+    if failure is not None:  # the job's entrypoint records it: the experiment ends failed, not completed
+        raise GeonasError(failure)
     run_stage2(spec, experiment_id, store, storage, context)
     store.update_experiment(experiment_id, state=State.COMPLETED)
+
+
+def every_trial_failed(trials: list) -> str | None:
+    """Why stage 1 produced nothing, when every one of its trials failed (else None): the count and
+    the first trial's error, which usually names the cause (a backbone, a band, a chip)."""
+    if not trials or any(t.state != State.FAILED for t in trials):
+        return None
+    first = next((t.error for t in trials if t.error), "no error was recorded")
+    return f"every stage-1 trial failed ({len(trials)} of {len(trials)}); the first: {first}"
 
 
 def stage2_candidates(spec: ExperimentSpec, trials: list) -> list:

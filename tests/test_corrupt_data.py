@@ -77,3 +77,41 @@ def test_a_corrupt_chip_fails_one_trial_attempt_and_the_experiment_completes(loc
     assert len(named) == 1, [t.error for t in stage1]  # the first trial to read it, then retried without it
     assert "retried after" in named[0].error
     assert len(store.list_models(created["id"])) == 1  # stage 2 left the quarantined chip out
+
+
+@pytest.mark.slow
+def test_an_experiment_whose_every_trial_failed_ends_failed_with_the_first_error(local_cluster, demo_dataset, tmp_path):
+    from service.app import create_app
+    from service.client import ApiClient
+    from service.demo import ServerThread
+    from service.jobs import JobLauncher
+    from service.settings import Settings
+
+    # every validation chip is garbage: each trial fails on the one it reads first (and quarantines it)
+    root = Path(shutil.copytree(demo_dataset, tmp_path / "data"))
+    for image in (root / "val" / "images").glob("*.tif"):
+        image.write_bytes(b"this is not a GeoTIFF" * 50)
+    settings = Settings(home=tmp_path / "home")
+    app = create_app(settings, launcher=JobLauncher(local_cluster.dashboard_url, settings))
+    spec = {
+        "name": "all-failed",
+        "dataset": {"path": str(root)},
+        "backbone": "mobilenetv3_small_050",
+        "search_space": {"num_cells": 2, "channels": 8},
+        "searcher": "random",
+        "budget": {"trials": 2, "concurrency": 1},
+        "stage1": {"epochs": 1, "batch_size": 8, "early_stopping": "none", "max_failures": 0},
+        "stage2": {"top_k": 1, "epochs": 1},
+    }
+    with ServerThread(app) as server:
+        api = ApiClient(server.url)
+        created = api.submit(spec)
+        deadline = time.monotonic() + 420
+        while (exp := api.experiment(created["id"]))["state"] not in ("completed", "failed", "cancelled"):
+            assert time.monotonic() < deadline, f"experiment still {exp['state']}"
+            time.sleep(2)
+        trials = api.trials(created["id"])
+        assert exp["state"] == "failed", exp
+        assert [t["state"] for t in trials] == ["failed", "failed"] and not api.models(created["id"])
+        assert exp["error"].startswith("every stage-1 trial failed (2 of 2); the first: ")
+        assert "val" in exp["error"] and "images" in exp["error"]  # the first trial's error names the chip
