@@ -63,8 +63,7 @@ class LatencyCheck:
 
     @property
     def flags(self) -> list[str]:
-        flags = [] if self.meets_target is not False else ["over_target"]
-        return flags + ([] if self.agrees else ["latency_disagrees"])
+        return _flags(self.meets_target, self.agrees)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "flags": self.flags}
@@ -93,7 +92,8 @@ def target_flags(
     """(meets the target?, flags) for a leaderboard row: the rule on its latency, and a stage-2 check's
     disagreement when there was one. ``None`` when the experiment set no target."""
     meets = None if target_ms is None else within_target(latency_ms, target_ms, margin)
-    flags = [] if meets is not False else ["over_target"]
-    if check is not None and not check.get("agrees", True):
-        flags.append("latency_disagrees")
-    return meets, flags
+    return meets, _flags(meets, check is None or check.get("agrees", True))
+
+
+def _flags(meets_target: bool | None, agrees: bool) -> list[str]:
+    return (["over_target"] if meets_target is False else []) + ([] if agrees else ["latency_disagrees"])

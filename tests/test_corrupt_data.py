@@ -39,8 +39,8 @@ def test_an_unreadable_chip_is_named_quarantined_and_left_out_of_later_loads(dem
     assert load_split(ref, quarantine) is loaded  # cached in the process: decoded once
 
 
-@pytest.mark.slow
-def test_a_corrupt_chip_fails_one_trial_attempt_and_the_experiment_completes(local_cluster, demo_dataset, tmp_path):
+def _run_to_the_end(local_cluster, tmp_path: Path, root: Path, name: str, trials: int, max_failures: int):
+    """Submit a tiny random search over ``root`` through the API and a Ray Job; (experiment, store) at its end."""
     from service.app import create_app
     from service.client import ApiClient
     from service.demo import ServerThread
@@ -48,17 +48,16 @@ def test_a_corrupt_chip_fails_one_trial_attempt_and_the_experiment_completes(loc
     from service.settings import Settings
     from service.store import get_store
 
-    root, bad = _corrupt_copy(demo_dataset, tmp_path / "data", index=5)
     settings = Settings(home=tmp_path / "home")
     app = create_app(settings, launcher=JobLauncher(local_cluster.dashboard_url, settings))
     spec = {
-        "name": "corrupt-chip",
+        "name": name,
         "dataset": {"path": str(root)},
         "backbone": "mobilenetv3_small_050",
         "search_space": {"num_cells": 2, "channels": 8},
         "searcher": "random",
-        "budget": {"trials": 3, "concurrency": 1},
-        "stage1": {"epochs": 1, "batch_size": 8, "early_stopping": "none", "max_failures": 1},
+        "budget": {"trials": trials, "concurrency": 1},
+        "stage1": {"epochs": 1, "batch_size": 8, "early_stopping": "none", "max_failures": max_failures},
         "stage2": {"top_k": 1, "epochs": 1},
     }
     with ServerThread(app) as server:
@@ -68,50 +67,32 @@ def test_a_corrupt_chip_fails_one_trial_attempt_and_the_experiment_completes(loc
         while (exp := api.experiment(created["id"]))["state"] not in ("completed", "failed", "cancelled"):
             assert time.monotonic() < deadline, f"experiment still {exp['state']}"
             time.sleep(2)
+    return exp, get_store(settings.resolved_database_url)
+
+
+@pytest.mark.slow
+def test_a_corrupt_chip_fails_one_trial_attempt_and_the_experiment_completes(local_cluster, demo_dataset, tmp_path):
+    root, bad = _corrupt_copy(demo_dataset, tmp_path / "data", index=5)
+    exp, store = _run_to_the_end(local_cluster, tmp_path, root, "corrupt-chip", trials=3, max_failures=1)
     assert exp["state"] == "completed", exp.get("error")
 
-    store = get_store(settings.resolved_database_url)
-    stage1 = [t for t in store.list_trials(created["id"], stage=1)]
+    stage1 = [t for t in store.list_trials(exp["id"], stage=1)]
     assert sorted(t.state for t in stage1) == ["completed"] * 3
     named = [t for t in stage1 if t.error and bad.name in t.error]
     assert len(named) == 1, [t.error for t in stage1]  # the first trial to read it, then retried without it
     assert "retried after" in named[0].error
-    assert len(store.list_models(created["id"])) == 1  # stage 2 left the quarantined chip out
+    assert len(store.list_models(exp["id"])) == 1  # stage 2 left the quarantined chip out
 
 
 @pytest.mark.slow
 def test_an_experiment_whose_every_trial_failed_ends_failed_with_the_first_error(local_cluster, demo_dataset, tmp_path):
-    from service.app import create_app
-    from service.client import ApiClient
-    from service.demo import ServerThread
-    from service.jobs import JobLauncher
-    from service.settings import Settings
-
     # every validation chip is garbage: each trial fails on the one it reads first (and quarantines it)
     root = Path(shutil.copytree(demo_dataset, tmp_path / "data"))
     for image in (root / "val" / "images").glob("*.tif"):
         image.write_bytes(b"this is not a GeoTIFF" * 50)
-    settings = Settings(home=tmp_path / "home")
-    app = create_app(settings, launcher=JobLauncher(local_cluster.dashboard_url, settings))
-    spec = {
-        "name": "all-failed",
-        "dataset": {"path": str(root)},
-        "backbone": "mobilenetv3_small_050",
-        "search_space": {"num_cells": 2, "channels": 8},
-        "searcher": "random",
-        "budget": {"trials": 2, "concurrency": 1},
-        "stage1": {"epochs": 1, "batch_size": 8, "early_stopping": "none", "max_failures": 0},
-        "stage2": {"top_k": 1, "epochs": 1},
-    }
-    with ServerThread(app) as server:
-        api = ApiClient(server.url)
-        created = api.submit(spec)
-        deadline = time.monotonic() + 420
-        while (exp := api.experiment(created["id"]))["state"] not in ("completed", "failed", "cancelled"):
-            assert time.monotonic() < deadline, f"experiment still {exp['state']}"
-            time.sleep(2)
-        trials = api.trials(created["id"])
-        assert exp["state"] == "failed", exp
-        assert [t["state"] for t in trials] == ["failed", "failed"] and not api.models(created["id"])
-        assert exp["error"].startswith("every stage-1 trial failed (2 of 2); the first: ")
-        assert "val" in exp["error"] and "images" in exp["error"]  # the first trial's error names the chip
+    exp, store = _run_to_the_end(local_cluster, tmp_path, root, "all-failed", trials=2, max_failures=0)
+    assert exp["state"] == "failed", exp
+    assert [t.state for t in store.list_trials(exp["id"])] == ["failed", "failed"]
+    assert not store.list_models(exp["id"])
+    assert exp["error"].startswith("every stage-1 trial failed (2 of 2); the first: ")
+    assert "val" in exp["error"] and "images" in exp["error"]  # the first trial's error names the chip
