@@ -585,8 +585,16 @@ def main(argv: list[str] | None = None) -> int:
         argv,
         "Run one geonas experiment (the Ray Job entrypoint).",
         run_experiment,
-        lambda store, ident, error: store.update_experiment(ident, state=State.FAILED, error=error),
+        _record_failure,
     )
+
+
+def _record_failure(store: Store, experiment_id: str, error: str) -> None:
+    """A driver that stops leaves no trial open; the experiment ends failed unless it already ended
+    (a user's cancel is recorded before the job is stopped, and the store keeps it)."""
+    reason = f"interrupted when its driver stopped; re-run on resume ({error})"
+    store.interrupt_open_trials(experiment_id, reason[:2000])
+    store.update_experiment(experiment_id, state=State.FAILED, error=error)
 
 
 if __name__ == "__main__":

@@ -183,10 +183,13 @@ def cancel_experiment(experiment_id: str, request: Request, store: Store = Depen
     exp = store.get_experiment(experiment_id)
     if exp.state in TERMINAL:
         raise Conflict(f"experiment {experiment_id} is already {exp.state}")
-    if exp.job_id:
-        get_launcher(request).stop(exp.job_id)
+    launcher = get_launcher(request) if exp.job_id else None  # 503 here, before anything is written
+    # The cancel is recorded before the job is stopped: a stopped driver records its own end as
+    # failed, and whichever write lands first wins (the store refuses to leave a terminal state).
     store.update_experiment(experiment_id, state=State.CANCELLED, error="cancelled by user")
     store.cancel_open_trials(experiment_id, "experiment cancelled")
+    if launcher is not None:
+        launcher.stop(exp.job_id)
     return get_experiment(experiment_id, store)
 
 

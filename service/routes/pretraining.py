@@ -77,9 +77,12 @@ def cancel_pretraining(job_id: str, request: Request, store: Store = Depends(get
     job = store.get_pretraining(job_id)
     if job.state in TERMINAL:
         raise Conflict(f"pretraining job {job_id} is already {job.state}")
-    if job.job_id:
-        get_launcher(request).stop(job.job_id)
-    return pretraining_public(store.update_pretraining(job_id, state=State.CANCELLED, error="cancelled by user"))
+    launcher = get_launcher(request) if job.job_id else None  # 503 here, before anything is written
+    # Recorded before the stop: the stopped driver's own "failed" must not win the race.
+    cancelled = store.update_pretraining(job_id, state=State.CANCELLED, error="cancelled by user")
+    if launcher is not None:
+        launcher.stop(job.job_id)
+    return pretraining_public(cancelled)
 
 
 @router.get("/v1/backbones", response_model=list[BackbonePublic])
