@@ -95,7 +95,7 @@ def main() -> None:
 
     @section(results, "latency_cuda_vs_cpu")
     def _():
-        from search_spaces.latency import measure_latency
+        from search_spaces.latency.harness import measure_latency
 
         arch = space.sample(np.random.default_rng(2))
         model = build_model(arch, 4, 2)

@@ -43,7 +43,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from search_spaces.builder import build_model  # noqa: E402
-from search_spaces.latency import LatencyResult, cpu_threads, get_profile, measure_latency  # noqa: E402
+from search_spaces.latency.harness import measure_latency  # noqa: E402
+from search_spaces.latency.profiles import get_profile  # noqa: E402
+from search_spaces.latency.results import LatencyResult  # noqa: E402
+from search_spaces.latency.runners import cpu_threads  # noqa: E402
 from search_spaces.nasfpn import NasFpnSpace, SearchSpaceConfig  # noqa: E402
 from search_spaces.ops import list_ops  # noqa: E402
 
@@ -89,7 +92,7 @@ def git_commit() -> dict[str, object]:
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
 
     try:
-        mine = ["bench/latency.py", "search_spaces/latency.py"]
+        mine = ["bench/latency.py", "search_spaces/latency"]
         return {"commit": git("rev-parse", "HEAD"), "code_dirty": bool(git("status", "--porcelain", "--", *mine))}
     except (OSError, subprocess.CalledProcessError):
         return {"commit": None, "code_dirty": None}

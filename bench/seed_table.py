@@ -110,7 +110,7 @@ def _git_commit() -> str:
 
 
 def _machine() -> dict[str, Any]:
-    from search_spaces.latency import machine_fingerprint
+    from search_spaces.latency.machine import machine_fingerprint
 
     return {
         "host": platform.node(),

@@ -220,7 +220,7 @@ def trial_resources(spec: ExperimentSpec) -> dict[str, float]:
 
 def start_latency_meter(context):
     """Create the experiment's latency meter actor (trials find it by name; one calibration for all)."""
-    from trainers.latency_actor import MeterPlacement, get_latency_meter
+    from search_spaces.latency.meter import MeterPlacement, get_latency_meter
 
     settings = context.latency
     placement = MeterPlacement(num_cpus=settings.meter_cpus, harness=dict(settings.harness))
@@ -241,7 +241,7 @@ def concurrency(spec: ExperimentSpec, resources: dict[str, float]) -> int:
     """
     import ray
 
-    from trainers.latency_actor import LATENCY_RESOURCE
+    from search_spaces.latency.meter import LATENCY_RESOURCE
 
     total = ray.cluster_resources()
     cpus = total.get("CPU", 1) - (0 if total.get(LATENCY_RESOURCE, 0) >= 1 else METER_CPUS)
@@ -434,7 +434,7 @@ def remeasure_latency(meter, descriptor: dict[str, Any], num_classes: int, shape
     import ray
 
     from search_spaces.builder import model_from_descriptor
-    from trainers.latency_actor import model_key
+    from search_spaces.latency.meter import model_key
 
     in_chans = int(shape[1])
     key = model_key(descriptor, num_classes) + "/stage2"

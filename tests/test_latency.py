@@ -11,17 +11,10 @@ import torch
 from torch import nn
 
 from search_spaces.errors import ClusterError, SpecError
-from search_spaces.latency import (
-    LatencyCache,
-    LatencyKey,
-    LatencyResult,
-    cached_latency,
-    get_profile,
-    list_profile_patterns,
-    list_profiles,
-    measure_latency,
-    normalise_device_name,
-)
+from search_spaces.latency.cache import LatencyCache, LatencyKey, cached_latency
+from search_spaces.latency.harness import measure_latency
+from search_spaces.latency.profiles import get_profile, list_profile_patterns, list_profiles, normalise_device_name
+from search_spaces.latency.results import LatencyResult
 from search_spaces.nasfpn import ArchSpec, Cell
 
 torch.set_num_threads(1)
@@ -206,7 +199,8 @@ def test_cache_keys_use_canonical_profile_names(tmp_path: Path) -> None:
 
 WRITER = """
 import sys
-from search_spaces.latency import LatencyCache, LatencyKey, LatencyResult
+from search_spaces.latency.cache import LatencyCache, LatencyKey
+from search_spaces.latency.results import LatencyResult
 cache = LatencyCache(sys.argv[1])
 for i in range(25):
     key = LatencyKey.of(f"{sys.argv[2]}-{i}", "cpu-1threads", (1, 3, 32, 32))
@@ -238,7 +232,7 @@ def test_cache_is_safe_for_several_processes(tmp_path: Path) -> None:
 
 
 def test_meter_falls_back_to_cpus_without_the_custom_resource(ray_cluster) -> None:
-    from trainers.latency_actor import MeterPlacement, meter_actor_options
+    from search_spaces.latency.meter import MeterPlacement, meter_actor_options
 
     assert "latency_meter" not in ray_cluster.cluster_resources()
     assert meter_actor_options("cpu-1threads") == {"num_cpus": 1.0, "num_gpus": 0.0}
@@ -250,7 +244,7 @@ def test_meter_falls_back_to_cpus_without_the_custom_resource(ray_cluster) -> No
 
 
 def test_meter_measures_once_then_answers_from_the_cache(ray_cluster, tmp_path: Path) -> None:
-    from trainers.latency_actor import MeterPlacement, get_latency_meter, model_key
+    from search_spaces.latency.meter import MeterPlacement, get_latency_meter, model_key
 
     placement = MeterPlacement(namespace="test-latency", harness=QUICK)
     cache_path = tmp_path / "meter.sqlite"
@@ -285,7 +279,7 @@ def test_meter_measures_once_then_answers_from_the_cache(ray_cluster, tmp_path: 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_meter_holds_a_gpu_and_measures(ray_cluster, tmp_path: Path) -> None:
-    from trainers.latency_actor import MeterPlacement, get_latency_meter, meter_actor_options
+    from search_spaces.latency.meter import MeterPlacement, get_latency_meter, meter_actor_options
 
     assert meter_actor_options("cuda")["num_gpus"] == 1.0
     meter = get_latency_meter(
@@ -302,7 +296,7 @@ def test_cuda_meter_holds_a_gpu_and_measures(ray_cluster, tmp_path: Path) -> Non
 
 
 def test_ratio_estimate_is_the_median_round_ratio_and_ignores_a_few_disturbed_rounds() -> None:
-    from search_spaces.latency import _ratio_estimate
+    from search_spaces.latency.harness import _ratio_estimate
 
     steady = [1.0, 1.01, 0.99] * 20
     median, rse = _ratio_estimate(steady)

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from search_spaces.latency import LatencyCache, LatencyKey, LatencyResult, cached_latency, machine_fingerprint
+from search_spaces.latency.cache import LatencyCache, LatencyKey, cached_latency
+from search_spaces.latency.machine import machine_fingerprint
+from search_spaces.latency.results import LatencyResult
 from search_spaces.nasfpn import ArchSpec, Cell
 from trainers.datasets import SegmentationDataset
 from trainers.stage1 import LatencySettings, Stage1Context, best_weights_path, descriptor_key, run_trial
@@ -108,8 +110,8 @@ def test_the_latency_cache_misses_on_another_machine(tmp_path):
 
 def test_stage_two_remeasures_fresh_on_the_meter(ray_cluster, tmp_path):
     from search_spaces.builder import model_from_descriptor
+    from search_spaces.latency.meter import MeterPlacement, get_latency_meter
     from service.driver import remeasure_latency
-    from trainers.latency_actor import MeterPlacement, get_latency_meter
 
     meter = get_latency_meter(
         "cpu-1threads", tmp_path / "meter.sqlite", MeterPlacement(namespace="test-fresh", harness=QUICK)

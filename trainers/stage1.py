@@ -120,7 +120,7 @@ def _start_latency(
     if ctx.latency.meter:
         import ray
 
-        from trainers.latency_actor import MeterPlacement, request_remote
+        from search_spaces.latency.meter import MeterPlacement, request_remote
 
         placement = MeterPlacement(num_cpus=ctx.latency.meter_cpus, harness=dict(ctx.latency.harness))
         ref = request_remote(
@@ -128,7 +128,8 @@ def _start_latency(
         )
         return lambda: float(ray.get(ref, timeout=600.0)["median_ms"])
 
-    from search_spaces.latency import LatencyCache, LatencyKey, cached_latency, measure_latency
+    from search_spaces.latency.cache import LatencyCache, LatencyKey, cached_latency
+    from search_spaces.latency.harness import measure_latency
 
     cache = LatencyCache(ctx.latency.cache_path) if ctx.latency.cache_path else None
     result = cached_latency(

@@ -2,7 +2,7 @@
 
 Trials do not time models themselves: a training worker next door would make the number meaningless.
 Each device profile gets one named actor per Ray namespace (``latency-meter/<profile>``) that builds the
-model, consults the persistent :class:`~search_spaces.latency.LatencyCache`, measures one model at a
+model, consults the persistent :class:`~search_spaces.latency.cache.LatencyCache`, measures one model at a
 time (an actor runs one call at a time), and says which profile, node and process measured what.
 
 Where the meter runs is decided by Ray resources:
@@ -36,16 +36,9 @@ import ray
 from torch import nn
 
 from search_spaces.errors import ClusterError, SpecError
-from search_spaces.latency import (
-    DeviceProfile,
-    LatencyCache,
-    LatencyKey,
-    cached_latency,
-    get_profile,
-    list_profiles,
-    measure_latency,
-    reference_latency,
-)
+from search_spaces.latency.cache import LatencyCache, LatencyKey, cached_latency
+from search_spaces.latency.harness import measure_latency, reference_latency
+from search_spaces.latency.profiles import DeviceProfile, get_profile, list_profiles
 
 __all__ = [
     "request_remote",
