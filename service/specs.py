@@ -10,7 +10,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from search_spaces.backbones import check_backbone_name
+from search_spaces.errors import SpecError
+from search_spaces.latency.profiles import check_profile_name
+from search_spaces.searchers.options import check_options
 
 __all__ = [
     "DatasetRef",
@@ -48,9 +53,6 @@ def _as_utc(value: datetime) -> datetime:
 #: The store keeps naive UTC; the API says so (RFC 3339 with an offset), as the schema promises.
 UtcDateTime = Annotated[datetime, AfterValidator(_as_utc)]
 
-SEARCHERS = ("ppo", "random", "tpe", "regularized_evolution")
-OPS = ("sum", "global_attention", "product", "max", "concat_conv")
-
 
 class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -66,6 +68,24 @@ def _no_traversal(value: str) -> str:
 
 #: A data folder named in a spec: never climbs out with ``..`` (roots are checked in validation.py).
 DataPath = Annotated[str, AfterValidator(_no_traversal)]
+
+
+def _as_value_error(check):
+    """A check that raises :class:`SpecError` as a pydantic validator (its message at the field)."""
+
+    def validate(value):
+        try:
+            return check(value)
+        except SpecError as exc:
+            raise ValueError(str(exc)) from None
+
+    return validate
+
+
+#: A timm model name, checked against the names timm knows (without importing it).
+BackboneName = Annotated[str, AfterValidator(_as_value_error(check_backbone_name))]
+#: A device profile name, checked by the profile grammar (without torch or hardware).
+DeviceName = Annotated[str, AfterValidator(_as_value_error(check_profile_name))]
 
 
 class DatasetRef(_Spec):
@@ -84,7 +104,7 @@ class SearchSpaceSpec(_Spec):
     ops: list[Literal["sum", "global_attention", "product", "max", "concat_conv"]] = Field(
         ["sum", "global_attention"], min_length=1
     )
-    backbones: list[str] | None = Field(None, description="Allowed timm backbones to search over.")
+    backbones: list[BackboneName] | None = Field(None, description="Allowed timm backbones to search over.")
 
     @field_validator("levels")
     @classmethod
@@ -105,7 +125,11 @@ class SearchSpaceSpec(_Spec):
 
 class LatencySpec(_Spec):
     target_ms: float | None = Field(None, gt=0, description="Latency target T; none = no constraint.")
-    device: str = Field("cpu-1threads", description="Device profile that measures latency.")
+    device: DeviceName = Field(
+        "cpu-1threads",
+        description="Device profile that measures latency: cpu-<N>threads, cuda, cuda:<device name>, "
+        "onnxruntime-cpu[-<N>threads].",
+    )
     reward: Literal["soft", "hard", "absolute"] = "soft"
     margin: float = Field(
         0.1,
@@ -168,7 +192,16 @@ class Stage2Spec(_Spec):
 
 class SearcherSpec(_Spec):
     name: Literal["ppo", "random", "tpe", "regularized_evolution"] = "ppo"
-    options: dict[str, Any] = Field(default_factory=dict)
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="The searcher's options (search_spaces/searchers/options.py)."
+    )
+
+    @field_validator("options")
+    @classmethod
+    def _options(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        if "name" not in info.data:  # the name was invalid: that error is enough
+            return value
+        return check_options(info.data["name"], value).model_dump(exclude_unset=True)
 
 
 class ExperimentSpec(_Spec):
@@ -178,8 +211,8 @@ class ExperimentSpec(_Spec):
     dataset: DatasetRef
     backbone: str | CsfBackbone = Field("resnet18", description="timm encoder name, or {csf: <job id>}.")
     search_space: SearchSpaceSpec = Field(default_factory=SearchSpaceSpec)
-    searcher: SearcherSpec | Literal["ppo", "random", "tpe", "regularized_evolution"] = Field(
-        default_factory=SearcherSpec
+    searcher: SearcherSpec = Field(
+        default_factory=SearcherSpec, description="A searcher's name, or {name: ..., options: {...}}."
     )
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
     latency: LatencySpec = Field(default_factory=LatencySpec)
@@ -189,10 +222,15 @@ class ExperimentSpec(_Spec):
     seed: int = Field(0, ge=0)
     auto_resume: bool = Field(False, description="Resume automatically if the driver dies while the API is down.")
 
-    @field_validator("searcher")
+    @field_validator("searcher", mode="before")
     @classmethod
-    def _searcher(cls, value: Any) -> SearcherSpec:
-        return SearcherSpec(name=value) if isinstance(value, str) else value
+    def _searcher(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+    @field_validator("backbone")
+    @classmethod
+    def _backbone(cls, value: str | CsfBackbone) -> str | CsfBackbone:
+        return _as_value_error(check_backbone_name)(value) if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _consistent(self) -> ExperimentSpec:
@@ -218,7 +256,7 @@ class PretrainingSpec(_Spec):
 
     name: str = Field(..., min_length=1, max_length=200)
     data: PretrainingData
-    backbone: str = Field("resnet18", description="timm encoder; in_chans = the data's band count.")
+    backbone: BackboneName = Field("resnet18", description="timm encoder; in_chans = the data's band count.")
     steps: int = Field(1000, ge=1, le=1_000_000)
     batch_size: int = Field(32, ge=2, le=4096, description="Per worker; all workers' samples are negatives.")
     workers: int = Field(1, ge=1, le=64)

@@ -42,6 +42,13 @@ def _field(response) -> list[str]:
         ({"stage1": {"val_subset": 0}}, "body.stage1.val_subset"),
         ({"stage2": {"cpus_per_worker": 0}}, "body.stage2.cpus_per_worker"),
         ({"unknown_key": 1}, "body.unknown_key"),
+        # typos a user made, each once accepted and stored: checked at the door, without torch
+        ({"backbone": "resnet1888"}, "body.backbone"),
+        ({"searcher": {"name": "ppo", "options": {"lrr": 0.1}}}, "body.searcher.options.lrr"),
+        ({"searcher": {"name": "ppo", "options": {"restart_after": 0}}}, "body.searcher.options.restart_after"),
+        ({"latency": {"device": "tpu-v9"}}, "body.latency.device"),
+        ({"latency": {"device": "cpu-0threads"}}, "body.latency.device"),
+        ({"search_space": {"backbones": ["resnet18", "resnet1888"]}}, "body.search_space.backbones.1"),
     ],
 )
 def test_invalid_spec_is_422_naming_the_field(client, demo_dataset, overrides, field):
@@ -49,6 +56,43 @@ def test_invalid_spec_is_422_naming_the_field(client, demo_dataset, overrides, f
     assert response.status_code == 422, response.text
     assert any(f.startswith(field) for f in _field(response)), response.json()
     assert client.get("/v1/experiments").json() == []
+
+
+def test_door_checks_say_what_is_valid(client, demo_dataset):
+    """The 422 names the valid choices, so the user can fix the spec without reading code."""
+    detail = client.post("/v1/experiments", json=_spec(demo_dataset, backbone="resnet1888")).json()["detail"]
+    assert "did you mean resnet18" in detail[0]["msg"]
+    options = {"name": "ppo", "options": {"lrr": 0.1}}
+    detail = client.post("/v1/experiments", json=_spec(demo_dataset, searcher=options)).json()["detail"]
+    assert "no option 'lrr'" in detail[0]["msg"] and "lr," in detail[0]["msg"]
+    detail = client.post("/v1/experiments", json=_spec(demo_dataset, latency={"device": "tpu-v9"})).json()["detail"]
+    assert "cpu-<N>threads" in detail[0]["msg"]
+    assert client.get("/v1/experiments").json() == []
+
+
+def test_pretraining_backbone_is_checked_at_the_door(client, tmp_path):
+    spec = {"name": "p", "data": {"path": str(tmp_path)}, "backbone": "resnet1888"}
+    response = client.post("/v1/pretraining", json=spec)
+    assert response.status_code == 422 and _field(response) == ["body.backbone"]
+    assert client.get("/v1/pretraining").json() == []
+
+
+def test_the_api_checks_specs_without_importing_torch():
+    """The API process validates backbone, searcher options and device names with no torch, timm or Optuna."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from service.app import create_app\n"
+        "from service.specs import ExperimentSpec\n"
+        "create_app\n"
+        "ExperimentSpec.model_validate({'name': 'x', 'dataset': {'path': '.'}, 'backbone': 'resnet18',"
+        " 'searcher': {'name': 'ppo', 'options': {'lr': 0.01}}, 'latency': {'device': 'cuda'}})\n"
+        "print(sorted(m for m in ('torch', 'timm', 'optuna') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_missing_dataset_folder_is_422(client, tmp_path):

@@ -495,3 +495,29 @@ def test_ppo_restarts_a_stalled_controller_but_keeps_what_it_learnt():
     restored = create_searcher("ppo", Flat(), seed=7, **options)
     restored.load_state_dict(state)
     assert restored.restarts == 2 and restored.propose() == ppo.propose()
+
+
+def test_every_searcher_declares_its_options_and_the_api_checks_the_same_model():
+    from typing import get_args
+
+    from search_spaces.searchers.options import OPTIONS
+    from service.specs import SearcherSpec
+
+    names = get_args(SearcherSpec.model_fields["name"].annotation)
+    assert sorted(names) == sorted(OPTIONS) == list_searchers()
+    for name in names:
+        assert create_searcher(name, MaskedSpace(), seed=0).options_model is OPTIONS[name]
+
+
+def test_a_searcher_whose_arguments_drift_from_its_options_model_does_not_register():
+    from search_spaces.searchers import Searcher, register_searcher
+    from search_spaces.searchers.options import EvolutionOptions
+
+    class Drifted(Searcher):
+        def __init__(self, space, seed=None, *, population_size: int = 49, sample_size: int = 10):
+            super().__init__(space, seed)
+
+    with pytest.raises(TypeError, match="population_size=49"):
+        register_searcher("drifted", options=EvolutionOptions)(Drifted)
+    with pytest.raises(TypeError, match="the API checks"):  # "tpe" is in the options table with another model
+        register_searcher("tpe", options=EvolutionOptions)(Drifted)

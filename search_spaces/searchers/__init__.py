@@ -1,10 +1,11 @@
 """Searchers: propose token sequences, learn from rewards; nothing here knows about Ray.
 
-Importing the package registers ``random``, ``ppo``, ``tpe`` and ``regularized_evolution``. The Ray
-Tune adapter lives in :mod:`search_spaces.searchers.tune` (imported on demand, it pulls in Ray).
+The built-in searchers (``random``, ``ppo``, ``tpe``, ``regularized_evolution``) register when a searcher
+is first created or listed, so importing the package costs no torch or Optuna: the API reads each
+searcher's options model (:mod:`.options`) at submission. The Ray Tune adapter lives in
+:mod:`search_spaces.searchers.tune` (imported on demand, it pulls in Ray).
 """
 
-from search_spaces.searchers import evolution, ppo, tpe, uniform  # noqa: F401  (registration)
 from search_spaces.searchers.base import (
     Proposal,
     Searcher,

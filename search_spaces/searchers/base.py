@@ -15,6 +15,8 @@ thin adapter (``tune.py``) put any of them behind Ray Tune. The contract, shared
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import math
 import pickle
 from abc import ABC, abstractmethod
@@ -23,8 +25,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
 from search_spaces.errors import SpecError
+from search_spaces.searchers.options import OPTIONS, SearcherOptions, check_options
 from search_spaces.tokens import TokenSpace
 
 __all__ = [
@@ -63,6 +67,7 @@ class Searcher(ABC):
     """
 
     name: str = "base"
+    options_model: type[SearcherOptions] = SearcherOptions
 
     def __init__(self, space: TokenSpace, seed: int | None = None, *, failure_reward: float | None = None):
         self.space = space
@@ -163,15 +168,52 @@ class Searcher(ABC):
 
 
 _REGISTRY: dict[str, type[Searcher]] = {}
+#: modules whose searchers register on first use (they import torch and Optuna, which the API avoids)
+_BUILTIN_MODULES = ("uniform", "ppo", "tpe", "evolution")
 
 
-def register_searcher(name: str) -> Callable[[type[Searcher]], type[Searcher]]:
-    """Class decorator: make a searcher available to :func:`create_searcher` under ``name``."""
+def _register_builtins() -> None:
+    for module in _BUILTIN_MODULES:
+        importlib.import_module(f"search_spaces.searchers.{module}")
+
+
+def _check_signature(cls: type[Searcher], model: type[SearcherOptions]) -> None:
+    """The searcher's keyword arguments must be its options model's fields, with the same defaults."""
+    params = inspect.signature(cls.__init__).parameters
+    named = {n: p for n, p in params.items() if p.kind == p.KEYWORD_ONLY}
+    passes_on = any(p.kind == p.VAR_KEYWORD for p in params.values())
+    fields = model.model_fields
+    for name, param in named.items():
+        if name not in fields:
+            raise TypeError(f"{cls.__name__} takes {name!r}, which {model.__name__} does not declare")
+        if param.default is not inspect.Parameter.empty and param.default != fields[name].default:
+            raise TypeError(
+                f"{cls.__name__}'s default {name}={param.default!r} differs from {model.__name__}'s "
+                f"{fields[name].default!r}"
+            )
+    missing = [f for f in fields if f not in named and f != "failure_reward"]
+    if missing and not passes_on:
+        raise TypeError(f"{model.__name__} declares {missing}, which {cls.__name__} does not take")
+
+
+def register_searcher(
+    name: str, options: type[SearcherOptions] | None = None
+) -> Callable[[type[Searcher]], type[Searcher]]:
+    """Class decorator: make a searcher available to :func:`create_searcher` under ``name``.
+
+    ``options`` is its typed options model (default: only the shared ones); the searcher's keyword
+    arguments must match it, and a name :mod:`.options` lists (what the API checks) must use that model.
+    """
 
     def decorate(cls: type[Searcher]) -> type[Searcher]:
+        model = options or SearcherOptions
+        if OPTIONS.get(name, model) is not model:
+            raise TypeError(f"searcher {name!r} registers {model.__name__}; the API checks {OPTIONS[name].__name__}")
+        _check_signature(cls, model)
         if name in _REGISTRY and _REGISTRY[name] is not cls:
             raise ValueError(f"searcher {name!r} is registered twice")
         cls.name = name
+        cls.options_model = model
         _REGISTRY[name] = cls
         return cls
 
@@ -180,17 +222,21 @@ def register_searcher(name: str) -> Callable[[type[Searcher]], type[Searcher]]:
 
 def list_searchers() -> list[str]:
     """Names of the registered searchers, sorted."""
+    _register_builtins()
     return sorted(_REGISTRY)
 
 
 def create_searcher(name: str, space: TokenSpace, seed: int | None = None, **options: Any) -> Searcher:
-    """Build the searcher registered as ``name`` over ``space``; ``options`` are its hyper-parameters."""
+    """Build the searcher registered as ``name`` over ``space``; ``options`` are its hyper-parameters,
+    checked against its options model (a :class:`SpecError` at ``searcher.options.<key>``)."""
+    _register_builtins()
     if name not in _REGISTRY:
-        raise SpecError(
-            f"unknown searcher {name!r}; valid searchers: {', '.join(list_searchers())}", "searcher"
-        )
+        raise SpecError(f"unknown searcher {name!r}; valid searchers: {', '.join(list_searchers())}", "searcher")
     cls = _REGISTRY[name]
     try:
-        return cls(space, seed=seed, **options)
-    except (TypeError, ValueError) as exc:
-        raise SpecError(f"bad options for searcher {name!r}: {exc}", "searcher.options") from exc
+        checked = check_options(name, options, cls.options_model)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(["searcher", "options", *map(str, first["loc"])])
+        raise SpecError(f"bad options for searcher {name!r}: {field}: {first['msg']}", field) from None
+    return cls(space, seed=seed, **checked.model_dump(exclude_unset=True))

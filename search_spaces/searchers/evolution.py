@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from search_spaces.searchers.base import Searcher, register_searcher
+from search_spaces.searchers.options import EvolutionOptions
 from search_spaces.tokens import TokenSpace, sample_uniform
 
 __all__ = ["RegularizedEvolution", "mutate"]
@@ -35,7 +36,7 @@ def mutate(space: TokenSpace, parent: tuple[int, ...], rng: np.random.Generator)
     return tuple(tokens)
 
 
-@register_searcher("regularized_evolution")
+@register_searcher("regularized_evolution", options=EvolutionOptions)
 class RegularizedEvolution(Searcher):
     """``population_size`` random architectures first, then children of the best of ``sample_size``."""
 

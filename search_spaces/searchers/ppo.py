@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from search_spaces.searchers.base import Proposal, Searcher, register_searcher
+from search_spaces.searchers.options import PPOOptions
 from search_spaces.searchers.surrogate import HammingGP
 from search_spaces.tokens import TokenSpace
 
@@ -118,7 +119,7 @@ def _stack(samples: list[tuple[_Drawn, float]]):
     return tokens, masks, old_logp, adv
 
 
-@register_searcher("ppo")
+@register_searcher("ppo", options=PPOOptions)
 class PPOSearcher(Searcher):
     """Autoregressive LSTM controller trained with clipped PPO; every hyper-parameter is an option.
 

@@ -15,12 +15,13 @@ import numpy as np
 import optuna
 
 from search_spaces.searchers.base import Proposal, Searcher, register_searcher
+from search_spaces.searchers.options import TPEOptions
 from search_spaces.tokens import TokenSpace
 
 __all__ = ["TPESearcher"]
 
 
-@register_searcher("tpe")
+@register_searcher("tpe", options=TPEOptions)
 class TPESearcher(Searcher):
     """Optuna's ``TPESampler`` (options pass through: ``n_startup_trials``, ``multivariate``, ...)."""
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from search_spaces.searchers.base import Searcher, register_searcher
+from search_spaces.searchers.options import RandomOptions
 from search_spaces.tokens import TokenSpace, sample_uniform
 
 __all__ = ["RandomSearcher"]
 
 
-@register_searcher("random")
+@register_searcher("random", options=RandomOptions)
 class RandomSearcher(Searcher):
     """Proposes independent uniform samples; learns nothing, never waits."""
 
