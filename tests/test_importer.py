@@ -174,6 +174,39 @@ def test_split_files(colour_source, tmp_path):
     assert {c.split("_r")[0] for c in info.chip_ids("test")} == {"t2__p1"}
 
 
+def test_split_tables(geo_source, tmp_path):
+    """CSV split tables: a header in any column order with extra columns, or none; paths with spaces."""
+    for name in ("images", "masks"):
+        (geo_source / name / "scene_b.tif").rename(geo_source / name / "scene b.tif")
+    kw = {"classes": tmp_path / "classes.json", "chip_size": 32}
+    table = tmp_path / "table.csv"
+    table.write_text(
+        'notes,split,id,image\n"cloudy, hazy",train,1,images/scene_a.tif\n,val,2,images/scene b.tif\n'
+        "# a comment\n,test,3,./images/scene_c.tif\n"
+    )
+    info = DatasetInfo.load(import_dataset(geo_source, tmp_path / "a", split=table, **kw))
+    assert {s: {c.split("_r")[0] for c in info.chip_ids(s)} for s in info.splits} == {
+        "train": {"scene_a"}, "val": {"scene_b"}, "test": {"scene_c"}}  # fmt: skip
+    table.write_text("split\tpath\ntrain\timages/scene_a.tif\nval\timages/scene b.tif\n")  # tabs
+    assert set(DatasetInfo.load(import_dataset(geo_source, tmp_path / "b", split=table, **kw)).splits) == {
+        "train", "val"}  # fmt: skip
+    table.write_text('images/scene_a.tif,train\n"images/scene b.tif",val\n')  # headerless: path, split
+    assert set(DatasetInfo.load(import_dataset(geo_source, tmp_path / "c", split=table, **kw)).splits) == {
+        "train", "val"}  # fmt: skip
+    for text, error in [
+        ("name,fold\nimages/scene_a.tif,train\n", r"table.csv:1: the header \['name', 'fold'\] needs a column "
+         r"named path or image or .* and one named 'split'"),
+        ("image,subset\nimages/scene_a.tif,train\n", "needs a column named path or image"),
+        ("images/scene_a.tif,train,x\n", r"table.csv:1: expected 'path,split'"),
+        ("path,split\n", "has a header but no rows"),
+        ("path,split\nimages/scene_a.tif,\n", r"table.csv:2: a row needs both an image path and a split"),
+    ]:  # fmt: skip
+        table.write_text(text)
+        with pytest.raises(DataError, match=error):
+            import_dataset(geo_source, tmp_path / "d", split=table, **kw)
+    assert not (tmp_path / "d").exists()
+
+
 def test_unknown_colour_names_file_and_colour(colour_source, tmp_path):
     kw = {**COLOUR_KW, "extra_colors": None}
     with pytest.raises(
