@@ -313,9 +313,20 @@ def data_demo_multisensor(
 def data_import(
     src: Path = typer.Argument(..., help="Folder of images and masks (JPEG/PNG/GeoTIFF)."),
     out: Path = typer.Argument(..., help="Dataset folder to write."),
-    classes: Path = typer.Option(None, help="Class table JSON: [{id, name, color}]."),
+    classes: str = typer.Option(
+        None,
+        help="Class table: a JSON file, or the JSON list itself. Masks of raw values: "
+        '\'[{"value": 1, "name": "forest"}, {"value": 2, "name": "other"}]\' makes classes 0, 1 in list '
+        "order; every value not listed is ignored (255) and counted in dataset.yaml; "
+        '{"value": 0, "ignore": true, "name": "no data"} names an ignored value. Colour masks (RGB or '
+        'palette): {"name": "road", "color": "#808080"}. Entries with only "id" (0..N-1) and "name": '
+        "1-band masks already hold the class ids.",
+    ),
     split: str = typer.Option(
-        None, help="Split file (YAML/JSON/CSV) or 'train=GLOB,GLOB;val=GLOB;test=GLOB' over image paths."
+        None,
+        help="Split file or 'train=GLOB,GLOB;val=GLOB;test=GLOB' over image paths relative to SRC. A file is "
+        "YAML/JSON {split: list of globs} or a CSV table: 'path,split' rows, or a header row naming the columns "
+        "path (or image) and split, in any order, other columns ignored.",
     ),
     chip_size: int = typer.Option(256, help="Chip side in pixels."),
     overlap: int = typer.Option(0, help="Overlap between chips in pixels."),
@@ -326,6 +337,8 @@ def data_import(
     overwrite: bool = typer.Option(False, help="Replace an existing dataset at OUT."),
 ) -> None:
     """Import images + colour/index masks into GeoTIFF chips, split by scene, with train statistics."""
+    import json
+
     from trainers.datasets import DatasetInfo, band_stats
     from trainers.importer import dubai_defaults, import_dataset
 
@@ -333,7 +346,13 @@ def data_import(
     if preset not in (None, "dubai-aerial"):
         raise GeonasError(f"unknown preset {preset!r}; available: dubai-aerial")
     if classes:
-        options["classes"] = classes
+        if classes.lstrip().startswith("["):
+            try:
+                options["classes"] = json.loads(classes)
+            except ValueError as exc:
+                raise GeonasError(f"--classes is not a valid JSON list ({exc})") from None
+        else:
+            options["classes"] = Path(classes)
     if split:
         options["split"] = _parse_split(split)
     if image_glob != "**/images/*" or "image_glob" not in options:
@@ -350,6 +369,14 @@ def data_import(
     band_stats(info)
     counts = {s: len(info.chip_ids(s)) for s in info.splits}
     console.print(f"imported {root}: bands {list(info.bands)}, classes {list(info.classes)}, chips {counts}")
+    report = info.extra.get("import", {})
+    ignored: dict[int, int] = {}
+    for per_split in report.get("ignored_values", {}).values():
+        for value, pixels in per_split.items():
+            ignored[value] = ignored.get(value, 0) + pixels
+    if ignored:
+        listed = ", ".join(f"{v} ({n} px)" for v, n in sorted(ignored.items()))
+        console.print(f"mask values not in the class table, imported as ignore: {listed}")
 
 
 @db_app.command("upgrade")

@@ -8,25 +8,30 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+import torch
 import yaml
 from PIL import Image
 from rasterio.transform import Affine
 from rasterio.windows import Window
+from typer.testing import CliRunner
 
 from search_spaces.errors import DataError, SpecError
+from service.cli import app
 from trainers.datasets import DatasetInfo, SegmentationDataset
 from trainers.importer import ClassTable, dubai_defaults, import_dataset
+from trainers.trial_data import SplitRef, load_split
 
 DUBAI = Path("/work/shared/data/dubai-aerial")
 COLOURS = {"background": (10, 120, 10), "building": (200, 30, 30), "road": (90, 90, 200)}
 
 
-def _geotiff(path: Path, data: np.ndarray, *, nodata=None, descriptions=None, origin=(400_000, 2_800_000)):
+def _geotiff(path: Path, data: np.ndarray, *, nodata=None, descriptions=None, origin=(400_000, 2_800_000),
+             crs="EPSG:32640", res=0.5):  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
     count, height, width = data.shape
     with rasterio.open(
         path, "w", driver="GTiff", width=width, height=height, count=count, dtype=data.dtype.name,
-        crs="EPSG:32640", transform=Affine(0.5, 0, origin[0], 0, -0.5, origin[1]), nodata=nodata,
+        crs=crs, transform=Affine(res, 0, origin[0], 0, -res, origin[1]), nodata=nodata,
         tiled=True, blockxsize=16, blockysize=16,
     ) as dst:  # fmt: skip
         dst.write(data)
@@ -315,3 +320,120 @@ def test_import_real_dubai_subset(tmp_path):
     ds = SegmentationDataset(out, "val", subset=8, seed=0)
     x, y = ds[0]
     assert x.shape == (3, 128, 128) and y.max() <= 255 and ds.num_classes == 6
+
+
+# --------------------------------------------------------------------------- a public set, as a new user has it
+
+#: Palette PNG masks: index 1 = forest, 2 = non-forest, 0 = not labelled; the colours are only for display.
+S2_PALETTE = [0, 0, 0, 34, 139, 34, 210, 180, 140]
+S2_SPLIT = {"train": [1, 2, 3], "val": [4, 5], "test": [6]}
+
+
+def _run(*args: str):
+    result = CliRunner().invoke(app, ["data", "import", *map(str, args)])
+    return result, " ".join(result.output.split())  # rich wraps long lines
+
+
+@pytest.fixture
+def s2_source(tmp_path):
+    """Six Sentinel-2-like scenes as a public set ships them: EPSG:4326 uint16 GeoTIFFs (40x48 px)
+    with band descriptions, palette-PNG masks of raw values 1/2 (0 in the top 3 rows: unlabelled),
+    spaces in the file names, a value class table and a headed split CSV whose columns are in an
+    unusual order, with extra columns and a quoted comma."""
+    rng = np.random.default_rng(2)
+    src = tmp_path / "s2"
+    rows = ["notes,split,image,cloud_cover"]
+    for split, numbers in S2_SPLIT.items():
+        for i in numbers:
+            image = rng.integers(1, 4000, (3, 40, 48)).astype(np.uint16)
+            _geotiff(src / "images" / f"scene {i}.tif", image, descriptions=("red", "green", "blue"),
+                     crs="EPSG:4326", res=1e-4, origin=(55.0 + 0.01 * i, 25.0))  # fmt: skip
+            mask = rng.integers(1, 3, (40, 48)).astype(np.uint8)
+            mask[:3] = 0
+            _png(src / "masks" / f"scene {i}.png", mask, "P", S2_PALETTE)
+            rows.append(f'"hazy, thin cirrus",{split},images/scene {i}.tif,0.{i}')
+    (tmp_path / "split.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "classes.json").write_text(
+        json.dumps([{"value": 1, "name": "forest"}, {"value": 2, "name": "non-forest"}])
+    )
+    return src
+
+
+def _s2_args(src: Path, out: Path, *extra: str) -> list:
+    return [src, out, "--classes", src.parent / "classes.json", "--split", src.parent / "split.csv",
+            "--chip-size", 16, *extra]  # fmt: skip
+
+
+def test_raw_value_classes_palette_masks_and_a_headed_split_csv_through_the_cli(s2_source, tmp_path):
+    assert Image.open(s2_source / "masks" / "scene 1.png").mode == "P"
+    out = tmp_path / "out"
+    result, output = _run(*_s2_args(s2_source, out))
+    assert result.exit_code == 0, result.output
+    assert "mask values not in the class table, imported as ignore: 0 (" in output
+    info = DatasetInfo.load(out)
+    assert info.classes == ("forest", "non-forest") and info.ignore_index == 255
+    assert info.bands == ("red", "green", "blue") and info.crs == "EPSG:4326"
+    report = yaml.safe_load((out / "dataset.yaml").read_text())["import"]
+    assert report["scenes"] == {  # the header row is no scene and no split; every row landed
+        split: [f"images/scene {i}.tif" for i in numbers] for split, numbers in S2_SPLIT.items()
+    }
+    # rows 0, 16, 24 x cols 0, 16, 32; the 3 unlabelled rows are in the row-0 chips only
+    assert report["ignored_values"]["train"] == {0: 3 * 3 * 48}
+    lut = np.full(256, 255, np.uint8)
+    lut[1], lut[2] = 0, 1  # raw 1 -> forest (0), raw 2 -> non-forest (1), anything else -> ignore
+    for split, numbers in S2_SPLIT.items():
+        ids = info.chip_ids(split)
+        assert len(ids) == 9 * len(numbers)
+        for chip_id in ids:
+            scene = chip_id.split("_r")[0].replace("_", " ")
+            r, c = (int(v) for v in chip_id.split("_r")[1].split("_c"))
+            window = Window(c, r, 16, 16)
+            image_path, mask_path = info.chip_paths(split, chip_id)
+            with (
+                rasterio.open(s2_source / "images" / f"{scene}.tif") as src,
+                rasterio.open(image_path) as chip,
+                rasterio.open(mask_path) as chip_mask,
+            ):
+                assert chip.crs == src.crs == "EPSG:4326" and chip.transform == src.window_transform(window)
+                assert np.array_equal(chip.read(), src.read(window=window))
+                raw = np.asarray(Image.open(s2_source / "masks" / f"{scene}.png"))[r : r + 16, c : c + 16]
+                assert np.array_equal(chip_mask.read(1), lut[raw])
+    # what a trial trains on: two classes, nothing outside 0, 1 and ignore
+    train = load_split(SplitRef(str(out), "train", bands=("red", "green", "blue")))
+    x, y = train[0]
+    assert train.num_classes == 2 and x.shape == (3, 16, 16) and x.dtype == torch.float32
+    assert set(np.unique(np.concatenate([train.raw(i)[1].ravel() for i in range(len(train))]))) == {0, 1, 255}
+    assert train.class_pixels().min() > 0
+
+
+def test_value_class_tables():
+    table = ClassTable.load([{"value": [1, 3], "name": "forest"}, {"value": 2, "name": "other"},
+                             {"value": 0, "ignore": True, "name": "no data"}])  # fmt: skip
+    assert table.names == ("forest", "other") and table.by_value
+    assert table.values == {1: 0, 3: 0, 2: 1, 0: -1}
+    table = ClassTable.load([{"id": 1, "value": 7, "name": "b"}, {"id": 0, "value": 9, "name": "a"}])
+    assert table.names == ("a", "b") and table.values == {9: 0, 7: 1}
+    both = ClassTable.load([{"value": 1, "name": "a", "color": "#010101"}, {"color": "#000000", "ignore": True}])
+    assert both.colors == {0x010101: 0, 0: -1} and both.values == {1: 0}
+    for entries, error in [
+        ([{"value": 1, "name": "a", "id": 0}, {"value": 2, "name": "b"}], "give every class an 'id'"),
+        ([{"value": 1, "name": "a"}, {"name": "b"}], "class 'b' has no 'value'"),
+        ([{"value": 1, "name": "a"}, {"value": 1, "name": "b"}], "mask value 1 is used twice"),
+        ([{"value": "1", "name": "a"}], "'value' must be an integer"),
+        ([{"value": 0, "ignore": True}], "no classes"),
+        ([{"name": "a"}, {"ignore": True, "name": "x"}], "needs the 'value' or 'color' it ignores"),
+    ]:
+        with pytest.raises(DataError, match=error):
+            ClassTable.load(entries)
+
+
+def test_class_table_inline_json_and_errors_through_the_cli(s2_source, tmp_path):
+    classes = json.dumps([{"value": 2, "name": "non-forest"}, {"value": 1, "name": "forest"}])
+    args = _s2_args(s2_source, tmp_path / "out")
+    args[args.index("--classes") + 1] = classes
+    result, _ = _run(*args)
+    assert result.exit_code == 0, result.output
+    assert DatasetInfo.load(tmp_path / "out").classes == ("non-forest", "forest")
+    args[args.index("--classes") + 1] = "[{"
+    result, output = _run(*args)
+    assert result.exit_code == 1 and "--classes is not a valid JSON list" in output

@@ -3,9 +3,9 @@
 ``import_dataset`` pairs every image with its mask, assigns whole scenes to splits (by glob or by
 a split file: chips of one scene never land in two splits, because neighbouring chips share
 content and a random chip split leaks), cuts both into chips of ``chip_size`` with an optional
-overlap, translates mask colours to class indices through a class table, writes GeoTIFF chips and
-``dataset.yaml``, and computes the train statistics. Chips are cut once here so that trials never
-decode JPEG/PNG or re-tile on every epoch.
+overlap, translates mask colours or raw mask values to class indices 0..n-1 through a class table,
+writes GeoTIFF chips and ``dataset.yaml``, and computes the train statistics. Chips are cut once
+here so that trials never decode JPEG/PNG or re-tile on every epoch.
 
 Georeferencing: a source with a CRS keeps it, and each chip gets the exact window transform. A
 source without one (plain JPEG/PNG) gets a *local pixel CRS*: an engineering CRS named
@@ -27,6 +27,7 @@ import json
 import os
 import re
 import shutil
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,19 +86,42 @@ def _colour_code(text: str, where: str) -> int:
     return int(match.group(1), 16)
 
 
+def _raw_values(entry: dict[str, Any], where: str) -> list[int]:
+    """The raw mask values of a class-table entry: ``"value": 1`` or ``"value": [1, 3]``."""
+    raw = entry["value"]
+    values = raw if isinstance(raw, list) else [raw]
+    if not values or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise DataError(f"{where}: 'value' must be an integer mask value or a list of them, got {raw!r}")
+    return values
+
+
 @dataclass(frozen=True)
 class ClassTable:
-    """Class names by index, and how mask colours / values map to them (-1 = ignore)."""
+    """Class names by index, and how mask colours / raw values map to them (-1 = ignore).
+
+    Two kinds of table. An *id table* (no entry has ``value``) says that index masks already hold
+    class ids 0..n-1, so any other value is an error: it usually means the wrong table. A *value
+    table* maps raw mask values to classes (``{"value": 1, "name": "forest"}``); the classes become
+    0..n-1 in the order listed (or by ``id``), and a raw value it does not list becomes ignore. That
+    is how public masks are made (0 = no label, 1..n = classes), and a made-up class for value 0
+    would be scored as a class nobody annotated. What was ignored is counted in ``dataset.yaml``.
+    """
 
     names: tuple[str, ...]
     colors: dict[int, int] = field(default_factory=dict)  # 0xRRGGBB -> class id or -1
-    values: dict[int, int] = field(default_factory=dict)  # index-mask value -> class id or -1
+    values: dict[int, int] = field(default_factory=dict)  # raw index-mask value -> class id or -1
+    by_value: bool = False  # a value table: unlisted values are ignored, palette masks read by index
 
     @classmethod
     def load(
         cls, classes: str | Path | list[dict[str, Any]], extra: dict[Any, Any] | None = None
     ) -> ClassTable:
-        """Read a class table: JSON list of ``{"id", "name", "color"?}`` with ids 0..n-1.
+        """Read a class table: a JSON file (or list) of class entries.
+
+        An entry is ``{"name", "value"?, "color"?, "id"?}``: ``value`` is the raw mask value (or a
+        list of them) of the class, ``color`` its ``#RRGGBB`` in colour masks, ``id`` its class id
+        (all entries have one, 0..n-1, or none: then the order of the list). ``{"value": 0,
+        "ignore": true, "name"?}`` (or ``"color"``) names a value that is not a class.
 
         ``extra`` maps additional colours (``"#000000"``) or index values (``0``) to a class id, a
         class name, or ``"ignore"``.
@@ -114,32 +138,60 @@ class ClassTable:
         else:
             entries = classes
         if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) for e in entries):
-            raise DataError(f"{where}: expected a JSON list of {{'id', 'name', 'color'}} objects")
+            raise DataError(
+                f"{where}: expected a JSON list of class objects like {{'value': 1, 'name': 'forest'}} "
+                "or {'id': 0, 'name': 'road', 'color': '#808080'}"
+            )
+        ignores = [e for e in entries if e.get("ignore")]
+        entries = [e for e in entries if not e.get("ignore")]
+        with_id = [e for e in entries if "id" in e]
+        if with_id and len(with_id) != len(entries):
+            raise DataError(f"{where}: give every class an 'id' (0..{len(entries) - 1}) or none (list order)")
         try:
-            ordered = sorted(entries, key=lambda e: int(e["id"]))
-            ids = [int(e["id"]) for e in ordered]
+            ordered = sorted(entries, key=lambda e: int(e["id"])) if with_id else list(entries)
+            ids = [int(e["id"]) for e in ordered] if with_id else list(range(len(ordered)))
             names = tuple(str(e["name"]) for e in ordered)
         except (KeyError, TypeError, ValueError) as exc:
-            raise DataError(f"{where}: every class needs an integer 'id' and a 'name' ({exc})") from exc
+            raise DataError(f"{where}: every class needs a 'name' and, if it has one, an integer 'id' ({exc})") from exc
+        if not names:
+            raise DataError(f"{where}: no classes, only ignored values")
         if ids != list(range(len(ids))):
             raise DataError(f"{where}: class ids must be 0..{len(ids) - 1} without gaps, got {ids}")
         if len(set(names)) != len(names):
             raise DataError(f"{where}: class names repeat: {list(names)}")
+        by_value = any("value" in e for e in entries)
         colors: dict[int, int] = {}
-        for e in ordered:
+        values: dict[int, int] = {}
+        for cid, e in [*enumerate(ordered), *((-1, e) for e in ignores)]:
+            label = e.get("name", "ignore") if cid < 0 else names[cid]
+            if cid < 0 and "id" in e:
+                raise DataError(f"{where}: ignored entry {e} cannot have an 'id'; it is not a class")
             if e.get("color") is not None:
                 code = _colour_code(e["color"], where)
                 if code in colors:
-                    raise DataError(f"{where}: colour {e['color']} is used by two classes")
-                colors[code] = int(e["id"])
-        values = {i: i for i in ids}
+                    raise DataError(f"{where}: colour {e['color']} is used twice (again by '{label}')")
+                colors[code] = cid
+            if "value" in e:
+                for value in _raw_values(e, where):
+                    if value in values:
+                        raise DataError(f"{where}: mask value {value} is used twice (again by '{label}')")
+                    values[value] = cid
+            elif cid < 0 and e.get("color") is None:
+                raise DataError(f"{where}: ignored entry {e} needs the 'value' or 'color' it ignores")
+            elif by_value and e.get("color") is None:
+                raise DataError(
+                    f"{where}: class '{label}' has no 'value' (or 'color'); in a table that maps mask "
+                    "values, every class says which raw value it is"
+                )
+        if not by_value:
+            values.update({i: i for i in ids})
         for key, target in (extra or {}).items():
             cid = cls._target(target, names, where)
             if isinstance(key, int) or (isinstance(key, str) and key.isdigit()):
                 values[int(key)] = cid
             else:
                 colors[_colour_code(key, f"{where} (extra_colors)")] = cid
-        return cls(names, colors, values)
+        return cls(names, colors, values, by_value)
 
     @staticmethod
     def _target(target: Any, names: tuple[str, ...], where: str) -> int:
@@ -156,19 +208,27 @@ class ClassTable:
 
 
 class _MaskDecoder:
-    """Maps a window of one mask file (RGB, palette or index) to class ids, ignore as ``ignore_index``."""
+    """Maps a window of one mask file (RGB, palette or index) to class ids, ignore as ``ignore_index``.
+
+    A palette mask is looked up by colour only when the class table gives colours and no values;
+    otherwise its raw palette indices are the values (a palette PNG is often an index mask with a
+    display palette, and its colours say nothing about the classes).
+    """
 
     def __init__(self, src, path: Path, table: ClassTable, ignore_index: int) -> None:
         self.path, self.table, self.ignore = path, table, ignore_index
         self.mode = "index"
         if src.count >= 3:
             self.mode = "rgb"
-        elif src.count == 1 and src.colorinterp[0] == ColorInterp.palette:
-            self.mode = "palette"
         elif src.count != 1:
             raise DataError(f"{path}: a mask needs 1 band (index/palette) or 3+ (RGB), it has {src.count}")
-        if self.mode != "index" and not table.colors:
-            raise DataError(f"{path}: is a colour mask but the class table has no colours")
+        elif src.colorinterp[0] == ColorInterp.palette and table.colors and not table.by_value:
+            self.mode = "palette"
+        if self.mode == "rgb" and not table.colors:
+            raise DataError(
+                f"{path}: is an RGB colour mask but the class table has no colours; give each class "
+                "its 'color': '#RRGGBB'"
+            )
         if self.mode == "palette":
             self.lut = np.full(256, -2, np.int16)  # -2: a palette entry no class claims
             for index, rgba in src.colormap(1).items():
@@ -179,8 +239,13 @@ class _MaskDecoder:
             self.codes = np.array(sorted(table.colors), np.uint32)
             self.ids = np.array([table.colors[c] for c in sorted(table.colors)], np.int16)
 
-    def decode(self, data: np.ndarray) -> np.ndarray:
-        """[count, h, w] raw mask pixels -> uint8 [h, w] class ids / ignore_index."""
+    def decode(self, data: np.ndarray) -> tuple[np.ndarray, dict[int, int]]:
+        """[count, h, w] raw mask pixels -> (uint8 [h, w] class ids / ignore_index, ignored raw values).
+
+        The second item counts the pixels of each raw value a value table turned into ignore
+        (unlisted or named as ignored); it is empty for other tables.
+        """
+        ignored: dict[int, int] = {}
         if self.mode == "rgb":
             rgb = data[:3].astype(np.uint32)
             code = (rgb[0] << 16) | (rgb[1] << 8) | rgb[2]
@@ -204,21 +269,31 @@ class _MaskDecoder:
                     found[f"#{r:02X}{g:02X}{b:02X} (palette index {int(v)})"] = int(n)
                 self._fail(found)
         else:
-            raw = data[0].astype(np.int64)
-            ids = np.full(raw.shape, -2, np.int16)
-            for value, cid in self.table.values.items():
-                ids[raw == value] = cid
-            ids[raw == self.ignore] = -1
-            unknown = ids == -2
+            raw = data[0]
+            found, inverse, counts = np.unique(raw, return_inverse=True, return_counts=True)
+            mapped = np.array([self._class_of(v.item()) for v in found], np.int16)
+            ids = mapped[inverse.reshape(raw.shape)]
+            unknown = mapped == -2
             if unknown.any():
-                values = sorted(int(v) for v in np.unique(raw[unknown]))[:10]
+                values = [v.item() for v in found[unknown]][:10]
                 raise DataError(
                     f"{self.path}: mask values {values} are not class ids 0..{len(self.table.names) - 1} "
-                    f"or ignore {self.ignore}; map them with extra_colors={{value: class or 'ignore'}}"
+                    f"or ignore {self.ignore}; map them with extra_colors={{value: class or 'ignore'}}, "
+                    'or use a class table of raw values ([{"value": 1, "name": ...}, ...])'
                 )
+            if self.table.by_value:
+                ignored = {int(v): int(n) for v, n, c in zip(found, counts, mapped, strict=True) if c < 0}
         out = ids.astype(np.int16)
         out[out < 0] = self.ignore
-        return out.astype(np.uint8)
+        return out.astype(np.uint8), ignored
+
+    def _class_of(self, value: Any) -> int:
+        """Class id of one raw value; -1 ignore, -2 unknown (an error for id tables)."""
+        if value in self.table.values:
+            return self.table.values[value]
+        if self.table.by_value or value == self.ignore:
+            return -1
+        return -2
 
     def _fail(self, found: dict[str, int]) -> None:
         listed = ", ".join(f"{c} ({n} px)" for c, n in sorted(found.items(), key=lambda kv: -kv[1])[:6])
@@ -489,6 +564,7 @@ class _SplitTally:
     chips: int = 0
     skipped: int = 0
     counts: np.ndarray | None = None  # labelled pixels per class, then ignore
+    ignored_values: Counter[int] = field(default_factory=Counter)  # raw value -> px a value table ignored
 
 
 @dataclass
@@ -535,7 +611,7 @@ class _Cutter:
                 self.crs_kinds.add(_LOCAL)
             for window in _chip_windows(img.height, img.width, self.chip, self.step):
                 data = image_reader.read(window)
-                mask = decoder.decode(mask_reader.read(window))
+                mask, ignored = decoder.decode(mask_reader.read(window))
                 if alpha_reader is not None:
                     mask[alpha_reader.read(window)[0] == 0] = self.ignore_index
                 nodata = img.nodata
@@ -564,6 +640,7 @@ class _Cutter:
                 n = len(self.table.names)
                 counts = np.bincount(np.where(labelled, mask, n).ravel(), minlength=n + 1)[: n + 1]
                 tally.counts = counts if tally.counts is None else tally.counts + counts
+                tally.ignored_values.update(ignored)
                 tally.chips += 1
 
 
@@ -599,8 +676,10 @@ def import_dataset(
 ) -> Path:
     """Import scenes under ``src`` into a dataset at ``out``; returns ``out``.
 
-    - ``classes``: class table (JSON file or list) of ``{"id", "name", "color"}``, ids 0..n-1;
-      colour masks (RGB or palette PNG/GeoTIFF) are looked up by colour, 1-band masks are indices.
+    - ``classes``: class table (JSON file or list), see :meth:`ClassTable.load`. Raw mask values:
+      ``[{"value": 1, "name": "forest"}, {"value": 2, "name": "other"}]`` gives classes 0, 1 and
+      makes every other value ignore. Colours: ``{"name", "color": "#RRGGBB"}`` for RGB (and
+      palette) masks. Without ``value`` or ``color``, 1-band masks hold class ids 0..n-1.
     - ``split``: ``{split: [globs over image paths relative to src]}`` or a split file (YAML/JSON
       mapping, or a CSV table: ``path,split`` rows, or a header naming the columns path/image and
       split, in any order, among others). Whole scenes go to one split; unmatched scenes are left out.
@@ -613,8 +692,9 @@ def import_dataset(
     - ``bands``: band names (default: from the files' colour interpretation or descriptions).
     - ``min_labelled``: chips with a smaller labelled fraction are dropped (all-ignore chips always).
 
-    ``dataset.yaml`` records the scenes of each split and the pixels per class (key ``import``).
-    Written to a temporary sibling folder and renamed, so a failed import leaves nothing behind.
+    ``dataset.yaml`` records the scenes of each split, the pixels per class and the raw values a
+    value table ignored (key ``import``). Written to a temporary sibling folder and renamed, so a
+    failed import leaves nothing behind.
     """
     src, out = Path(src).expanduser().resolve(), Path(out).expanduser().resolve()
     if not src.is_dir():
@@ -639,8 +719,9 @@ def import_dataset(
     cutter = _Cutter(table, chip_size, chip_size - overlap, ignore_index, min_labelled, bands)
     report: dict[str, Any] = {"chips": {}, "skipped_empty": {}, "class_pixels": {}, "scenes": {}}
     try:
+        tallies: dict[str, _SplitTally] = {}
         for split_name, scenes in by_split.items():
-            tally = _SplitTally()
+            tally = tallies[split_name] = _SplitTally()
             for scene in scenes:
                 cutter.cut(scene, tmp / split_name, tally)
             if tally.counts is None:
@@ -654,6 +735,8 @@ def import_dataset(
                 "ignore": int(tally.counts[-1]),
             }
             report["scenes"][split_name] = [s.rel for s in scenes]
+        if table.by_value:  # raw values that became ignore: a typo in the table shows up here
+            report["ignored_values"] = {s: dict(sorted(t.ignored_values.items())) for s, t in tallies.items()}
         if cutter.crs_kinds == {_LOCAL}:
             crs_note = (
                 "none in the source: each chip has a local pixel CRS 'pixel grid of <scene>' "
