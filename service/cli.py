@@ -332,7 +332,18 @@ def data_import(
     overlap: int = typer.Option(0, help="Overlap between chips in pixels."),
     image_glob: str = typer.Option("**/images/*", help="Which files are images."),
     mask_glob: str = typer.Option("**/masks/*", help="Which files are masks."),
+    bands: str = typer.Option(
+        None,
+        help="Band names in the images' band order, comma-separated (e.g. red,green,blue,nir). Default: the "
+        "files' band descriptions or colour interpretation; needed when those differ between files.",
+    ),
     ignore_color: list[str] = typer.Option([], help="Mask colours (#rrggbb) to ignore; repeatable."),
+    skip_bad: bool = typer.Option(
+        False,
+        help="Import the good image/mask pairs when some are bad (sizes differ, unreadable, no mask, unknown "
+        "mask colours) and record the bad ones, and why, in dataset.yaml (import.skipped_pairs). Without it "
+        "one error lists every bad pair and nothing is written.",
+    ),
     preset: str = typer.Option(None, help="'dubai-aerial': the Dubai set's classes, split and colours."),
     overwrite: bool = typer.Option(False, help="Replace an existing dataset at OUT."),
 ) -> None:
@@ -361,10 +372,14 @@ def data_import(
         options["mask_glob"] = mask_glob
     if ignore_color:
         options["extra_colors"] = {**options.get("extra_colors", {}), **{c: "ignore" for c in ignore_color}}
+    if bands:
+        options["bands"] = [b.strip() for b in bands.split(",") if b.strip()]
     missing = [k for k in ("classes", "split") if k not in options]
     if missing:
         raise GeonasError(f"--{' and --'.join(missing)} needed (or --preset dubai-aerial)")
-    root = import_dataset(src, out, chip_size=chip_size, overlap=overlap, overwrite=overwrite, **options)
+    root = import_dataset(
+        src, out, chip_size=chip_size, overlap=overlap, skip_bad=skip_bad, overwrite=overwrite, **options
+    )
     info = DatasetInfo.load(root)
     band_stats(info)
     counts = {s: len(info.chip_ids(s)) for s in info.splits}
@@ -377,6 +392,11 @@ def data_import(
     if ignored:
         listed = ", ".join(f"{v} ({n} px)" for v, n in sorted(ignored.items()))
         console.print(f"mask values not in the class table, imported as ignore: {listed}")
+    skipped = report.get("skipped_pairs", [])
+    if skipped:
+        console.print(f"[yellow]skipped {len(skipped)} bad pair(s)[/yellow] (recorded in dataset.yaml):")
+        for pair in skipped:
+            console.print(f"  - {pair['reason']}", markup=False, highlight=False)
 
 
 @db_app.command("upgrade")

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from search_spaces.errors import DataError, SpecError
 from service.cli import app
 from trainers.datasets import DatasetInfo, SegmentationDataset
-from trainers.importer import ClassTable, dubai_defaults, import_dataset
+from trainers.importer import BadPairs, ClassTable, dubai_defaults, import_dataset
 from trainers.trial_data import SplitRef, load_split
 
 DUBAI = Path("/work/shared/data/dubai-aerial")
@@ -216,8 +216,11 @@ def test_unknown_colour_names_file_and_colour(colour_source, tmp_path):
     kw = {**COLOUR_KW, "extra_colors": None}
     with pytest.raises(
         DataError, match=r"t1/masks/p1.png: colours not in the class table: #000000 \(16 px\)"
-    ):
+    ) as caught:
         import_dataset(colour_source, tmp_path / "out", classes=tmp_path / "classes.json", chip_size=32, **kw)
+    assert str(caught.value).startswith("4 of 4 image/mask pairs cannot be imported")  # every one, not the first
+    assert [p["mask"] for p in caught.value.pairs] == ["t1/masks/p1.png", "t1/masks/p2.png", "t2/masks/p1.png",
+                                                      "t3/masks/p1.png"]  # fmt: skip
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.partial*"))
     # palette masks name the colour and the palette index
     kw["split"] = {"train": ["t2/*"]}
@@ -377,6 +380,7 @@ def test_raw_value_classes_palette_masks_and_a_headed_split_csv_through_the_cli(
     assert report["scenes"] == {  # the header row is no scene and no split; every row landed
         split: [f"images/scene {i}.tif" for i in numbers] for split, numbers in S2_SPLIT.items()
     }
+    assert report["skipped_pairs"] == []
     # rows 0, 16, 24 x cols 0, 16, 32; the 3 unlabelled rows are in the row-0 chips only
     assert report["ignored_values"]["train"] == {0: 3 * 3 * 48}
     lut = np.full(256, 255, np.uint8)
@@ -404,6 +408,73 @@ def test_raw_value_classes_palette_masks_and_a_headed_split_csv_through_the_cli(
     assert train.num_classes == 2 and x.shape == (3, 16, 16) and x.dtype == torch.float32
     assert set(np.unique(np.concatenate([train.raw(i)[1].ravel() for i in range(len(train))]))) == {0, 1, 255}
     assert train.class_pixels().min() > 0
+
+
+def test_band_names_that_differ_per_file_are_named_with_bands(s2_source, tmp_path):
+    rng = np.random.default_rng(3)
+    image = rng.integers(1, 4000, (3, 40, 48)).astype(np.uint16)
+    _geotiff(s2_source / "images" / "scene 2.tif", image, descriptions=("B04", "B03", "B02"),
+             crs="EPSG:4326", res=1e-4, origin=(55.02, 25.0))  # fmt: skip
+    _geotiff(s2_source / "images" / "scene 4.tif", image, crs="EPSG:4326", res=1e-4, origin=(55.04, 25.0))
+    out = tmp_path / "out"
+    result, output = _run(*_s2_args(s2_source, out))
+    assert result.exit_code == 1
+    assert "band names differ between the images (red, green, blue in images/scene 1.tif and 3 more; " in output
+    assert "B04, B03, B02 in images/scene 2.tif" in output
+    assert "name the bands, in the files' order, with --bands red,green,blue" in output
+    assert not out.exists() and not list(tmp_path.glob(".out*"))
+
+    result, output = _run(*_s2_args(s2_source, out, "--bands", "red,green,blue"))
+    assert result.exit_code == 0, result.output
+    info = DatasetInfo.load(out)
+    assert info.bands == ("red", "green", "blue")
+    with rasterio.open(info.chip_paths("train", "scene_2_r0_c0")[0]) as chip:
+        assert chip.descriptions == ("red", "green", "blue")
+    assert SegmentationDataset(out, "val", bands=["blue"])[0][0].shape == (1, 16, 16)
+    wrong_count = r"(?s)2 of 2 .*has 3 bands but --bands \(bands=\) names 4: red, green, blue, nir.*Every pair is bad"
+    with pytest.raises(BadPairs, match=wrong_count):
+        import_dataset(s2_source, tmp_path / "o4", classes=s2_source.parent / "classes.json", chip_size=16,
+                       split={"train": ["images/scene [12].tif"]}, bands=["red", "green", "blue", "nir"])  # fmt: skip
+
+
+def test_every_bad_pair_in_one_error_and_skip_bad_records_them(s2_source, tmp_path):
+    # scene 2 (train): the mask is 3 px taller than its image, found from the headers before any cutting
+    tall = np.ones((43, 48), np.uint8)
+    _png(s2_source / "masks" / "scene 2.png", tall, "P", S2_PALETTE)
+    # scene 5 (val): a tiled GeoTIFF mask whose last tiles are cut off; found while cutting, after
+    # the first two chip rows of the scene were written
+    (s2_source / "masks" / "scene 5.png").unlink()
+    cut_off = s2_source / "masks" / "scene 5.tif"
+    _geotiff(cut_off, np.ones((1, 40, 48), np.uint8), crs="EPSG:4326", res=1e-4, origin=(55.05, 25.0))
+    cut_off.write_bytes(cut_off.read_bytes()[:-300])
+    classes, split = s2_source.parent / "classes.json", s2_source.parent / "split.csv"
+    out = tmp_path / "out"
+    with pytest.raises(BadPairs) as caught:
+        import_dataset(s2_source, out, classes=classes, split=split, chip_size=16)
+    message = str(caught.value)
+    assert message.startswith("2 of 6 image/mask pairs cannot be imported:")
+    assert "masks/scene 2.png: mask is 48x43 px but its image" in message
+    assert "masks/scene 5.tif: unreadable" in message and "--skip-bad" in message
+    assert [(p["image"], p["mask"], p["split"]) for p in caught.value.pairs] == [
+        ("images/scene 2.tif", "masks/scene 2.png", "train"),
+        ("images/scene 5.tif", "masks/scene 5.tif", "val"),
+    ]
+    assert not out.exists() and not list(tmp_path.glob(".out*"))  # nothing half-written
+
+    result, output = _run(*_s2_args(s2_source, out, "--skip-bad"))
+    assert result.exit_code == 0, result.output
+    assert "skipped 2 bad pair(s) (recorded in dataset.yaml): - " in output and "scene 2.png: mask is 48x43" in output
+    report = yaml.safe_load((out / "dataset.yaml").read_text())["import"]
+    assert [p["image"] for p in report["skipped_pairs"]] == ["images/scene 2.tif", "images/scene 5.tif"]
+    assert "48x43 px" in report["skipped_pairs"][0]["reason"]
+    assert report["skipped_pairs"][1]["reason"].startswith(f"{cut_off}: unreadable")
+    assert report["scenes"] == {"train": ["images/scene 1.tif", "images/scene 3.tif"],
+                                "val": ["images/scene 4.tif"], "test": ["images/scene 6.tif"]}  # fmt: skip
+    info = DatasetInfo.load(out)
+    assert {c.split("_r")[0] for s in info.splits for c in info.chip_ids(s)} == {
+        "scene_1", "scene_3", "scene_4", "scene_6"}  # fmt: skip
+    assert report["chips"] == {"train": 18, "val": 9, "test": 9}  # scene 5's written chips were removed
+    assert len(SegmentationDataset(out, "val")) == 9
 
 
 def test_value_class_tables():

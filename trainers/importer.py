@@ -7,6 +7,10 @@ overlap, translates mask colours or raw mask values to class indices 0..n-1 thro
 writes GeoTIFF chips and ``dataset.yaml``, and computes the train statistics. Chips are cut once
 here so that trials never decode JPEG/PNG or re-tile on every epoch.
 
+Every pair is checked before anything is cut (sizes, band names, mask kind, from the headers), and
+a pair whose pixels fail while cutting does not stop the others: one error lists every bad pair,
+or, with ``skip_bad``, the rest is imported and ``dataset.yaml`` says what was skipped and why.
+
 Georeferencing: a source with a CRS keeps it, and each chip gets the exact window transform. A
 source without one (plain JPEG/PNG) gets a *local pixel CRS*: an engineering CRS named
 ``pixel grid of <scene>`` with origin at the scene's top-left corner, 1 unit = 1 pixel, y down, and
@@ -45,7 +49,7 @@ from search_spaces.errors import DataError, SpecError
 from trainers._raster import nodata_pixels, open_raster, publish_dir, write_chip
 from trainers.datasets import DatasetInfo, band_stats
 
-__all__ = ["ClassTable", "import_dataset", "dubai_defaults", "DUBAI_SPLIT"]
+__all__ = ["BadPairs", "ClassTable", "import_dataset", "dubai_defaults", "DUBAI_SPLIT"]
 
 _IMAGE_SUFFIXES = {".tif", ".tiff", ".jpg", ".jpeg", ".png", ".jp2", ".img", ".vrt"}
 _PAIR_FOLDERS = {"images", "image", "imgs", "masks", "mask", "labels", "label", "annotations", "gt"}
@@ -310,8 +314,9 @@ class _MaskDecoder:
 class _Scene:
     key: str  # image path relative to src, without the images/masks folder and suffix
     image: Path
-    mask: Path
+    mask: Path | None  # None: no mask pairs with this image (a bad pair if the scene is in a split)
     rel: str  # image path relative to src (what split globs match)
+    mask_rel: str | None = None  # mask path relative to src
 
 
 def _pair_key(rel: Path) -> str:
@@ -343,12 +348,8 @@ def _find_scenes(src: Path, image_glob: str, mask_glob: str) -> list[_Scene]:
         if key in seen:
             raise DataError(f"{img}: same scene name as {seen[key]}; rename one (pairing uses '{key}')")
         seen[key] = img
-        if key not in mask_by_key:
-            raise DataError(
-                f"{img}: no mask found; expected a file matching {mask_glob!r} whose path without the "
-                f"images/masks folder and suffix is '{key}'"
-            )
-        scenes.append(_Scene(key, img, mask_by_key[key], rel.as_posix()))
+        mask = mask_by_key.get(key)
+        scenes.append(_Scene(key, img, mask, rel.as_posix(), mask and mask.relative_to(src).as_posix()))
     return scenes
 
 
@@ -498,7 +499,9 @@ def _band_names(src, path: Path, override: list[str] | None) -> tuple[list[str],
     keep = [i for i in range(src.count) if i + 1 != alpha]
     if override is not None:
         if len(override) != len(keep):
-            raise DataError(f"{path}: has {len(keep)} bands but bands= names {len(override)}: {override}")
+            raise DataError(
+                f"{path}: has {len(keep)} bands but --bands (bands=) names {len(override)}: {', '.join(override)}"
+            )
         return list(override), alpha
     named = {
         ColorInterp.red: "red",
@@ -566,6 +569,13 @@ class _SplitTally:
     counts: np.ndarray | None = None  # labelled pixels per class, then ignore
     ignored_values: Counter[int] = field(default_factory=Counter)  # raw value -> px a value table ignored
 
+    def add(self, other: _SplitTally) -> None:
+        self.chips += other.chips
+        self.skipped += other.skipped
+        if other.counts is not None:
+            self.counts = other.counts if self.counts is None else self.counts + other.counts
+        self.ignored_values.update(other.ignored_values)
+
 
 @dataclass
 class _Cutter:
@@ -576,25 +586,15 @@ class _Cutter:
     step: int
     ignore_index: int
     min_labelled: float
-    bands: list[str] | None
-    band_names: list[str] | None = None
-    first_scene: str = ""
+    band_names: list[str]  # checked against every pair before cutting
+    write: bool = True  # False: only read and decode (to find every bad pair when the import fails anyway)
     crs_kinds: set[str] = field(default_factory=set)
 
-    def cut(self, scene: _Scene, folder: Path, tally: _SplitTally) -> None:
+    def cut(self, scene: _Scene, folder: Path, tally: _SplitTally, written: list[Path]) -> None:
+        """Cut one scene into ``folder``, adding to ``tally`` and appending the chip files to ``written``."""
+        assert scene.mask is not None
         with open_raster(scene.image) as img, open_raster(scene.mask) as msk:
-            names, alpha = _band_names(img, scene.image, self.bands)
-            if self.band_names is None:
-                self.band_names, self.first_scene = names, str(scene.image)
-            elif names != self.band_names:
-                raise DataError(
-                    f"{scene.image}: bands {names} differ from {self.band_names} of {self.first_scene}"
-                )
-            if (img.width, img.height) != (msk.width, msk.height):
-                raise DataError(
-                    f"{scene.mask}: mask is {msk.width}x{msk.height} px but its image {scene.image} "
-                    f"is {img.width}x{img.height}; they must have the same size"
-                )
+            names, alpha = _band_names(img, scene.image, self.band_names)
             decoder = _MaskDecoder(msk, scene.mask, self.table, self.ignore_index)
             image_reader = _Reader(img, scene.image, [i for i in range(1, img.count + 1) if i != alpha])
             alpha_reader = _Reader(img, scene.image, [alpha]) if alpha else None
@@ -633,10 +633,11 @@ class _Cutter:
                     transform = Affine(1.0, 0.0, float(c0), 0.0, 1.0, float(r0))
                 chip_id = f"{_safe_id(scene.key)}_r{r0}_c{c0}"
                 common = {"crs": crs, "transform": transform}
-                write_chip(
-                    folder / "images" / f"{chip_id}.tif", data, nodata=nodata, band_names=names, **common
-                )
-                write_chip(folder / "masks" / f"{chip_id}.tif", mask[None], nodata=None, **common)
+                if self.write:
+                    image_path, mask_path = folder / "images" / f"{chip_id}.tif", folder / "masks" / f"{chip_id}.tif"
+                    written += [image_path, mask_path]
+                    write_chip(image_path, data, nodata=nodata, band_names=names, **common)
+                    write_chip(mask_path, mask[None], nodata=None, **common)
                 n = len(self.table.names)
                 counts = np.bincount(np.where(labelled, mask, n).ravel(), minlength=n + 1)[: n + 1]
                 tally.counts = counts if tally.counts is None else tally.counts + counts
@@ -657,6 +658,122 @@ def _safe_id(key: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", key.replace("/", "__"))
 
 
+# --------------------------------------------------------------------------- bad pairs
+
+
+@dataclass
+class _BadPair:
+    scene: _Scene
+    split: str
+    reason: str
+
+    def record(self) -> dict[str, Any]:
+        """What ``dataset.yaml`` (``import.skipped_pairs``) and :class:`BadPairs` say about it."""
+        return {"image": self.scene.rel, "mask": self.scene.mask_rel, "split": self.split, "reason": self.reason}
+
+
+class BadPairs(DataError):
+    """Some image/mask pairs cannot be imported; ``pairs`` has one record per pair (image, mask,
+    split, reason), every one found, not just the first."""
+
+    def __init__(self, message: str, pairs: list[dict[str, Any]]) -> None:
+        super().__init__(message)
+        self.pairs = pairs
+
+    def __reduce__(self):
+        return (type(self), (str(self), self.pairs))
+
+    @classmethod
+    def of(cls, bad: list[_BadPair], total: int) -> BadPairs:
+        bad = sorted(bad, key=lambda b: b.scene.rel)
+        listed = "\n".join(f"  - {b.reason}" for b in bad)
+        if len(bad) < total:
+            advice = (
+                "Fix them, or pass --skip-bad (skip_bad=True) to import the rest; what is skipped, and why, "
+                "is recorded in dataset.yaml (import.skipped_pairs)."
+            )
+        else:
+            advice = "Every pair is bad, so --skip-bad would leave nothing: fix the files or the options."
+        return cls(
+            f"{len(bad)} of {total} image/mask pairs cannot be imported:\n{listed}\n{advice}",
+            [b.record() for b in bad],
+        )
+
+
+def _pair_bands(
+    scene: _Scene, table: ClassTable, bands: list[str] | None, ignore_index: int, mask_glob: str
+) -> list[str]:
+    """Band names of one pair, from its headers only (no pixels); DataError for a pair that can't work."""
+    if scene.mask is None:
+        raise DataError(
+            f"{scene.image}: no mask found; expected a file matching {mask_glob!r} whose path without "
+            f"the images/masks folder and suffix is '{scene.key}'"
+        )
+    with open_raster(scene.image) as img, open_raster(scene.mask) as msk:
+        names, _ = _band_names(img, scene.image, bands)
+        if (img.width, img.height) != (msk.width, msk.height):
+            raise DataError(
+                f"{scene.mask}: mask is {msk.width}x{msk.height} px but its image {scene.image} "
+                f"is {img.width}x{img.height}; they must have the same size"
+            )
+        _MaskDecoder(msk, scene.mask, table, ignore_index)  # mask band count, colours vs table
+    return names
+
+
+def _check_pairs(
+    by_split: dict[str, list[_Scene]], table: ClassTable, bands: list[str] | None, ignore_index: int, mask_glob: str
+) -> tuple[list[_BadPair], list[str]]:
+    """(bad pairs, the dataset's band names), from every pair's headers, before anything is cut.
+
+    Images whose band names differ but whose band counts agree are not bad pairs: that is the usual
+    state of per-file band descriptions, and ``bands`` names them. An image with another band count
+    than most is a bad pair.
+    """
+    bad: list[_BadPair] = []
+    groups: dict[tuple[str, ...], list[_Scene]] = {}
+    ids: dict[str, _Scene] = {}
+    for split, scenes in by_split.items():
+        for scene in scenes:
+            other = ids.setdefault(_safe_id(scene.key), scene)
+            if other is not scene:
+                raise DataError(
+                    f"{scene.image} and {other.image} would write chips of the same name "
+                    f"'{_safe_id(scene.key)}_r.._c..'; rename one"
+                )
+            try:
+                names = _pair_bands(scene, table, bands, ignore_index, mask_glob)
+            except DataError as exc:
+                bad.append(_BadPair(scene, split, str(exc)))
+                continue
+            groups.setdefault(tuple(names), []).append(scene)
+    if not groups:
+        raise BadPairs.of(bad, len(bad))  # not one good pair: nothing to compare band names with
+    common = max(groups, key=lambda k: len(groups[k]))
+    renamed = [k for k in groups if k != common and len(k) == len(common)]
+    if renamed:
+        listed = "; ".join(
+            f"{', '.join(k)} in {groups[k][0].rel}" + (f" and {len(groups[k]) - 1} more" if len(groups[k]) > 1 else "")
+            for k in [common, *renamed]
+        )
+        raise DataError(
+            f"band names differ between the images ({listed}); name the bands, in the files' order, with "
+            f"--bands {','.join(common)} (bands=[...] in Python)"
+        )
+    for k, scenes in groups.items():
+        if k != common:
+            for scene in scenes:
+                reason = (
+                    f"{scene.image}: has {len(k)} bands ({', '.join(k)}) but {len(groups[common])} other "
+                    f"images have {len(common)} ({', '.join(common)})"
+                )
+                split = next(s for s, members in by_split.items() if scene in members)
+                bad.append(_BadPair(scene, split, reason))
+    return bad, list(common)
+
+
+# --------------------------------------------------------------------------- import
+
+
 def import_dataset(
     src: str | Path,
     out: str | Path,
@@ -672,6 +789,7 @@ def import_dataset(
     bands: list[str] | None = None,
     ignore_index: int = 255,
     min_labelled: float = 0.0,
+    skip_bad: bool = False,
     overwrite: bool = False,
 ) -> Path:
     """Import scenes under ``src`` into a dataset at ``out``; returns ``out``.
@@ -689,12 +807,16 @@ def import_dataset(
       chip of a row or column is shifted to end at the scene edge (no padding unless a scene is
       smaller than a chip; padding is nodata in the image and ignore in the mask).
     - ``extra_colors``: more colours (``"#000000"``) or index values mapped to a class or ``"ignore"``.
-    - ``bands``: band names (default: from the files' colour interpretation or descriptions).
+    - ``bands``: band names in the files' order (default: from the files' colour interpretation or
+      descriptions, which must then agree between files).
     - ``min_labelled``: chips with a smaller labelled fraction are dropped (all-ignore chips always).
+    - ``skip_bad``: import the good pairs when some are bad (sizes differ, unreadable, no mask,
+      unknown mask colours) and record the bad ones in ``dataset.yaml``; without it, one
+      :class:`BadPairs` error lists every bad pair.
 
-    ``dataset.yaml`` records the scenes of each split, the pixels per class and the raw values a
-    value table ignored (key ``import``). Written to a temporary sibling folder and renamed, so a
-    failed import leaves nothing behind.
+    ``dataset.yaml`` records the scenes of each split, the pixels per class, the raw values a value
+    table ignored and the skipped pairs (key ``import``). Written to a temporary sibling folder and
+    renamed, so a failed import leaves nothing behind.
     """
     src, out = Path(src).expanduser().resolve(), Path(out).expanduser().resolve()
     if not src.is_dir():
@@ -703,6 +825,12 @@ def import_dataset(
         raise SpecError(f"chip_size must be an integer >= 8, got {chip_size!r}", field="chip_size")
     if not isinstance(overlap, int) or not 0 <= overlap < chip_size:
         raise SpecError(f"overlap must be in 0..{chip_size - 1} px, got {overlap!r}", field="overlap")
+    if bands is not None:
+        if isinstance(bands, str) or not bands or not all(isinstance(b, str) and b.strip() for b in bands):
+            raise SpecError(f"bands must be a list of band names, got {bands!r}", field="bands")
+        bands = [b.strip() for b in bands]
+        if len(set(bands)) != len(bands):
+            raise SpecError(f"bands name a band twice: {bands}", field="bands")
     table = ClassTable.load(classes, extra_colors)
     if not len(table.names) <= ignore_index <= 255:
         raise SpecError(f"ignore_index must be in {len(table.names)}..255 (not a class id, fits uint8)")
@@ -713,17 +841,44 @@ def import_dataset(
             raise DataError(f"{out}: not a dataset folder (no dataset.yaml); refusing to replace it")
     where = "split" if isinstance(split, dict) else str(split)
     by_split = _assign(_find_scenes(src, image_glob, mask_glob), _load_split(split), where)
+    total = sum(len(s) for s in by_split.values())
+    bad, band_names = _check_pairs(by_split, table, bands, ignore_index, mask_glob)
 
     tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    cutter = _Cutter(table, chip_size, chip_size - overlap, ignore_index, min_labelled, bands)
+    cutter = _Cutter(table, chip_size, chip_size - overlap, ignore_index, min_labelled, band_names)
+    # Once the import is bound to fail, the remaining pairs are still read (not written): the error
+    # then lists every bad pair, including those whose pixels are bad, in one go.
+    cutter.write = skip_bad or not bad
     report: dict[str, Any] = {"chips": {}, "skipped_empty": {}, "class_pixels": {}, "scenes": {}}
     try:
         tallies: dict[str, _SplitTally] = {}
+        imported: dict[str, list[_Scene]] = {}
+        skip = {b.scene.rel for b in bad}
         for split_name, scenes in by_split.items():
-            tally = tallies[split_name] = _SplitTally()
+            tallies[split_name], imported[split_name] = _SplitTally(), []
             for scene in scenes:
-                cutter.cut(scene, tmp / split_name, tally)
+                if scene.rel in skip:
+                    continue
+                one, written = _SplitTally(), []
+                try:
+                    cutter.cut(scene, tmp / split_name, one, written)
+                except DataError as exc:  # this pair only: undo its chips, go on to find the others
+                    for path in written:
+                        path.unlink(missing_ok=True)
+                    bad.append(_BadPair(scene, split_name, str(exc)))
+                    cutter.write = skip_bad
+                    continue
+                tallies[split_name].add(one)
+                imported[split_name].append(scene)
+        if bad and not skip_bad:
+            raise BadPairs.of(bad, total)
+        for split_name, tally in tallies.items():
+            if not imported[split_name]:
+                raise DataError(
+                    f"split '{split_name}': every scene in it is a bad pair; nothing to import "
+                    f"({'; '.join(b.reason for b in bad if b.split == split_name)})"
+                )
             if tally.counts is None:
                 raise DataError(
                     f"split '{split_name}': no chip has labelled pixels; check the masks and classes"
@@ -734,9 +889,10 @@ def import_dataset(
                 **{n: int(c) for n, c in zip(table.names, tally.counts[:-1], strict=True)},
                 "ignore": int(tally.counts[-1]),
             }
-            report["scenes"][split_name] = [s.rel for s in scenes]
+            report["scenes"][split_name] = [s.rel for s in imported[split_name]]
         if table.by_value:  # raw values that became ignore: a typo in the table shows up here
             report["ignored_values"] = {s: dict(sorted(t.ignored_values.items())) for s, t in tallies.items()}
+        report["skipped_pairs"] = [b.record() for b in sorted(bad, key=lambda b: b.scene.rel)]
         if cutter.crs_kinds == {_LOCAL}:
             crs_note = (
                 "none in the source: each chip has a local pixel CRS 'pixel grid of <scene>' "
@@ -746,7 +902,7 @@ def import_dataset(
             crs_note = ", ".join(sorted(k if k != _LOCAL else "local pixel grid" for k in cutter.crs_kinds))
         info = DatasetInfo(
             name=name or src.name,
-            bands=tuple(cutter.band_names or ()),
+            bands=tuple(band_names),
             classes=table.names,
             root=tmp,
             ignore_index=ignore_index,
