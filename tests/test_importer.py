@@ -508,3 +508,17 @@ def test_class_table_inline_json_and_errors_through_the_cli(s2_source, tmp_path)
     args[args.index("--classes") + 1] = "[{"
     result, output = _run(*args)
     assert result.exit_code == 1 and "--classes is not a valid JSON list" in output
+
+
+def test_a_failed_overwrite_keeps_the_old_dataset(s2_source, tmp_path):
+    kw = {"classes": s2_source.parent / "classes.json", "split": s2_source.parent / "split.csv", "chip_size": 16}
+    out = import_dataset(s2_source, tmp_path / "out", **kw)
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    _png(s2_source / "masks" / "scene 3.png", np.ones((43, 48), np.uint8), "P", S2_PALETTE)
+    with pytest.raises(BadPairs, match="1 of 6"):
+        import_dataset(s2_source, out, overwrite=True, **kw)
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    assert len(DatasetInfo.load(out).chip_ids("train")) == 27
+    import_dataset(s2_source, out, overwrite=True, skip_bad=True, **kw)
+    assert len(DatasetInfo.load(out).chip_ids("train")) == 18
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no partial or replaced folder

@@ -109,15 +109,24 @@ def publish_dir(tmp: Path, out: Path, *, replace: bool) -> Path:
 
     Builders write into a per-process folder and publish with one rename, so readers never see a
     half-written dataset. When another process published the same dataset first (several trials
-    preparing the demo set at once), its copy wins and ours is discarded.
+    preparing the demo set at once), its copy wins and ours is discarded. A dataset being replaced
+    is renamed aside first and deleted only once the new one is in place, so a crash in between
+    never leaves a half-deleted dataset at ``out``.
     """
+    old = None
     if replace and out.exists():
-        shutil.rmtree(out)
+        old = out.with_name(f".{out.name}.replaced-{os.getpid()}")
+        shutil.rmtree(old, ignore_errors=True)
+        out.rename(old)
     try:
         tmp.rename(out)
     except OSError:
         if not (out / "dataset.yaml").is_file():
             shutil.rmtree(tmp, ignore_errors=True)
+            if old is not None and not out.exists():
+                old.rename(out)  # the new one could not be published: keep the old one
             raise
         shutil.rmtree(tmp, ignore_errors=True)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
     return out
