@@ -41,9 +41,10 @@ class ClusterInfo:
             return f"the dashboard asks for a token once: it is in {self.token_file}"
         return DASHBOARD_TOKEN_NOTE
 
-    def stop(self) -> None:
+    def stop(self, grace_s: float = 40.0) -> None:
+        """Stop the local head this process started (``grace_s``: how long it may drain)."""
         if self.local is not None:
-            self.local.shutdown()
+            self.local.shutdown(grace_s)
 
 
 def jobs_url(ray_address: str) -> str:

@@ -215,19 +215,21 @@ class LocalRayCluster:
         _kill_session(node.process.pid)
         node.process.wait()
 
-    def shutdown(self) -> None:
+    def shutdown(self, grace_s: float = 40.0) -> None:
         """Stop the extra nodes, then the head, then anything of this cluster still running.
 
-        With a ``root`` from the caller, Ray's own logs (job drivers, raylets, workers) are kept
-        under ``root/ray-logs`` for reading after a failure; otherwise the root goes too. The temp
-        dir with its sockets and object spill files always goes.
+        Each node gets ``grace_s`` to drain before what is left of it is killed (a caller that knows
+        nothing runs any more, like the demo at its end, need not wait). With a ``root`` from the
+        caller, Ray's own logs (job drivers, raylets, workers) are kept under ``root/ray-logs`` for
+        reading after a failure; otherwise the root goes too. The temp dir with its sockets and object
+        spill files always goes.
         """
         # All nodes drain at once rather than one after another (up to 30 s each).
         for node in reversed(self.nodes):
             if node.alive:
                 node.process.send_signal(signal.SIGTERM)
         for node in reversed(self.nodes):
-            self.stop_node(node)
+            self.stop_node(node, timeout_s=grace_s)
         logs = self.temp_dir / "session_latest" / "logs"
         if self._own_root:
             shutil.rmtree(self.root, ignore_errors=True)

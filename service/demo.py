@@ -1,13 +1,20 @@
 """``geonas demo``: the whole product on one machine, with nothing configured.
 
 Writes the demo dataset (real GeoTIFFs), starts a local Ray head (dashboard on loopback), serves the
-API in this process, submits the embedded demo experiment over REST, follows its trials live and
-prints the leaderboard.
+API in this process, and submits the embedded demo experiment over REST as a user would: PPO over
+cell count, channel width and cells under a hard latency target that prunes some proposals without
+training them, then the top 2 and a UNet baseline fine-tuned and scored on the test split. It
+follows the trials live, prints the leaderboard and the experiment's page; ``--serve`` keeps the API
+and its pages up afterwards.
+
+The target is set from this machine: the median latency of a few random architectures of the space,
+measured here before the search, so about half the proposals break it on any hardware.
 """
 
 from __future__ import annotations
 
 import copy
+import statistics
 import threading
 import time
 from pathlib import Path
@@ -15,26 +22,30 @@ from typing import Any
 
 from rich.console import Console
 
-__all__ = ["DEMO_SPEC", "run_demo", "ServerThread"]
+__all__ = ["DEMO_SPEC", "run_demo", "ServerThread", "demo_target_ms"]
 
-# Small enough for 2 CPU cores in a few minutes; the same spec shape a user would submit.
+# Small enough for 2 CPU cores in a couple of minutes; the same spec shape a user would submit.
 DEMO_SPEC: dict[str, Any] = {
     "name": "demo",
     "dataset": {"path": "<written by geonas demo>"},
     "backbone": "mobilenetv3_small_050",
     "search_space": {
         "levels": [2, 3, 4, 5],
-        "num_cells": 5,
-        "channels": 32,
+        "num_cells": [2, 3, 4, 5],
+        "channels": [8, 16, 32, 48],
         "ops": ["sum", "global_attention"],
     },
-    "searcher": {"name": "random"},
-    "budget": {"trials": 6, "concurrency": 1},
-    "latency": {"device": "cpu-1threads", "reward": "soft", "target_ms": 15.0},
-    "stage1": {"subset": 4000, "epochs": 2, "batch_size": 16, "lr": 0.003},
-    "stage2": {"top_k": 0},
+    "searcher": {"name": "ppo", "options": {"batch_size": 3}},
+    "budget": {"trials": 9, "concurrency": 1},
+    "latency": {"device": "cpu-1threads", "reward": "hard", "target_ms": "<set by geonas demo>"},
+    "stage1": {"subset": 4000, "epochs": 2, "batch_size": 16, "lr": 0.003, "early_stopping": "none"},
+    "stage2": {"top_k": 2, "epochs": 2},
+    "baselines": ["unet"],
     "seed": 0,
 }
+
+#: random architectures measured to set the demo's target (their median)
+TARGET_SAMPLE = 8
 
 
 class ServerThread:
@@ -81,8 +92,82 @@ def ensure_demo_data(home: Path, name: str = "demo") -> Path:
     return prepare_dataset(name, home / f"{name}-data", **DEMO_DATASETS[name])
 
 
+def demo_target_ms(spec: dict[str, Any], data: Path, cache_path: Path, sample: int = TARGET_SAMPLE) -> float:
+    """The median latency (ms, under the spec's device profile, measured here) of ``sample`` random
+    architectures of the spec's search space on the dataset's chips: a target about half break.
+
+    Measured as the experiment's latency meter measures (same harness, same reference calibration and
+    cache file, same keys), so the numbers compare, and a proposal among these is not measured twice.
+    """
+    import numpy as np
+    import yaml
+
+    from search_spaces.builder import model_from_descriptor
+    from search_spaces.latency.cache import LatencyCache, LatencyKey, cached_latency, model_key
+    from search_spaces.latency.harness import measure_latency, reference_latency
+    from search_spaces.nasfpn import NasFpnSpace
+    from search_spaces.tokens import sample_uniform
+
+    from .driver import search_space_config
+    from .specs import ExperimentSpec
+
+    meta = yaml.safe_load((data / "dataset.yaml").read_text())
+    in_chans, num_classes, chip = len(meta["bands"]), len(meta["classes"]), int(meta["chip_size"])
+    parsed = ExperimentSpec.model_validate({**spec, "latency": {"device": spec["latency"]["device"]}})
+    profile, shape = parsed.latency.device, (1, in_chans, chip, chip)
+    cache = LatencyCache(cache_path)
+    reference = cache.reference_ms(profile, shape, lambda: reference_latency(profile, shape))
+    space = NasFpnSpace(search_space_config(parsed))
+    rng = np.random.default_rng(parsed.seed)
+    latencies = []
+    for _ in range(sample):
+        descriptor = {"arch": space.decode(sample_uniform(space, rng)).to_dict()}
+        result = cached_latency(
+            cache,
+            LatencyKey.of(model_key(descriptor, num_classes), profile, shape),
+            lambda d=descriptor: measure_latency(
+                model_from_descriptor(d, in_chans, num_classes),
+                shape,
+                profile,
+                reference=reference,
+                min_repeats=30,  # a sample to set a target from: a few percent is precise enough
+                max_repeats=60,
+                max_seconds=parsed.latency.max_seconds,
+            ),
+        )
+        latencies.append(result.median_ms)
+    return round(statistics.median(latencies), 2)
+
+
+def _summary(console: Console, client, experiment_id: str) -> None:
+    """What the search did, in a few lines: proposals pruned by the target, trained, fine-tuned."""
+    stage1 = [t for t in client.trials(experiment_id) if t["stage"] == 1 and t["kind"] == "searched"]
+    pruned = sum(t["state"] == "pruned" for t in stage1)
+    trained = sum(t["state"] == "completed" for t in stage1)
+    console.print(
+        f"stage 1: PPO proposed {len(stage1)} architectures; {pruned} broke the latency target "
+        f"and were pruned without training, {trained} were trained"
+        + ("" if pruned else " [yellow](the target never bound: no proposal was over it)[/yellow]")
+    )
+    models = client.models(experiment_id)
+    if models:
+        console.print(f"stage 2: {len(models)} models fine-tuned and scored on the test split:")
+    for m in sorted(models, key=lambda m: -(m["miou"] or 0)):
+        name = m["kind"] if m["kind"] != "searched" else f"searched {m['arch_hash'][:8]}"
+        check = m["metrics"].get("latency_check") or {}
+        verdict = {True: "meets the target", False: "over the target"}.get(check.get("meets_target"), "")
+        console.print(
+            f"  {name:<18} test mIoU {m['miou']:.3f}   latency {check.get('stage1_ms', float('nan')):.2f} ms in "
+            f"stage 1, {m['latency_ms']:.2f} ms measured again: {verdict}"
+        )
+
+
 def run_demo(
-    console: Console, trials: int | None = None, epochs: int | None = None, dataset: str = "demo"
+    console: Console,
+    trials: int | None = None,
+    epochs: int | None = None,
+    dataset: str = "demo",
+    serve: bool = False,
 ) -> dict[str, Any]:
     from cluster.connect import connect
 
@@ -91,22 +176,32 @@ def run_demo(
     from .jobs import JobLauncher
     from .render import leaderboard_table
     from .settings import get_settings
+    from .specs import LatencySpec
     from .watch import watch_experiment
 
     settings = get_settings()
     started = time.monotonic()
     data = ensure_demo_data(settings.home.resolve(), dataset)
     console.print(f"[bold]demo dataset[/bold]: {data}")
-    console.print("starting Ray …")
-    cluster = connect(settings.ray_address, num_cpus=settings.local_num_cpus, home=settings.home)
-    console.print(f"[bold]Ray dashboard[/bold]: {cluster.dashboard_url}  ({cluster.token_note})")
-    app = create_app(settings, launcher=JobLauncher(cluster.dashboard_url, settings))
     spec = copy.deepcopy(DEMO_SPEC)
     spec["dataset"]["path"] = str(data)
     if trials:
         spec["budget"]["trials"] = trials
     if epochs:
         spec["stage1"]["epochs"] = epochs
+    console.print(f"measuring {TARGET_SAMPLE} random architectures of the search space to set the latency target …")
+    cache_path = Path(settings.resolved_storage_path) / "latency-cache.sqlite"  # the experiment's meter's
+    spec["latency"]["target_ms"] = demo_target_ms(spec, data, cache_path)
+    margin = LatencySpec().margin
+    console.print(
+        f"[bold]latency target[/bold]: {spec['latency']['target_ms']:.2f} ms on {spec['latency']['device']} "
+        f"(their median; a hard target with the default {margin:.0%} margin: a proposal over "
+        f"{spec['latency']['target_ms'] * (1 + margin):.2f} ms is pruned before training)"
+    )
+    console.print("starting Ray …")
+    cluster = connect(settings.ray_address, num_cpus=settings.local_num_cpus, home=settings.home)
+    console.print(f"[bold]Ray dashboard[/bold]: {cluster.dashboard_url}  ({cluster.token_note})")
+    app = create_app(settings, launcher=JobLauncher(cluster.dashboard_url, settings))
     try:
         with ServerThread(app) as server:
             console.print(f"[bold]geonas API[/bold]: {server.url}  (OpenAPI docs at {server.url}/docs)")
@@ -116,8 +211,19 @@ def run_demo(
             final = watch_experiment(client, created["id"], console)
             if final["state"] != "completed":
                 console.print(f"[red]experiment {final['state']}[/red]: {final.get('error')}")
+            else:
+                console.print()
+                _summary(console, client, created["id"])
             console.print(leaderboard_table(client.leaderboard()))
+            console.print(f"[bold]experiment page[/bold]: {server.url}/experiments/{created['id']}")
             console.print(f"demo finished in {time.monotonic() - started:.0f} s")
+            if serve:
+                console.print(f"serving the API and pages at {server.url} until Ctrl-C …")
+                try:
+                    while server.thread.is_alive():
+                        time.sleep(1)
+                except KeyboardInterrupt:
+                    console.print("stopping")
             return final
     finally:
-        cluster.stop()
+        cluster.stop(grace_s=5)  # the experiment has ended (or the user interrupted): nothing to drain

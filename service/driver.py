@@ -434,7 +434,7 @@ def remeasure_latency(meter, descriptor: dict[str, Any], num_classes: int, shape
     import ray
 
     from search_spaces.builder import model_from_descriptor
-    from search_spaces.latency.meter import model_key
+    from search_spaces.latency.cache import model_key
 
     in_chans = int(shape[1])
     key = model_key(descriptor, num_classes) + "/stage2"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -12,12 +13,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from ..errors import SpecError
 from .harness import reference_shape
 from .machine import machine_fingerprint
 from .profiles import DeviceProfile, cpu_twin, get_profile
 from .results import InputShape, LatencyResult, check_shape, utc_now
 
-__all__ = ["LatencyKey", "LatencyCache", "cached_latency"]
+__all__ = ["LatencyKey", "LatencyCache", "cached_latency", "model_key"]
 
 
 @dataclass(frozen=True)
@@ -158,3 +160,20 @@ def cached_latency(
     if cache is not None:
         cache.put(key, result)
     return result
+
+
+def model_key(descriptor: dict[str, Any], num_classes: int) -> str:
+    """The cache's architecture key: the ArchSpec hash, or a hash of a baseline descriptor.
+
+    The number of classes is part of it (it sizes the head); bands and tile size are in the input shape.
+    """
+    if "arch" in descriptor:
+        from search_spaces.nasfpn import ArchSpec
+
+        base = ArchSpec.from_dict(descriptor["arch"]).hash
+    elif "baseline" in descriptor:
+        text = json.dumps({"baseline": descriptor["baseline"], "backbone": descriptor.get("backbone")}, sort_keys=True)
+        base = "baseline-" + hashlib.sha256(text.encode()).hexdigest()[:16]
+    else:
+        raise SpecError("a model descriptor needs 'arch' or 'baseline'", field="model")
+    return f"{base}/{int(num_classes)}cls"

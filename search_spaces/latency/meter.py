@@ -25,8 +25,6 @@ The cache file must be on a disk the meter's node can lock (SQLite): a local pat
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -36,7 +34,7 @@ import ray
 from torch import nn
 
 from search_spaces.errors import ClusterError, SpecError
-from search_spaces.latency.cache import LatencyCache, LatencyKey, cached_latency
+from search_spaces.latency.cache import LatencyCache, LatencyKey, cached_latency, model_key
 from search_spaces.latency.harness import measure_latency, reference_latency
 from search_spaces.latency.profiles import DeviceProfile, get_profile, list_profiles
 
@@ -90,23 +88,6 @@ def meter_actor_options(profile: str | DeviceProfile, placement: MeterPlacement 
                 "or allow the fallback (MeterPlacement(fallback=True))"
             )
     return options
-
-
-def model_key(descriptor: dict[str, Any], num_classes: int) -> str:
-    """The cache's architecture key: the ArchSpec hash, or a hash of a baseline descriptor.
-
-    The number of classes is part of it (it sizes the head); bands and tile size are in the input shape.
-    """
-    if "arch" in descriptor:
-        from search_spaces.nasfpn import ArchSpec
-
-        base = ArchSpec.from_dict(descriptor["arch"]).hash
-    elif "baseline" in descriptor:
-        text = json.dumps({"baseline": descriptor["baseline"], "backbone": descriptor.get("backbone")}, sort_keys=True)
-        base = "baseline-" + hashlib.sha256(text.encode()).hexdigest()[:16]
-    else:
-        raise SpecError("a model descriptor needs 'arch' or 'baseline'", field="model")
-    return f"{base}/{int(num_classes)}cls"
 
 
 def _as_descriptor(arch_or_descriptor: dict[str, Any]) -> dict[str, Any]:
