@@ -7,14 +7,13 @@ training them, then the top 2 and a UNet baseline fine-tuned and scored on the t
 follows the trials live, prints the leaderboard and the experiment's page; ``--serve`` keeps the API
 and its pages up afterwards.
 
-The target is set from this machine: the median latency of a few random architectures of the space,
-measured here before the search, so about half the proposals break it on any hardware.
+The target is relative, so it binds on any hardware: 0.55 x the UNet baseline's latency, measured by
+the experiment's latency meter when it starts (``latency.target_ratio``).
 """
 
 from __future__ import annotations
 
 import copy
-import statistics
 import threading
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any
 
 from rich.console import Console
 
-__all__ = ["DEMO_SPEC", "run_demo", "ServerThread", "demo_target_ms"]
+__all__ = ["DEMO_SPEC", "run_demo", "ServerThread"]
 
 # Small enough for 2 CPU cores in a couple of minutes; the same spec shape a user would submit.
 DEMO_SPEC: dict[str, Any] = {
@@ -37,16 +36,12 @@ DEMO_SPEC: dict[str, Any] = {
     },
     "searcher": {"name": "ppo", "options": {"batch_size": 3}},
     "budget": {"trials": 8, "concurrency": 1},
-    "latency": {"device": "cpu-1threads", "reward": "hard", "target_ms": "<set by geonas demo>", "margin": 0},
+    "latency": {"device": "cpu-1threads", "reward": "hard", "target_ratio": 0.55, "relative_to": "unet", "margin": 0},
     "stage1": {"subset": 4000, "epochs": 2, "batch_size": 16, "lr": 0.003, "early_stopping": "none"},
     "stage2": {"top_k": 2, "epochs": 2},
     "baselines": ["unet"],
     "seed": 0,
 }
-
-#: random architectures measured to set the demo's target (their median)
-TARGET_SAMPLE = 6
-
 
 class ServerThread:
     """uvicorn serving an app from a background thread (for the demo and the tests)."""
@@ -92,55 +87,13 @@ def ensure_demo_data(home: Path, name: str = "demo") -> Path:
     return prepare_dataset(name, home / f"{name}-data", **DEMO_DATASETS[name])
 
 
-def demo_target_ms(spec: dict[str, Any], data: Path, cache_path: Path, sample: int = TARGET_SAMPLE) -> float:
-    """The median latency (ms, under the spec's device profile, measured here) of ``sample`` random
-    architectures of the spec's search space on the dataset's chips: a target about half break.
-
-    Measured as the experiment's latency meter measures (same harness, same reference calibration and
-    cache file, same keys), so the numbers compare, and a proposal among these is not measured twice.
-    """
-    import numpy as np
-    import yaml
-
-    from search_spaces.builder import model_from_descriptor
-    from search_spaces.latency.cache import LatencyCache, LatencyKey, cached_latency, model_key
-    from search_spaces.latency.harness import measure_latency, reference_latency
-    from search_spaces.nasfpn import NasFpnSpace
-    from search_spaces.tokens import sample_uniform
-
-    from .driver import search_space_config
-    from .specs import ExperimentSpec
-
-    meta = yaml.safe_load((data / "dataset.yaml").read_text())
-    in_chans, num_classes, chip = len(meta["bands"]), len(meta["classes"]), int(meta["chip_size"])
-    parsed = ExperimentSpec.model_validate({**spec, "latency": {"device": spec["latency"]["device"]}})
-    profile, shape = parsed.latency.device, (1, in_chans, chip, chip)
-    cache = LatencyCache(cache_path)
-    reference = cache.reference_ms(profile, shape, lambda: reference_latency(profile, shape))
-    space = NasFpnSpace(search_space_config(parsed))
-    rng = np.random.default_rng(parsed.seed)
-    latencies = []
-    for _ in range(sample):
-        descriptor = {"arch": space.decode(sample_uniform(space, rng)).to_dict()}
-        result = cached_latency(
-            cache,
-            LatencyKey.of(model_key(descriptor, num_classes), profile, shape),
-            lambda d=descriptor: measure_latency(
-                model_from_descriptor(d, in_chans, num_classes),
-                shape,
-                profile,
-                reference=reference,
-                min_repeats=30,  # a sample to set a target from: a few percent is precise enough
-                max_repeats=60,
-                max_seconds=parsed.latency.max_seconds,
-            ),
-        )
-        latencies.append(result.median_ms)
-    return round(statistics.median(latencies), 2)
-
-
 def _summary(console: Console, client, experiment_id: str) -> None:
-    """What the search did, in a few lines: proposals pruned by the target, trained, fine-tuned."""
+    """What the search did, in a few lines: the target, proposals pruned by it, trained, fine-tuned."""
+    lat = client.experiment(experiment_id)["spec"]["latency"]
+    console.print(
+        f"latency target: {lat['target_ms']:.2f} ms on {lat['device']} = {lat['target_ratio']} x the "
+        f"{lat['relative_to'].upper()}'s {lat['target_ms'] / lat['target_ratio']:.2f} ms, measured by the latency meter"
+    )
     stage1 = [t for t in client.trials(experiment_id) if t["stage"] == 1 and t["kind"] == "searched"]
     pruned = sum(t["state"] == "pruned" for t in stage1)
     trained = sum(t["state"] == "completed" for t in stage1)
@@ -188,13 +141,6 @@ def run_demo(
         spec["budget"]["trials"] = trials
     if epochs:
         spec["stage1"]["epochs"] = epochs
-    console.print(f"measuring {TARGET_SAMPLE} random architectures of the search space to set the latency target …")
-    cache_path = Path(settings.resolved_storage_path) / "latency-cache.sqlite"  # the experiment's meter's
-    spec["latency"]["target_ms"] = demo_target_ms(spec, data, cache_path)
-    console.print(
-        f"[bold]latency target[/bold]: {spec['latency']['target_ms']:.2f} ms on {spec['latency']['device']}, "
-        "their median (a hard target: a proposal over it is pruned before training)"
-    )
     console.print("starting Ray …")
     cluster = connect(settings.ray_address, num_cpus=settings.local_num_cpus, home=settings.home)
     console.print(f"[bold]Ray dashboard[/bold]: {cluster.dashboard_url}  ({cluster.token_note})")

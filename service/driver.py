@@ -9,6 +9,7 @@ trains; this process never serves HTTP.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import sys
@@ -233,6 +234,30 @@ def start_latency_meter(context):
 METER_CPUS = 1.0  # CPUs the latency meter holds when no node offers the dedicated resource
 
 
+def resolve_relative_target(
+    spec: ExperimentSpec, experiment_id: str, store: Store, context, meter, backbone: str
+) -> ExperimentSpec:
+    """``latency.target_ratio`` x the baseline's latency, measured now by the experiment's meter on the
+    trials' input shape, stored in the experiment's spec as ``target_ms`` (so stage 1, stage 2, the
+    leaderboard and a resumed driver all read the same number)."""
+    import ray
+
+    lat = spec.latency
+    tile = lat.tile_size or context.chip_size
+    shape = [lat.batch_size, context.in_chans, tile, tile]
+    descriptor = {"baseline": lat.relative_to, "backbone": backbone}
+    measured = ray.get(meter.measure.remote(descriptor, context.in_chans, context.num_classes, shape), timeout=900)
+    target = round(lat.target_ratio * float(measured["median_ms"]), 4)
+    raw = copy.deepcopy(store.get_experiment(experiment_id).spec)  # as submitted, plus the resolved target
+    raw.setdefault("latency", {})["target_ms"] = target
+    store.update_experiment(experiment_id, spec=raw)
+    log.info(
+        "latency target %.3f ms = %s x the %s's %.3f ms on %s",
+        target, lat.target_ratio, lat.relative_to, measured["median_ms"], lat.device,
+    )
+    return ExperimentSpec.model_validate(raw)
+
+
 def concurrency(spec: ExperimentSpec, resources: dict[str, float]) -> int:
     """The spec's concurrency, capped by how many trials the cluster can hold at once.
 
@@ -319,6 +344,10 @@ def run_experiment(experiment_id: str, store: Store, storage: str) -> None:
 
     backbone_name, backbone_weights = resolve_backbone(spec, store)
     context = _build_context(spec, storage, backbone_weights, experiment_id)
+    meter = start_latency_meter(context)  # owned by this driver, so it outlives every trial
+    if spec.latency.target_ms is None and spec.latency.target_ratio is not None:
+        spec = resolve_relative_target(spec, experiment_id, store, context, meter, backbone_name)
+        context = _build_context(spec, storage, backbone_weights, experiment_id)
     space = NasFpnSpace(search_space_config(spec, backbone_name))
     searcher = create_searcher(spec.searcher.name, space, seed=spec.seed, **spec.searcher.options)
     adapter = TuneAdapter(searcher, to_config=lambda tokens: {"arch": space.decode(tokens).to_dict()})
@@ -332,7 +361,6 @@ def run_experiment(experiment_id: str, store: Store, storage: str) -> None:
 
     resources = trial_resources(spec)
     trainable = tune.with_resources(tune.with_parameters(stage1_trainable, context=context), resources)
-    meter = start_latency_meter(context)  # owned by this driver, so it outlives every trial  # noqa: F841
     StoreCallback = _store_callback_class()
     SearcherCheckpoint = _searcher_checkpoint_class()
     if remaining > 0:

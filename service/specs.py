@@ -125,6 +125,15 @@ class SearchSpaceSpec(_Spec):
 
 class LatencySpec(_Spec):
     target_ms: float | None = Field(None, gt=0, description="Latency target T; none = no constraint.")
+    target_ratio: float | None = Field(
+        None,
+        gt=0,
+        description="A target relative to a baseline, when you know what you run today rather than a number of "
+        "ms: T = target_ratio x the latency of `relative_to` (same backbone, bands, tile and device profile), "
+        "measured by the experiment's latency meter when it starts and stored as target_ms. target_ms wins "
+        "when both are given.",
+    )
+    relative_to: Literal["unet", "fpn"] = Field("unet", description="The baseline target_ratio is relative to.")
     device: DeviceName = Field(
         "cpu-1threads",
         description="Device profile that measures latency: cpu-<N>threads, cuda, cuda:<device name>, "
@@ -236,8 +245,8 @@ class ExperimentSpec(_Spec):
     def _consistent(self) -> ExperimentSpec:
         if self.budget.concurrency > self.budget.trials:
             self.budget.concurrency = self.budget.trials
-        if self.latency.reward == "hard" and self.latency.target_ms is None:
-            raise ValueError("latency.reward 'hard' needs latency.target_ms")
+        if self.latency.reward == "hard" and self.latency.target_ms is None and self.latency.target_ratio is None:
+            raise ValueError("latency.reward 'hard' needs latency.target_ms or latency.target_ratio")
         return self
 
 
@@ -267,6 +276,11 @@ class PretrainingSpec(_Spec):
     warmup_steps: int = Field(3000, ge=0)
     crop: int = Field(128, ge=8, le=4096)
     temperature: float = Field(0.1, gt=0)
+    similarity: Literal["cosine", "dot"] = Field(
+        "cosine",
+        description="The loss' similarity: cosine (L2-normalised features, bounded logits) or the paper's raw dot "
+        "product, which saturates the softmax on real imagery (csf/loss.py).",
+    )
     ramp_steps: int = Field(8000, ge=0, description="Steps over which band dropout ramps to p_max.")
     p_max: float = Field(0.66, ge=0, lt=1)
     noise_std: float = Field(0.0, ge=0, le=1, description="Gaussian noise added to each view on its own "
@@ -276,6 +290,15 @@ class PretrainingSpec(_Spec):
     checkpoint_every: int = Field(500, ge=1)
     seed: int = Field(0, ge=0)
     knn: bool = Field(True, description="Evaluate k-NN (random init vs CSF) when done.")
+    knn_data: PretrainingData | None = Field(
+        None,
+        description="Labelled chips of the same sensors and bands to evaluate k-NN on, so pretraining and "
+        "evaluation never share chips (split by place, e.g. by plot); default: the pretraining chips.",
+    )
+    knn_seeds: int = Field(
+        3, ge=1, le=10, description="Random-init encoders (seeds 0..n-1) k-NN evaluates: their spread is the "
+        "noise CSF's gain is read against.",
+    )
 
 
 class PretrainingPublic(BaseModel):

@@ -125,11 +125,17 @@ def wait_for_pretraining(api: ApiClient, job_id: str, timeout_s: float = 600) ->
     raise AssertionError(f"pretraining {job_id} still {job['state']} after {timeout_s} s")
 
 
-def test_csf_pretraining_gives_a_backbone_an_experiment_can_use(api, demo_dataset):
+def test_csf_pretraining_gives_a_backbone_an_experiment_can_use(api, demo_dataset, tmp_path):
+    from trainers.demo_data import write_demo_dataset
+
+    # k-NN on chips of other scenes (same bands), never on the chips pretrained on
+    held_out = write_demo_dataset(tmp_path / "knn", chips={"train": 12}, size=32, bands=4, seed=7)
     created = api.submit_pretraining(
         {
             "name": "csf-tiny",
             "data": {"kind": "geotiff", "path": str(demo_dataset)},
+            "knn_data": {"kind": "geotiff", "path": str(held_out)},
+            "knn_seeds": 2,
             "backbone": "mobilenetv3_small_050",
             "steps": 6,
             "batch_size": 4,
@@ -142,7 +148,10 @@ def test_csf_pretraining_gives_a_backbone_an_experiment_can_use(api, demo_datase
     job = wait_for_pretraining(api, created["id"])
     assert job["state"] == "completed", job["error"]
     assert job["step"] == 6 and len(job["loss_curve"]) == 6
-    assert set(job["knn"]) == {"random", "csf"}
+    assert set(job["knn"]) == {"random", "csf", "random_spread", "chips"}
+    assert job["knn"]["chips"] == {"path": str(held_out), "count": 12, "held_out": True}
+    spread = job["knn"]["random_spread"]["all"]["10"]["accuracy"]
+    assert spread["min"] <= job["knn"]["random"]["all"]["10"]["accuracy"] <= spread["max"]
     (backbone,) = [b for b in api.backbones() if b["id"] == created["id"]]
     assert backbone["backbone"] == "mobilenetv3_small_050" and backbone["in_chans"] == 4
 
@@ -173,3 +182,28 @@ def test_experiment_on_an_unfinished_or_mismatched_backbone_is_refused(api, demo
 
     with pytest.raises(ApiError, match="422.*backbone.csf"):
         api.submit({"name": "x", "dataset": {"path": str(demo_dataset)}, "backbone": {"csf": "nope"}})
+
+
+def test_a_target_relative_to_the_unet_is_measured_by_the_meter_and_stored(api, demo_dataset):
+    """`target_ratio: 0.5, relative_to: unet`: the driver measures the UNet on the experiment's meter,
+    stores 0.5 x that as target_ms, and stage 1 prunes by it; the UNet trial reads the same number."""
+    spec = {
+        "name": "relative-target",
+        "dataset": {"path": str(demo_dataset)},
+        "backbone": "mobilenetv3_small_050",
+        "search_space": {"num_cells": [2, 3], "channels": [8, 16]},
+        "searcher": "random",
+        "budget": {"trials": 3},
+        "stage1": {"epochs": 1, "batch_size": 8, "early_stopping": "none"},
+        "latency": {"device": "cpu-1threads", "reward": "hard", "target_ratio": 0.5, "margin": 0, "max_seconds": 5},
+        "stage2": {"top_k": 0},
+        "baselines": ["unet"],
+    }
+    exp = wait_for(api, api.submit(spec)["id"])
+    assert exp["state"] == "completed", exp["error"]
+    target = exp["spec"]["latency"]["target_ms"]
+    (unet,) = [t for t in api.trials(exp["id"]) if t["kind"] == "baseline"]
+    assert target == pytest.approx(0.5 * unet["latency_ms"], rel=1e-3)  # the meter's cached measurement
+    for trial in api.trials(exp["id"]):
+        if trial["kind"] == "searched":
+            assert (trial["state"] == "pruned") == (trial["latency_ms"] > target)
