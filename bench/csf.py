@@ -73,7 +73,7 @@ PROFILES = {
 def settings(args: argparse.Namespace) -> dict:
     s = dict(PROFILES[args.profile])
     s.update(device=args.device, threads=args.threads, seed=0, p_max=0.66, lr=1e-3, temperature=0.1,
-             grad_clip=1.0, normalize=args.normalize, transfer_label_share=0.10, knn_tiles=[8],
+             grad_clip=1.0, normalize=args.similarity == "cosine", transfer_label_share=0.10, knn_tiles=[8],
              transfer_test_tiles=[8], ms_texture=args.ms_texture, ms_acquisition=args.ms_acquisition,
              noise_std=args.noise_std,
              gain_jitter=args.gain_jitter)
@@ -302,7 +302,8 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", choices=sorted(PROFILES), default="cpu")
     parser.add_argument("--backbone")
-    parser.add_argument("--normalize", action="store_true", help="cosine similarities (not the paper's)")
+    parser.add_argument("--similarity", choices=["cosine", "dot"], default="cosine",
+                        help="the loss' similarity: cosine (the product's default) or the paper's raw dot product")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--steps", type=int)
     parser.add_argument("--batch", type=int)

@@ -23,7 +23,7 @@ import torch
 from .data import ChipSet, load_chips
 from .encoder import CSFEncoder, build_encoder, load_csf_backbone, load_init_weights
 
-__all__ = ["KS", "embed", "pca_reduce", "knn_scores", "evaluate_knn", "evaluate_artifact"]
+__all__ = ["KS", "embed", "pca_reduce", "knn_scores", "evaluate_knn", "evaluate_artifact", "seed_spread"]
 
 KS = (10, 25, 50, 100)
 
@@ -149,3 +149,25 @@ def evaluate_artifact(
         encoders["supervised"] = supervised
     encoders["csf"] = csf
     return evaluate_knn(encoders, chips, meta["mean"], meta["std"], ks=ks, device=device)
+
+
+def seed_spread(
+    runs: Sequence[Mapping[str, Mapping[int, Mapping[str, float]]]],
+) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
+    """How far the same scores move between runs that differ only in their seed (random inits):
+    ``{subset: {k: {metric: {"min", "max", "mean", "spread"}}}}``, spread = max - min. A gain smaller
+    than the spread is not a gain."""
+    out: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
+    for subset, by_k in runs[0].items():
+        out[subset] = {}
+        for k in by_k:
+            out[subset][str(k)] = {}
+            for metric in ("same_class", "accuracy"):
+                values = [float(run[subset][k][metric]) for run in runs]
+                out[subset][str(k)][metric] = {
+                    "min": min(values),
+                    "max": max(values),
+                    "mean": sum(values) / len(values),
+                    "spread": max(values) - min(values),
+                }
+    return out

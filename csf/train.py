@@ -58,7 +58,7 @@ class PretrainConfig:
     warmup_steps: int = 3000
     grad_clip: float = 1.0
     temperature: float = 0.1
-    normalize: bool = False  # paper: no L2 normalisation; True uses cosine similarities
+    normalize: bool = True  # cosine similarities; False: the paper's raw dot product (csf.loss)
     crop: int = 128
     p_max: float = 0.66
     ramp_steps: int = 8000

@@ -13,28 +13,33 @@ import sys
 import time
 from typing import Any
 
-from .specs import PretrainingSpec
+from .specs import PretrainingData, PretrainingSpec
 from .states import State
 from .store import Store
 
 log = logging.getLogger("geonas.pretrain")
 
-__all__ = ["main", "run_pretraining_job", "csf_config"]
+__all__ = ["main", "run_pretraining_job", "csf_config", "chip_source", "knn_report"]
+
+
+def chip_source(ref: PretrainingData) -> dict[str, Any]:
+    """A spec's data reference as a :func:`csf.data.load_chips` source."""
+    data: dict[str, Any] = {"kind": ref.kind, "root": ref.path}
+    if ref.kind == "geotiff" and ref.bands:
+        data["bands"] = ref.bands
+    if ref.kind == "multisensor" and ref.sensors:
+        data["sensors"] = ref.sensors
+    if ref.max_chips:
+        data["max_chips"] = ref.max_chips
+    return data
 
 
 def csf_config(spec: PretrainingSpec, name: str) -> dict[str, Any]:
     """Translate the public spec into :class:`csf.train.PretrainConfig` fields."""
-    data: dict[str, Any] = {"kind": spec.data.kind, "root": spec.data.path}
-    if spec.data.kind == "geotiff" and spec.data.bands:
-        data["bands"] = spec.data.bands
-    if spec.data.kind == "multisensor" and spec.data.sensors:
-        data["sensors"] = spec.data.sensors
-    if spec.data.max_chips:
-        data["max_chips"] = spec.data.max_chips
     return {
         "name": name,
         "num_workers": spec.workers,
-        "data": data,
+        "data": chip_source(spec.data),
         "backbone": spec.backbone,
         "steps": spec.steps,
         "batch_size": spec.batch_size,
@@ -42,6 +47,7 @@ def csf_config(spec: PretrainingSpec, name: str) -> dict[str, Any]:
         "warmup_steps": spec.warmup_steps,
         "crop": spec.crop,
         "temperature": spec.temperature,
+        "normalize": spec.similarity == "cosine",
         "ramp_steps": spec.ramp_steps,
         "p_max": spec.p_max,
         "noise_std": spec.noise_std,
@@ -70,22 +76,39 @@ class _Progress:
         self.store.update_pretraining(self.job_id, step=step, loss_curve=list(self.curve))
 
 
-def _knn(spec: PretrainingSpec, artifact: str, data: dict[str, Any]) -> dict[str, Any]:
+def knn_report(spec: PretrainingSpec, artifact: str) -> dict[str, Any]:
+    """k-NN of random init (``knn_seeds`` seeds) and of the CSF encoder, on ``knn_data`` (else the
+    pretraining chips), with the chips it used; ``{}`` when those chips carry no labels."""
+    import torch
+
     from csf.data import load_chips
     from csf.encoder import build_encoder, load_csf_backbone
-    from csf.knn import evaluate_knn
+    from csf.knn import evaluate_knn, seed_spread
 
-    chips = load_chips(data)
+    from .validation import knn_source
+
+    ref = knn_source(spec) or spec.data
+    chips = load_chips(chip_source(ref))
     if chips.labels is None:
         return {}
     name, state, meta = load_csf_backbone(artifact)
     stages = meta.get("stages") or [-2, -1]
-    random_init = build_encoder(name, meta["in_chans"], stages)
+    encoders = {}
+    for seed in range(spec.knn_seeds):
+        torch.manual_seed(seed)
+        encoders[f"random_seed{seed}"] = build_encoder(name, meta["in_chans"], stages)
     trained = build_encoder(name, meta["in_chans"], stages)
     trained.body.load_state_dict(state, strict=True)
-    results = evaluate_knn({"random": random_init, "csf": trained}, chips, meta["mean"], meta["std"])
-    # JSON keys are strings: {encoder: {subset: {k: {same_class, accuracy}}}}
-    return {e: {s: {str(k): v for k, v in by_k.items()} for s, by_k in subs.items()} for e, subs in results.items()}
+    encoders["csf"] = trained
+    results = evaluate_knn(encoders, chips, meta["mean"], meta["std"])
+    randoms = [results.pop(f"random_seed{seed}") for seed in range(spec.knn_seeds)]
+    table = {"random": randoms[0], "csf": results["csf"]}
+    return {
+        # JSON keys are strings: {encoder: {subset: {k: {same_class, accuracy}}}}
+        **{e: {s: {str(k): v for k, v in by_k.items()} for s, by_k in subs.items()} for e, subs in table.items()},
+        "random_spread": seed_spread(randoms),
+        "chips": {"path": ref.path, "count": int(len(chips.labels)), "held_out": spec.knn_data is not None},
+    }
 
 
 def run_pretraining_job(job_id: str, store: Store, storage: str) -> None:
@@ -103,7 +126,7 @@ def run_pretraining_job(job_id: str, store: Store, storage: str) -> None:
     summary = run_pretraining(config, storage, progress=progress)
     progress.curve = summary.get("loss_curve") or progress.curve
     progress.flush()
-    knn = _knn(spec, summary["artifact"], config["data"]) if spec.knn else None
+    knn = knn_report(spec, summary["artifact"]) if spec.knn else None
     store.update_pretraining(
         job_id,
         state=State.COMPLETED,

@@ -6,6 +6,7 @@ the chips themselves and reports a bad chip with its file name.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import yaml
@@ -13,12 +14,12 @@ import yaml
 from search_spaces.errors import SpecError
 
 from .settings import Settings
-from .specs import ExperimentSpec, PretrainingSpec
+from .specs import ExperimentSpec, PretrainingData, PretrainingSpec
 
 #: libyaml's safe loader when PyYAML was built with it (several times faster), else the pure-Python one
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
-__all__ = ["check_dataset", "check_pretraining_data", "check_backbone", "check_data_root"]
+__all__ = ["check_dataset", "check_pretraining_data", "check_backbone", "check_data_root", "knn_source"]
 
 
 #: Folders that never hold datasets. With no data roots configured (the embedded, single-user
@@ -100,13 +101,55 @@ def check_backbone(spec: ExperimentSpec, settings: Settings, store) -> None:
         )
 
 
-def check_pretraining_data(spec: PretrainingSpec, settings: Settings) -> Path:
-    root = check_data_root(spec.data.path, settings, "data.path")
-    if spec.data.kind == "geotiff":
+def _chip_bands(ref: PretrainingData, root: Path, field: str) -> list[str]:
+    """The band names, in order, that the chip loader (``csf.data``) will read from ``ref``."""
+    if ref.kind == "geotiff":
         if not (root / "dataset.yaml").is_file():
-            raise SpecError(f"{root} has no dataset.yaml (a geotiff dataset folder)", field="data.path")
+            raise SpecError(f"{root} has no dataset.yaml (a geotiff dataset folder)", field=f"{field}.path")
         available = _bands_of(root)
-        missing = [b for b in spec.data.bands or [] if b not in available]
+        missing = [b for b in ref.bands or [] if b not in available]
         if missing:
-            raise SpecError(f"bands {missing} not in {root}; available: {', '.join(available)}", "data.bands")
+            raise SpecError(f"bands {missing} not in {root}; available: {', '.join(available)}", f"{field}.bands")
+        return list(ref.bands or available)
+    manifest_path = root / "multisensor.json"
+    try:
+        listed = json.loads(manifest_path.read_text())["sensors"]
+        sensors = {str(name): [str(b) for b in sensor["bands"]] for name, sensor in listed.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise SpecError(
+            f"{manifest_path} is not a readable multi-sensor manifest ({exc}); write one with "
+            "`geonas data demo-multisensor DIR` or list the sensor files yourself",
+            field=f"{field}.path",
+        ) from None
+    unknown = [s for s in ref.sensors or [] if s not in sensors]
+    if unknown:
+        raise SpecError(f"sensors {unknown} not in {root}; available: {', '.join(sensors)}", f"{field}.sensors")
+    return [band for sensor in (ref.sensors or list(sensors)) for band in sensors[sensor]]
+
+
+def knn_source(spec: PretrainingSpec) -> PretrainingData | None:
+    """Where k-NN is evaluated: ``knn_data`` with the pretraining data's band or sensor choice unless
+    it names its own, or None (the pretraining chips)."""
+    if spec.knn_data is None:
+        return None
+    ref = spec.knn_data
+    return ref.model_copy(update={"bands": ref.bands or spec.data.bands, "sensors": ref.sensors or spec.data.sensors})
+
+
+def check_pretraining_data(spec: PretrainingSpec, settings: Settings) -> Path:
+    """The pretraining chips exist with the bands asked for; ``knn_data`` has the very same bands."""
+    root = check_data_root(spec.data.path, settings, "data.path")
+    bands = _chip_bands(spec.data, root, "data")
+    knn = knn_source(spec)
+    if knn is not None:
+        if knn.kind != spec.data.kind:
+            raise SpecError(f"knn_data is {knn.kind}, the pretraining data {spec.data.kind}", field="knn_data.kind")
+        knn_root = check_data_root(knn.path, settings, "knn_data.path")
+        knn_bands = _chip_bands(knn, knn_root, "knn_data")
+        if knn_bands != bands:
+            raise SpecError(
+                f"knn_data has bands {knn_bands}; the encoder is pretrained on {bands}: evaluate on chips of the "
+                "same sensors and bands, in the same order",
+                field="knn_data",
+            )
     return root

@@ -77,6 +77,21 @@ def test_pretraining_backbone_is_checked_at_the_door(client, tmp_path):
     assert client.get("/v1/pretraining").json() == []
 
 
+def test_knn_data_of_other_bands_is_refused_at_the_door(client, demo_dataset, tmp_path):
+    from trainers.demo_data import write_demo_dataset
+
+    three_bands = write_demo_dataset(tmp_path / "rgb", chips={"train": 2}, size=16, bands=3, seed=0)
+    spec = {
+        "name": "p",
+        "data": {"kind": "geotiff", "path": str(demo_dataset)},
+        "knn_data": {"kind": "geotiff", "path": str(three_bands)},
+    }
+    response = client.post("/v1/pretraining", json=spec)
+    assert response.status_code == 422 and _field(response) == ["body.knn_data"], response.text
+    assert "same sensors and bands" in response.text
+    assert client.get("/v1/pretraining").json() == []
+
+
 def test_the_api_checks_specs_without_importing_torch():
     """The API process validates backbone, searcher options and device names with no torch, timm or Optuna."""
     import subprocess

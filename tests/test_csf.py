@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import timm
@@ -70,6 +72,26 @@ def test_loss_is_stable_for_huge_unnormalised_features():
     loss, to_backward = contrastive_loss([z1.half()], [z2.half()])
     to_backward.backward()
     assert torch.isfinite(loss) and torch.isfinite(z1.grad).all()
+
+
+@pytest.mark.parametrize("scale", [1e-4, 1.0, 1e2, 1e4])
+def test_the_loss_is_finite_and_above_zero_at_any_scale_identical_views_included(scale):
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(32, 512, generator=g) * scale
+    noisy = z + 0.1 * scale * torch.randn(32, 512, generator=g)
+    bound = math.log(32) + 2 / 0.1  # cosine logits lie in [-1/τ, 1/τ]
+    for other in (z, noisy):
+        loss = layer_loss(z, other)
+        assert torch.isfinite(loss) and 0 < loss.item() <= bound
+
+
+def test_the_papers_raw_dot_product_saturates_which_is_why_cosine_is_the_default():
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(32, 512, generator=g) * 10  # deep features: dot products in the thousands
+    assert layer_loss(z, z, normalize=False).item() == 0.0  # positives lead by far: nothing to learn
+    shuffled = z[torch.randperm(32, generator=g)]
+    assert layer_loss(z, shuffled, normalize=False).item() > 100  # a negative leads: a huge step
+    assert 0 < layer_loss(z, z).item() < layer_loss(z, shuffled).item() < math.log(32) + 20
 
 
 # -- views

@@ -281,18 +281,21 @@ async function pretrainingPage() {
   $("knn").innerHTML = knnTable(job.knn);
 }
 
-// knn: {encoder: {subset: {k: {metric: value}}}} -> one row per (subset, k), one column per encoder × metric.
+// knn: {encoder: {subset: {k: {metric: value}}}, random_spread?, chips?} -> one row per (subset, k), one
+// column per encoder × metric, then random init's seed-to-seed spread per metric (a gain below it is noise).
 function knnTable(knn) {
   if (!knn || typeof knn !== "object" || Object.keys(knn).length === 0) return `<p class="empty">no k-NN results</p>`;
-  const encoders = Object.keys(knn);
+  const { random_spread: spread, chips, ...tables } = knn;
+  const encoders = Object.keys(tables);
   const rows = new Map();
   const metrics = new Set();
   for (const enc of encoders) {
-    for (const [subset, byK] of Object.entries(knn[enc] || {})) {
+    for (const [subset, byK] of Object.entries(tables[enc] || {})) {
       for (const [k, scores] of Object.entries(byK || {})) {
         const key = `${subset}\u0000${k}`;
         if (!rows.has(key)) rows.set(key, { subset, k, values: {} });
         for (const [metric, value] of Object.entries(scores || {})) {
+          if (metric === "k_used") continue;
           metrics.add(metric);
           rows.get(key).values[`${enc}\u0000${metric}`] = value;
         }
@@ -300,8 +303,13 @@ function knnTable(knn) {
     }
   }
   const cols = encoders.flatMap((e) => [...metrics].map((m) => [e, m]));
-  return `<table class="grid" id="knn-table"><thead><tr><th>bands</th><th>k</th>${cols.map(([e, m]) => `<th>${esc(e)} ${esc(m)}</th>`).join("")}</tr></thead><tbody>` +
-    [...rows.values()].map((r) => `<tr><td>${esc(r.subset)}</td><td>${esc(r.k)}</td>${cols.map(([e, m]) => `<td class="num">${num(r.values[`${e}\u0000${m}`])}</td>`).join("")}</tr>`).join("") +
+  const spreadCols = spread ? [...metrics] : [];
+  const spreadOf = (r, m) => (((spread || {})[r.subset] || {})[r.k] || {})[m];
+  const caption = chips && typeof chips === "object"
+    ? `<caption>${esc(chips.count)} labelled chips from <span class="mono">${esc(chips.path)}</span>: ${chips.held_out ? "held out from pretraining" : "the pretraining chips themselves (name knn_data to hold some out)"}</caption>`
+    : "";
+  return `<table class="grid" id="knn-table">${caption}<thead><tr><th>bands</th><th>k</th>${cols.map(([e, m]) => `<th>${esc(e)} ${esc(m)}</th>`).join("")}${spreadCols.map((m) => `<th>random max−min ${esc(m)}</th>`).join("")}</tr></thead><tbody>` +
+    [...rows.values()].map((r) => `<tr><td>${esc(r.subset)}</td><td>${esc(r.k)}</td>${cols.map(([e, m]) => `<td class="num">${num(r.values[`${e}\u0000${m}`])}</td>`).join("")}${spreadCols.map((m) => `<td class="num">${spreadOf(r, m) ? num(spreadOf(r, m).spread) : "—"}</td>`).join("")}</tr>`).join("") +
     `</tbody></table>`;
 }
 
