@@ -1,0 +1,230 @@
+"""Does CSF learn on real multi-sensor imagery? Pretraining through the product, k-NN on held-out chips.
+
+    python bench/csf_real.py --data DIR --knn-data DIR --profile cpu      # at most 30 minutes on 2 cores
+    python bench/csf_real.py --split-by-plot ../shared/data/idtrees-multisensor --profile cpu
+    python bench/csf_real.py ... --profile gpu --out bench/results/csf_real_gpu.json
+
+``--data`` and ``--knn-data`` are multi-sensor (or GeoTIFF dataset) folders of the same sensors and
+bands: the first is pretrained on, the second only evaluated. ``--split-by-plot SRC`` makes the two
+from one multi-sensor folder whose chips carry a ``plot``: a seeded share of the plots
+(``--holdout``) is held out for evaluation, so no plot, and no overlapping crown window, is in both.
+
+What it runs, as a user would: a local Ray head, the API, ``POST /v1/pretraining`` with
+``knn_data`` (a Ray Job: Ray Train pretraining, then k-NN of random init over ``--random-seeds``
+seeds and of the CSF encoder on the evaluation chips), polled until done. The table is the job's own
+k-NN result, per sensor and all bands, k = 10, 25, 50, 100 (same-class share, accuracy).
+
+Goal (issue 20): at k = 10 and 25, on every sensor and on all bands, CSF's same-class share and
+accuracy beat random init's mean by more than random init's own seed-to-seed spread (max - min).
+Exit 1 when the goal is not met; exit 2 when the run cannot say (the job failed, the evaluation
+chips were not held out, fewer than 2 random seeds, or the loss never fell).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+GOAL_KS = ("10", "25")
+METRICS = ("same_class", "accuracy")
+
+#: settings per profile: what one pretraining job runs
+PROFILES: dict[str, dict[str, Any]] = {
+    "cpu": {"backbone": "resnet18", "steps": 400, "batch_size": 32, "crop": 48, "warmup_steps": 40,
+            "ramp_steps": 200, "lr": 1e-3, "workers": 1},
+    "gpu": {"backbone": "resnet18", "steps": 3000, "batch_size": 128, "crop": 48, "warmup_steps": 300,
+            "ramp_steps": 1500, "lr": 1e-3, "workers": 1},
+}
+
+
+def split_by_plot(src: Path, out: Path, holdout: float, seed: int) -> tuple[Path, Path]:
+    """Two multi-sensor folders over ``src``'s files: chips of the held-out plots, and of the rest."""
+    manifest = json.loads((src / "multisensor.json").read_text())
+    plots = sorted({chip["plot"] for chip in manifest["chips"]})
+    rng = np.random.default_rng(seed)
+    held = set(rng.choice(plots, size=max(1, round(holdout * len(plots))), replace=False).tolist())
+    sensors = {name: {**s, "file": str((src / s["file"]).resolve())} for name, s in manifest["sensors"].items()}
+    folders = []
+    for name, keep in (("pretrain", lambda c: c["plot"] not in held), ("evaluate", lambda c: c["plot"] in held)):
+        folder = out / name
+        folder.mkdir(parents=True, exist_ok=True)
+        chips = [c for c in manifest["chips"] if keep(c)]
+        (folder / "multisensor.json").write_text(json.dumps({**manifest, "sensors": sensors, "chips": chips}))
+        folders.append(folder)
+    return folders[0], folders[1]
+
+
+def _kind(folder: Path) -> str:
+    return "multisensor" if (folder / "multisensor.json").is_file() else "geotiff"
+
+
+def loss_summary(curve: list[dict[str, Any]]) -> dict[str, Any]:
+    """Whether the loss settled: means over the first and last fifths, exact zeros, the largest step."""
+    losses = [float(p["loss"]) for p in curve]
+    if not losses:
+        return {"steps": 0}
+    fifth = max(1, len(losses) // 5)
+    early, late = losses[:fifth], losses[-fifth:]
+    return {
+        "steps": len(losses),
+        "first": losses[0],
+        "mean_first_fifth": statistics.fmean(early),
+        "mean_last_fifth": statistics.fmean(late),
+        "fell": statistics.fmean(late) < statistics.fmean(early),
+        "exact_zero_steps": sum(v == 0.0 for v in losses),
+        "max": max(losses),
+        "min": min(losses),
+        "std_last_fifth": statistics.pstdev(late),
+    }
+
+
+def goals(knn: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """Per subset, k and metric: CSF's gain over random's mean against random's spread."""
+    rows, met = {}, True
+    for subset, by_k in knn["csf"].items():
+        for k in GOAL_KS:
+            for metric in METRICS:
+                spread = knn["random_spread"][subset][k][metric]
+                gain = float(by_k[k][metric]) - spread["mean"]
+                ok = gain > spread["spread"]
+                rows[f"{subset}/k{k}/{metric}"] = {"gain": gain, "random_spread": spread["spread"], "met": ok}
+                met = met and ok
+    return rows, met
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True)
+        return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _machine() -> dict[str, Any]:
+    return {"host": platform.node(), "cpus": len(os.sched_getaffinity(0)), "python": platform.python_version()}
+
+
+def print_table(knn: dict[str, Any]) -> None:
+    spread = knn["random_spread"]
+    print(f"{'bands':<8}{'k':>4}  {'random (mean, max-min)':>30}  {'csf':>16}")
+    for subset, by_k in knn["csf"].items():
+        for k, scores in by_k.items():
+            r = spread[subset][k]
+            rand = " / ".join(f"{r[m]['mean']:.3f}±{r[m]['spread']:.3f}" for m in METRICS)
+            csf = " / ".join(f"{scores[m]:.3f}" for m in METRICS)
+            print(f"{subset:<8}{k:>4}  {rand:>30}  {csf:>16}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, help="chips to pretrain on")
+    parser.add_argument("--knn-data", type=Path, help="labelled chips of the same sensors, only evaluated")
+    parser.add_argument("--split-by-plot", type=Path, help="make --data and --knn-data from one folder, by plot")
+    parser.add_argument("--holdout", type=float, default=0.3, help="share of plots held out (--split-by-plot)")
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="cpu")
+    parser.add_argument("--seed", type=int, default=0, help="the pretraining seed (and the plot split's)")
+    parser.add_argument("--random-seeds", type=int, default=3)
+    parser.add_argument("--similarity", choices=["cosine", "dot"], default="cosine")
+    parser.add_argument("--cpus", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "csf_real.json")
+    args = parser.parse_args()
+    started = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix="geonas-csf-real-"))
+    if args.split_by_plot:
+        data, knn_data = split_by_plot(args.split_by_plot.resolve(), work / "split", args.holdout, args.seed)
+    elif args.data and args.knn_data:
+        data, knn_data = args.data.resolve(), args.knn_data.resolve()
+    else:
+        parser.error("give --data and --knn-data, or --split-by-plot SRC")
+
+    from cluster.connect import connect
+    from service.app import create_app
+    from service.client import ApiClient
+    from service.demo import ServerThread
+    from service.jobs import JobLauncher
+    from service.settings import Settings
+
+    profile = PROFILES[args.profile]
+    spec = {
+        "name": f"csf-real-{args.profile}",
+        "data": {"kind": _kind(data), "path": str(data)},
+        "knn_data": {"kind": _kind(knn_data), "path": str(knn_data)},
+        "knn_seeds": args.random_seeds,
+        "similarity": args.similarity,
+        "seed": args.seed,
+        "checkpoint_every": profile["steps"],
+        **profile,
+    }
+    settings = Settings(home=work / "home")
+    cluster = connect(None, num_cpus=args.cpus, home=settings.home)
+    try:
+        app = create_app(settings, launcher=JobLauncher(cluster.dashboard_url, settings))
+        with ServerThread(app) as server:
+            api = ApiClient(server.url, timeout=120)
+            created = api.submit_pretraining(spec)
+            print(f"pretraining job {created['id']} (Ray Job {created['job_id']}): {json.dumps(spec)}")
+            while (job := api.pretraining(created["id"]))["state"] not in ("completed", "failed", "cancelled"):
+                time.sleep(5)
+    finally:
+        cluster.stop(grace_s=5)
+    wall = time.monotonic() - started
+    cannot_say = []
+    if job["state"] != "completed":
+        cannot_say.append(f"the job ended {job['state']}: {job.get('error')}")
+    knn = job.get("knn") or {}
+    if job["state"] == "completed" and not (knn.get("chips") or {}).get("held_out"):
+        cannot_say.append("the k-NN chips were not held out from pretraining")
+    if args.random_seeds < 2:
+        cannot_say.append("fewer than 2 random seeds: no spread to read a gain against")
+    summary = loss_summary(job.get("loss_curve") or [])
+    if summary.get("steps") and not summary.get("fell"):
+        cannot_say.append("the loss did not fall (mean of the last fifth >= the first fifth)")
+    table, met = goals(knn) if "csf" in knn and "random_spread" in knn else ({}, False)
+    result = {
+        "commit": _git_commit(),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "machine": _machine(),
+        "profile": args.profile,
+        "spec": {k: v for k, v in spec.items() if k not in ("data", "knn_data")},
+        "data": {"pretrain": str(data), "knn": str(knn_data), "split_by_plot": str(args.split_by_plot or ""),
+                 "holdout": args.holdout if args.split_by_plot else None},
+        "knn": {k: knn[k] for k in ("random", "csf") if k in knn},
+        "random_spread": knn.get("random_spread"),
+        "knn_chips": knn.get("chips"),
+        "loss_curve_summary": summary,
+        "goals": table,
+        "goal_met": met and not cannot_say,
+        "cannot_say": cannot_say,
+        "wall_s": round(wall, 1),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    if "csf" in knn and "random_spread" in knn:
+        print_table(knn)
+    print(json.dumps(summary, indent=1))
+    print(f"goal (CSF beats random by more than its spread at k=10, 25 everywhere): {'met' if met else 'NOT met'}")
+    print(f"{sum(r['met'] for r in table.values())} of {len(table)} cells met; wall {wall / 60:.1f} min")
+    if cannot_say:
+        print("cannot say: " + "; ".join(cannot_say), file=sys.stderr)
+        return 2
+    return 0 if met else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
