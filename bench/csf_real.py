@@ -141,6 +141,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0, help="the pretraining seed (and the plot split's)")
     parser.add_argument("--random-seeds", type=int, default=3)
     parser.add_argument("--similarity", choices=["cosine", "dot"], default="cosine")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override a pretraining spec field of the profile (e.g. crop=32, gain_jitter=0.1)")
     parser.add_argument("--cpus", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "csf_real.json")
     args = parser.parse_args()
@@ -171,6 +173,9 @@ def main() -> int:
         "checkpoint_every": profile["steps"],
         **profile,
     }
+    for item in args.set:
+        field, _, value = item.partition("=")
+        spec[field] = json.loads(value)
     settings = Settings(home=work / "home")
     cluster = connect(None, num_cpus=args.cpus, home=settings.home)
     try:
