@@ -10,8 +10,10 @@ direction's loss lies in ``(0, log N + 2/τ]``), or the paper's raw dot product 
 The raw dot product does not train on real imagery: deep features give dot products in the
 hundreds or thousands, so ``S`` saturates the softmax. A batch whose positives lead by more than
 float32's resolution scores a loss of exactly 0 and teaches nothing, and one where a negative leads
-scores hundreds and takes a huge step: on real airborne chips (IDTReeS, three sensors) 84 of 400
-steps were exactly 0 and others 140-650, and the encoder ended below random init on k-NN.
+scores hundreds and takes a huge step. On real airborne chips (IDTReeS, three sensors; resnet18, 400
+steps of 32, ``bench/results/csf_real_dot.json``) 42 of 400 steps were exactly 0 and the largest was
+360; with cosine similarities (``csf_real.json``, same chips and settings) no step was 0, the largest
+was 0.66, and the mean loss fell from 0.28 over the first fifth of the steps to 0.10 over the last.
 
 Numerics: the similarities are computed in float32 with autocast off (raw dot products would
 overflow float16), and the N x N logits are taken to float64 for the cross-entropy, through
