@@ -25,9 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,6 +36,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.provenance import git_commit, machine  # noqa: E402
 
 GOAL_KS = ("10", "25")
 METRICS = ("same_class", "accuracy")
@@ -104,20 +104,6 @@ def goals(knn: dict[str, Any]) -> tuple[dict[str, Any], bool]:
                 rows[f"{subset}/k{k}/{metric}"] = {"gain": gain, "random_spread": spread["spread"], "met": ok}
                 met = met and ok
     return rows, met
-
-
-def _git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True)
-        return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def _machine() -> dict[str, Any]:
-    return {"host": platform.node(), "cpus": len(os.sched_getaffinity(0)), "python": platform.python_version()}
 
 
 def print_table(knn: dict[str, Any]) -> None:
@@ -202,9 +188,9 @@ def main() -> int:
         cannot_say.append("the loss did not fall (mean of the last fifth >= the first fifth)")
     table, met = goals(knn) if "csf" in knn and "random_spread" in knn else ({}, False)
     result = {
-        "commit": _git_commit(),
+        "commit": git_commit(),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": _machine(),
+        "machine": machine(),
         "profile": args.profile,
         "spec": {k: v for k, v in spec.items() if k not in ("data", "knn_data")},
         "data": {"pretrain": str(data), "knn": str(knn_data), "split_by_plot": str(args.split_by_plot or ""),

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import re
 import shutil
 import subprocess
@@ -26,23 +25,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.provenance import git_commit, machine  # noqa: E402
+
 RESULTS = ROOT / "bench" / "results"
 GOAL_S = 300.0
 SUMMARY = re.compile(r"^(latency target|stage 1|stage 2|  \S|experiment page|demo finished)")
-
-
-def _git(*args: str) -> str:
-    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-
-
-def _machine() -> dict[str, object]:
-    cpu = platform.processor()
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    cpus = len(os.sched_getaffinity(0))
-    return {"host": platform.node(), "cpu": cpu, "cpus": cpus, "python": platform.python_version()}
 
 
 def _timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, int, str]:
@@ -52,12 +41,12 @@ def _timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, int, 
 
 
 def main() -> int:
-    commit = _git("rev-parse", "HEAD")
     with tempfile.TemporaryDirectory(prefix="geonas-demo-time-") as tmp:
         work = Path(tmp)
         (work / "shared").symlink_to((ROOT.parent / "shared").resolve())
         subprocess.run(["git", "clone", "-q", str(ROOT), str(work / "geonas")], check=True)
         clone = work / "geonas"
+        commit = git_commit(clone)  # what ran: the clone of HEAD, whatever this working tree holds
         env = {k: v for k, v in os.environ.items() if not k.startswith(("GEONAS_", "RAY_", "VIRTUAL_ENV"))}
         env["COLUMNS"] = "200"  # rich wraps at 80 columns when printing to a pipe
         install_s, install_rc, install_out = _timed(["make", "install"], clone, env)
@@ -81,7 +70,7 @@ def main() -> int:
     result = {
         "commit": commit,
         "command": "python bench/demo_time.py",
-        "machine": _machine(),
+        "machine": machine(),
         "pip_cache": "this machine's (a first install anywhere may download more)",
         "install_s": round(install_s, 1),
         "demo_s": round(demo_s, 1),

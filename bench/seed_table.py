@@ -29,7 +29,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,6 +37,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.provenance import git_commit  # noqa: E402
 
 MIN_LATENCY_SPAN = 3.0  # max / min stage-1 latency over every searched architecture measured
 MIN_PPO_UPDATES = 4
@@ -98,15 +99,6 @@ MODES["smoke"] = Mode(
     val_subset=32, epochs1=2, epochs2=1, stage2_subset=64, ppo_batch=2, seeds=(0,),
 )  # fmt: skip
 ORDER = {"unet": 0, "fpn": 1, "random_latency": 2, "nas": 3, "nas_latency": 4}
-
-
-def _git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
-        return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def _machine() -> dict[str, Any]:
@@ -340,7 +332,7 @@ def main() -> None:
     result: dict[str, Any] = {
         "mode": args.mode,
         "dataset": dataset_name,
-        "commit": _git_commit(),
+        "commit": git_commit(),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": _machine(),
         "settings": {**asdict(mode), "device": args.device, "target_ratio": args.target_ratio, "margin": 0.0},

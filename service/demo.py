@@ -7,7 +7,7 @@ training them, then the top 2 and a UNet baseline fine-tuned and scored on the t
 follows the trials live, prints the leaderboard and the experiment's page; ``--serve`` keeps the API
 and its pages up afterwards.
 
-The target is relative, so it binds on any hardware: 0.55 x the UNet baseline's latency, measured by
+The target is relative, so it binds on any hardware: 0.5 x the UNet baseline's latency, measured by
 the experiment's latency meter when it starts (``latency.target_ratio``).
 """
 
@@ -36,7 +36,7 @@ DEMO_SPEC: dict[str, Any] = {
     },
     "searcher": {"name": "ppo", "options": {"batch_size": 3}},
     "budget": {"trials": 8, "concurrency": 1},
-    "latency": {"device": "cpu-1threads", "reward": "hard", "target_ratio": 0.55, "relative_to": "unet", "margin": 0},
+    "latency": {"device": "cpu-1threads", "reward": "hard", "target_ratio": 0.5, "relative_to": "unet", "margin": 0},
     "stage1": {"subset": 4000, "epochs": 2, "batch_size": 16, "lr": 0.003, "early_stopping": "none"},
     "stage2": {"top_k": 2, "epochs": 2},
     "baselines": ["unet"],
