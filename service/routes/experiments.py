@@ -23,7 +23,7 @@ from ..specs import (
     TrialPublic,
 )
 from ..states import TERMINAL, State
-from ..store import PAGE_COLUMNS, Experiment, Store, Trial
+from ..store import PAGE_COLUMNS, Experiment, Store
 from ..validation import check_backbone, check_dataset
 from .cached_reads import CachedRead, cached_read
 from .deps import get_launcher, get_store_dep
@@ -104,10 +104,6 @@ def trial_page_json(rows: Sequence[Sequence[Any]]) -> bytes:
     for column, part in zip(stored, parts[1:], strict=True):
         out += (column, part)
     return b"".join(out)
-
-
-def trial_public(t: Trial) -> TrialPublic:
-    return TrialPublic.model_validate(t, from_attributes=True)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=ExperimentCreated, responses=NO_CLUSTER)
