@@ -85,9 +85,7 @@ def knn_report(spec: PretrainingSpec, artifact: str) -> dict[str, Any]:
     from csf.encoder import build_encoder, load_csf_backbone
     from csf.knn import evaluate_knn, seed_spread
 
-    from .validation import knn_source
-
-    ref = knn_source(spec) or spec.data
+    ref = spec.knn_chips() or spec.data
     chips = load_chips(chip_source(ref))
     if chips.labels is None:
         return {}

@@ -300,6 +300,15 @@ class PretrainingSpec(_Spec):
         "noise CSF's gain is read against.",
     )
 
+    def knn_chips(self) -> PretrainingData | None:
+        """Where k-NN is evaluated: ``knn_data`` with the pretraining data's band or sensor choice unless
+        it names its own, or None (the pretraining chips themselves)."""
+        if self.knn_data is None:
+            return None
+        ref = self.knn_data
+        inherited = {"bands": ref.bands or self.data.bands, "sensors": ref.sensors or self.data.sensors}
+        return ref.model_copy(update=inherited)
+
 
 class PretrainingPublic(BaseModel):
     id: str

@@ -19,7 +19,7 @@ from .specs import ExperimentSpec, PretrainingData, PretrainingSpec
 #: libyaml's safe loader when PyYAML was built with it (several times faster), else the pure-Python one
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
-__all__ = ["check_dataset", "check_pretraining_data", "check_backbone", "check_data_root", "knn_source"]
+__all__ = ["check_dataset", "check_pretraining_data", "check_backbone", "check_data_root"]
 
 
 #: Folders that never hold datasets. With no data roots configured (the embedded, single-user
@@ -127,20 +127,11 @@ def _chip_bands(ref: PretrainingData, root: Path, field: str) -> list[str]:
     return [band for sensor in (ref.sensors or list(sensors)) for band in sensors[sensor]]
 
 
-def knn_source(spec: PretrainingSpec) -> PretrainingData | None:
-    """Where k-NN is evaluated: ``knn_data`` with the pretraining data's band or sensor choice unless
-    it names its own, or None (the pretraining chips)."""
-    if spec.knn_data is None:
-        return None
-    ref = spec.knn_data
-    return ref.model_copy(update={"bands": ref.bands or spec.data.bands, "sensors": ref.sensors or spec.data.sensors})
-
-
 def check_pretraining_data(spec: PretrainingSpec, settings: Settings) -> Path:
     """The pretraining chips exist with the bands asked for; ``knn_data`` has the very same bands."""
     root = check_data_root(spec.data.path, settings, "data.path")
     bands = _chip_bands(spec.data, root, "data")
-    knn = knn_source(spec)
+    knn = spec.knn_chips()
     if knn is not None:
         if knn.kind != spec.data.kind:
             raise SpecError(f"knn_data is {knn.kind}, the pretraining data {spec.data.kind}", field="knn_data.kind")
