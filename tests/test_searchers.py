@@ -521,3 +521,11 @@ def test_a_searcher_whose_arguments_drift_from_its_options_model_does_not_regist
         register_searcher("drifted", options=EvolutionOptions)(Drifted)
     with pytest.raises(TypeError, match="the API checks"):  # "tpe" is in the options table with another model
         register_searcher("tpe", options=EvolutionOptions)(Drifted)
+
+
+def test_surrogate_rank_correlation_shares_ranks_between_ties():
+    """Failed trials all score the same reward: tied values take their mean rank, not an arbitrary order."""
+    from search_spaces.searchers.surrogate import spearman
+
+    assert spearman(np.array([0.0, 0.0, 0.0, 1.0]), np.array([-1.0, -1.0, -1.0, 2.0])) == pytest.approx(1.0)
+    assert spearman(np.ones(4), np.arange(4.0)) == 0.0

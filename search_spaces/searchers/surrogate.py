@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.linalg import cho_factor, cho_solve, solve_triangular
 from scipy.special import ndtr
+from scipy.stats import spearmanr
 
 __all__ = ["HammingGP", "spearman"]
 
@@ -25,12 +26,13 @@ _NOISES = (1e-3, 1e-2, 1e-1)
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Rank correlation of two vectors (0.0 when either is constant)."""
-    ra, rb = np.argsort(np.argsort(a)).astype(float), np.argsort(np.argsort(b)).astype(float)
-    ra -= ra.mean()
-    rb -= rb.mean()
-    denom = float(np.sqrt((ra**2).sum() * (rb**2).sum()))
-    return float((ra * rb).sum() / denom) if denom > 0 else 0.0
+    """Rank correlation of two vectors, tied values sharing their mean rank (0.0 when either is constant).
+
+    Ties matter here: failed trials all score the same reward.
+    """
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return 0.0
+    return float(spearmanr(a, b).statistic)
 
 
 class HammingGP:

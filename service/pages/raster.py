@@ -9,29 +9,22 @@ trial visible (each is a disc; overlaps darken) while the browser paints a singl
 from __future__ import annotations
 
 import base64
-import struct
-import zlib
+import io
 
 import numpy as np
+from PIL import Image
 
 __all__ = ["png_bytes", "points_image"]
 
 
 def png_bytes(pixels: np.ndarray) -> bytes:
-    """Encode (H, W, 3) or (H, W, 4) uint8 as PNG (zlib and four chunks; no imaging library needed)."""
+    """Encode (H, W, 3) or (H, W, 4) uint8 as PNG (RGB or RGBA)."""
     if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] not in (3, 4):
         raise ValueError(f"expected (H, W, 3|4) uint8, got {pixels.shape} {pixels.dtype}")
-    height, width, channels = pixels.shape
-    rows = np.concatenate([np.zeros((height, 1), np.uint8), pixels.reshape(height, -1)], axis=1)
-
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        crc = zlib.crc32(tag + data) & 0xFFFFFFFF
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", crc)
-
-    colour_type = 2 if channels == 3 else 6
-    header = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
-    idat = zlib.compress(rows.tobytes(), 6)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    out = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(pixels), "RGB" if pixels.shape[2] == 3 else "RGBA").save(
+        out, format="PNG", compress_level=6)
+    return out.getvalue()
 
 
 def points_image(
