@@ -8,9 +8,10 @@ load), and runs 50 concurrent clients that alternate ``GET /v1/leaderboard`` and
 same time, through a launcher that only records the submission (a stand-in for the Ray Jobs API):
 every 201 must be an experiment in the store with its job id, and the launcher's count must match.
 
-Writes ``bench/results/api_load.json``: ``{"sqlite": {"p50_ms", "p99_ms", "rps", ...}, "postgresql":
-{...}, "machine": ...}``. The client and the server share the machine (2 cores, shared with other
-work): the numbers are end-to-end under that contention, not the server alone.
+Writes ``bench/results/api_load.json``: ``{"commit", "command", "machine", "sqlite": {"p50_ms",
+"p99_ms", "rps", ...}, "postgresql": {...}, "setup": {...}}``. The client and the server share the
+machine's cores (``setup.load`` has its load average at the end): the numbers are end-to-end under
+that contention, not the server alone.
 
 Run::
 
@@ -37,6 +38,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))  # tests/pg.py: the PostgreSQL server the tests use
+
+from bench.provenance import stamp  # noqa: E402
 
 
 class RecordingLauncher:
@@ -394,11 +397,10 @@ def main() -> None:
             "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
         },
         "client": "aiohttp, in the bench process (its CPU per request is client_cpu_ms_per_request)",
-        "machine": f"{os.cpu_count()} cores shared with other agents' jobs (load average "
-        f"{os.getloadavg()[0]:.1f} at the end): noisy; client and server on the same cores",
+        "load": f"load average {os.getloadavg()[0]:.1f} at the end; client and server on the same cores",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    Path(args.out).write_text(json.dumps(stamp(out), indent=2) + "\n")
     print(f"wrote {args.out}")
 
 

@@ -5,7 +5,9 @@
     python bench/csf.py --profile gpu --device cuda --no-ray --threads 8 --out R.json  # one GPU, no Ray/scipy
     (--export-cache DIR / --from-cache DIR keep the chips as .npz; GEONAS_DUBAI points at the data)
 
-What it does (all settings are printed and stored in the JSON):
+What it does (all settings are printed and stored in the JSON, with the ``commit``, ``command`` and
+``machine``; a file that ``--sections``/``--datasets`` subsets were merged into lists those of every
+run whose numbers it holds under ``runs``):
 1. Chips. Dubai aerial (RGB, 6 classes): pretraining chips from tiles 1-6, k-NN chips from the
    held-out tile 8 labelled by dominant class; transfer chips (with masks) from tiles 1-6 (10% of
    them carry labels) and tile 8 (test). Multi-sensor: a generated 3-sensor, 12-band set; its last
@@ -38,6 +40,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.provenance import stamp  # noqa: E402
 from csf.data import ChipSet  # noqa: E402
 from csf.encoder import CSFEncoder, build_encoder, load_init_weights  # noqa: E402
 from csf.knn import KS, evaluate_knn  # noqa: E402
@@ -47,6 +50,7 @@ DUBAI = Path(os.environ.get("GEONAS_DUBAI", Path(__file__).resolve().parents[2] 
 RESULTS = Path(__file__).resolve().parent / "results"
 SECTIONS = "knn,transfer,throughput"
 DATASETS = ("dubai", "multisensor")
+PROVENANCE = ("commit", "command", "machine")
 
 
 PROFILES = {
@@ -336,6 +340,10 @@ def main() -> None:
     out = args.out or RESULTS / f"csf{'-' + args.tag if args.tag else ''}.json"
     partial = args.sections != SECTIONS or args.datasets != ",".join(DATASETS)
     result = json.loads(out.read_text()) if out.is_file() and partial else {}
+    # a subset merged into an earlier file: that file's runs made the rest of its numbers
+    earlier = (result.pop("runs", None) or [{k: result.get(k, "unknown") for k in PROVENANCE}]) if result else []
+    for key in PROVENANCE:
+        result.pop(key, None)
     result.update(settings=s, device=str(device) if device.type == "cpu" else torch.cuda.get_device_name())
     sections = set(args.sections.split(","))
     if args.no_ray:
@@ -365,6 +373,9 @@ def main() -> None:
             write_multisensor_dataset(args.work / "multisensor", n_chips=200, size=s["chip"], seed=0)
         result["throughput"] = _print_throughput(throughput(s, args.work))
     result.setdefault("seconds", {})[args.sections] = round(time.perf_counter() - t0, 1)
+    result = stamp(result)
+    if earlier:
+        result["runs"] = [*earlier, {k: result[k] for k in PROVENANCE}]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
     print(f"\nwrote {out} ({time.perf_counter() - t0:.0f}s)")

@@ -37,7 +37,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.provenance import git_commit, machine  # noqa: E402
+from bench.provenance import stamp  # noqa: E402
 
 GOAL_KS = ("10", "25")
 METRICS = ("same_class", "accuracy")
@@ -187,10 +187,7 @@ def main() -> int:
     if summary.get("steps") and not summary.get("fell"):
         cannot_say.append("the loss did not fall (mean of the last fifth >= the first fifth)")
     table, met = goals(knn) if "csf" in knn and "random_spread" in knn else ({}, False)
-    result = {
-        "commit": git_commit(),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": machine(),
+    result = stamp({
         "profile": args.profile,
         "spec": {k: v for k, v in spec.items() if k not in ("data", "knn_data")},
         "data": {"pretrain": str(data), "knn": str(knn_data), "split_by_plot": str(args.split_by_plot or ""),
@@ -203,7 +200,7 @@ def main() -> int:
         "goal_met": met and not cannot_say,
         "cannot_say": cannot_say,
         "wall_s": round(wall, 1),
-    }
+    })
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     if "csf" in knn and "random_spread" in knn:

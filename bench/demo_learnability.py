@@ -23,6 +23,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.provenance import stamp  # noqa: E402
 from trainers.datasets import SegmentationDataset  # noqa: E402
 from trainers.demo_data import DEFAULT_CHIPS, write_demo_dataset  # noqa: E402
 
@@ -107,7 +108,7 @@ def main() -> None:
         "seed": args.seed,
         "chips": DEFAULT_CHIPS,
     }
-    out.write_text(json.dumps({"config": config, "rows": rows}, indent=1))
+    out.write_text(json.dumps(stamp({"config": config, "rows": rows}), indent=1))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ or stage 2 registered fewer than 3 models), whatever the time.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -27,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.provenance import git_commit, machine  # noqa: E402
+from bench.provenance import git_commit, stamp  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 GOAL_S = 300.0
@@ -41,6 +42,7 @@ def _timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, int, 
 
 
 def main() -> int:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     with tempfile.TemporaryDirectory(prefix="geonas-demo-time-") as tmp:
         work = Path(tmp)
         (work / "shared").symlink_to((ROOT.parent / "shared").resolve())
@@ -67,10 +69,7 @@ def main() -> int:
     if not models or int(models.group(1)) < 3:
         vacuous.append("stage 2 did not register the top 2 and the UNet")
     total = install_s + demo_s
-    result = {
-        "commit": commit,
-        "command": "python bench/demo_time.py",
-        "machine": machine(),
+    result = stamp({
         "pip_cache": "this machine's (a first install anywhere may download more)",
         "install_s": round(install_s, 1),
         "demo_s": round(demo_s, 1),
@@ -79,7 +78,7 @@ def main() -> int:
         "met": total <= GOAL_S and not vacuous,
         "vacuous": vacuous,
         "summary": summary,
-    }
+    }, commit=commit)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "demo_time.json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"{'step':<16}{'seconds':>10}")

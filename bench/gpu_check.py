@@ -24,6 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from bench.provenance import stamp  # noqa: E402  (standard library only: no Ray; commit "unknown" outside git)
+
 
 def section(results: dict, name: str):
     def wrap(fn):
@@ -135,7 +137,7 @@ def main() -> None:
         return {"losses": [o["loss"] for o in out]}
 
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2))
+    Path(args.out).write_text(json.dumps(stamp(results), indent=2))
 
 
 if __name__ == "__main__":

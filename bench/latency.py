@@ -42,6 +42,7 @@ from scipy.stats import spearmanr
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.provenance import stamp  # noqa: E402
 from search_spaces.builder import build_model  # noqa: E402
 from search_spaces.latency.harness import measure_latency  # noqa: E402
 from search_spaces.latency.profiles import get_profile  # noqa: E402
@@ -87,35 +88,22 @@ def train_beside(ready, stop, steps, seed: int) -> None:  # noqa: ANN001 (multip
             ready.set()
 
 
-def git_commit() -> dict[str, object]:
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-
+def code_dirty() -> bool | None:
+    """Whether the code this bench measures (itself and the latency meter) differs from the commit: the
+    commit's ``-dirty`` mark says only that some tracked file does. ``None`` outside git."""
+    mine = ["bench/latency.py", "search_spaces/latency"]
     try:
-        mine = ["bench/latency.py", "search_spaces/latency"]
-        return {"commit": git("rev-parse", "HEAD"), "code_dirty": bool(git("status", "--porcelain", "--", *mine))}
+        done = subprocess.run(
+            ["git", "status", "--porcelain", "--", *mine], cwd=ROOT, capture_output=True, text=True, check=True
+        )
+        return bool(done.stdout.strip())
     except (OSError, subprocess.CalledProcessError):
-        return {"commit": None, "code_dirty": None}
+        return None
 
 
-def machine() -> dict[str, object]:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "host": platform.node(),
-        "platform": platform.platform(),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-    }
+def environment() -> dict[str, object]:
+    """What provenance's ``machine`` leaves out and a latency depends on."""
+    return {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__}
 
 
 def rel_diffs(x: list[float], y: list[float]) -> list[float]:
@@ -251,7 +239,7 @@ def main() -> int:
 
     rhos = [r["spearman"] for r in runs]
     cost = [r.wall_s for r in quiet_results]
-    report = {
+    report = stamp({
         "goal": {"spearman_every_run_at_least": args.goal, "met": not failures, "failures": failures},
         "spearman": {"min": min(rhos), "median": statistics.median(rhos), "max": max(rhos), "per_run": rhos},
         "measurement_cost_s": {
@@ -262,9 +250,8 @@ def main() -> int:
         "latency_ms_range": [min(min(v) for v in quiet.values() if v), max(max(v) for v in quiet.values() if v)],
         "beside_training": beside,
         "runs": runs,
-        **git_commit(),
-        "command": sys.argv,
-        "machine": machine(),
+        "code_dirty": code_dirty(),
+        "environment": environment(),
         "n_sampled": len(archs),
         "profile": profile.name,
         "clock": quiet_results[0].clock,
@@ -282,7 +269,7 @@ def main() -> int:
         "niceness": os.nice(0),
         "total_s": time.perf_counter() - started,
         "ran_at": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
+    })
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".json.tmp")

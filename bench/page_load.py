@@ -9,13 +9,15 @@ warm, with its response size; (b) in the OS's Chromium, the time from navigation
 says it is ready (all charts, the first table page and the learning curves inserted), cold and
 warm, plus re-sorting the table and paging; (c) for scale, the REST resource that returns every
 trial whole (``/v1/experiments/{id}/trials``), which a page built on it would have to download.
-Prints a table and writes JSON.
+Prints a table and writes JSON (with the ``commit``, ``command`` and ``machine``, and the load
+average at the end: the server, the client and Chromium share the machine's cores).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shutil
 import statistics
@@ -29,6 +31,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.provenance import stamp  # noqa: E402
 from service.app import create_app  # noqa: E402
 from service.demo import ServerThread  # noqa: E402
 from service.pages.queries import clear_caches  # noqa: E402
@@ -202,11 +205,11 @@ def main() -> None:
                 print(f"{name:<28}{ms:>10.1f}")
         else:
             print("no Chromium on PATH: browser timings skipped")
-    payload = {
-        "machine": {"cpus_note": "2 shared CPU cores, other agents running", "python": sys.version.split()[0]},
+    payload = stamp({
+        "load": {"load_average_1_5_15_min_at_end": [round(x, 2) for x in os.getloadavg()]},
         "measured_at": datetime.now().isoformat(timespec="seconds"),
         "results": results,
-    }
+    })
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(payload, indent=2) + "\n")
     print(f"\nwrote {args.out}")

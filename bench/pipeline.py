@@ -13,9 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.provenance import stamp  # noqa: E402
 
 
 def main() -> None:
@@ -95,7 +100,7 @@ def main() -> None:
         totals["latency"] += waited
     share = totals["train"] / totals["wall"] if totals["wall"] else 0.0
     chips = [r["chips_per_s"] for r in rows if r["chips_per_s"]]
-    result = {
+    result = stamp({
         "settings": vars(args),
         "experiment_s": experiment_s,
         "training_share": share,
@@ -106,7 +111,7 @@ def main() -> None:
         else 0.0,
         "chips_per_s_per_trial": sum(chips) / len(chips) if chips else None,
         "trials": rows,
-    }
+    })
     header = ("trial", "state", "wall s", "train s", "eval s", "lat wait s", "other s", "train %", "chips/s")
     print("{:<28} {:<10} {:>8} {:>8} {:>7} {:>10} {:>8} {:>8} {:>8}".format(*header))
     for r in rows:

@@ -1,16 +1,21 @@
 """Where a bench result came from: the commit that made it (``-dirty`` when tracked files differ from
-it) and the machine it ran on. Every ``bench/results/*.json`` carries both, beside its ``command``."""
+it), the command as typed and the machine it ran on. Every ``bench/results/*.json`` carries all three
+(``stamp`` adds them); results made by code that no longer exists move to ``bench/results/history/``.
+
+Imports nothing beyond the standard library: ``bench/gpu_check.py`` runs it on machines without Ray
+(and, from a copied tree, without git: the commit is then ``unknown``)."""
 
 from __future__ import annotations
 
 import os
 import platform
 import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-__all__ = ["git_commit", "machine"]
+__all__ = ["git_commit", "machine", "stamp"]
 
 
 def git_commit(root: Path = ROOT) -> str:
@@ -36,3 +41,10 @@ def machine() -> dict[str, object]:
             break
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {"host": platform.node(), "cpu": cpu, "cpus": cpus, "python": platform.python_version()}
+
+
+def stamp(result: dict, commit: str | None = None) -> dict:
+    """``result`` with ``commit`` (this tree's unless given), ``command`` (as typed, from the
+    interpreter's name on: ``python bench/space.py --samples 50``) and ``machine`` first."""
+    command = " ".join([Path(sys.executable).name, *sys.argv])
+    return {"commit": commit or git_commit(), "command": command, "machine": machine(), **result}

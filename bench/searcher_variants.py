@@ -27,6 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import searchers as bench  # noqa: E402  (bench/searchers.py: the worker and the protocol)
+from provenance import stamp  # noqa: E402  (bench/provenance.py)
 
 
 def summarise(runs: dict, variants: dict, seeds: int, seconds: float) -> dict:
@@ -77,6 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
             )
             if done % 48 == 0 or done == len(jobs):
                 report = summarise(runs, variants, args.seeds, time.perf_counter() - start)
+                report = stamp(report)
                 args.out.write_text(json.dumps(report, indent=1))
     for name, v in report["variants"].items():
         cells = " ".join(f"{d[:6]}:{x['t2t_median']}|{x['hit_share']:.2f}" for d, x in v["devices"].items())

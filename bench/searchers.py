@@ -19,8 +19,9 @@ Packages: numpy, pandas and torch for every run; optuna too, because ``search_sp
 imports the ``tpe`` searcher (so even a ``--searchers ppo`` run needs it); ray[tune] only for the
 Tune comparison (``--tune-seeds 0`` skips it; ``--tune-only --merge`` adds it to an existing file).
 Runs split over machines or sessions are joined with ``--merge`` (add searchers to ``--out``) or
-``--combine`` (merge whole files). TPE (20-130 s per 500-trial run on one core) and PPO are the slow
-searchers; the pool starts them first.
+``--combine`` (merge whole files); a joined file's ``commit``, ``command`` and ``machine`` are the
+joining run's, and its ``runs`` lists those of every run whose numbers it holds. TPE (20-130 s per
+500-trial run on one core) and PPO are the slow searchers; the pool starts them first.
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.provenance import stamp  # noqa: E402
+
+PROVENANCE = ("commit", "command", "machine")
 
 DEFAULT_TABLE = ROOT.parent / "shared" / "data" / "nb201-latency" / "nb201_cifar10_latency.csv.gz"
 CHECKPOINTS = (50, 100, 200, 500)
@@ -230,11 +235,19 @@ def print_table(devices: dict) -> None:
             )
 
 
+def runs_of(part: dict) -> list[dict]:
+    """Who made ``part``'s numbers: its ``runs`` when it was joined from several, else its own stamp
+    (``unknown`` where a file made before results were stamped lacks it)."""
+    return part.get("runs") or [{k: part.get(k, "unknown") for k in PROVENANCE}]
+
+
 def combine(paths: list[str], out: str) -> dict:
     """Merge result files of the same table/accuracy/trials; later files win per (device, searcher)."""
     report: dict = {"config": {"combined_from": []}, "devices": {}}
+    runs: list[dict] = []
     for path in paths:
         part = json.loads(Path(path).read_text())
+        runs += runs_of(part)
         cfg = part["config"]
         if "tune" in part:
             report["tune"] = part["tune"]
@@ -252,6 +265,7 @@ def combine(paths: list[str], out: str) -> dict:
             for name, rec in by_searcher.items():
                 report["devices"].setdefault(device, {})[name] = {"seeds": cfg.get("seeds"), **rec}
     print_table(report["devices"])
+    report = stamp({**report, "runs": runs})
     Path(out).write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nwrote {out}")
     return report
@@ -324,8 +338,10 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "devices": {},
     }
+    merged_runs: list[dict] = []  # the earlier runs whose numbers --merge keeps
     if args.merge and Path(args.out).exists():
         previous = json.loads(Path(args.out).read_text())
+        merged_runs = runs_of(previous)
         same = all(previous["config"].get(k) == report["config"][k] for k in ("table", "accuracy", "trials"))
         if not same:
             raise SystemExit(f"--merge: {args.out} was run with other trials/table/accuracy; rerun everything")
@@ -389,6 +405,9 @@ def main(argv: list[str] | None = None) -> dict:
                 cells = " ".join(f"@{k}={v:.2f}" for k, v in rec["best_at"].items() if v is not None)
                 print(f"  {name:8} {how:10} {cells}  trials_to_target={rec['trials_to_target']}")
 
+    report = stamp(report)
+    if merged_runs:
+        report["runs"] = [*merged_runs, {k: report[k] for k in PROVENANCE}]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nwrote {args.out}")

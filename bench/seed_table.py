@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -38,7 +37,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.provenance import git_commit  # noqa: E402
+from bench.provenance import stamp  # noqa: E402
 
 MIN_LATENCY_SPAN = 3.0  # max / min stage-1 latency over every searched architecture measured
 MIN_PPO_UPDATES = 4
@@ -101,15 +100,11 @@ MODES["smoke"] = Mode(
 ORDER = {"unet": 0, "fpn": 1, "random_latency": 2, "nas": 3, "nas_latency": 4}
 
 
-def _machine() -> dict[str, Any]:
+def _fingerprint() -> str:
+    """The latency meter's name for this machine (its cache key), beside provenance's ``machine``."""
     from search_spaces.latency.machine import machine_fingerprint
 
-    return {
-        "host": platform.node(),
-        "cpus": os.cpu_count(),
-        "fingerprint": machine_fingerprint("cpu-1threads"),
-        "python": platform.python_version(),
-    }
+    return machine_fingerprint("cpu-1threads")
 
 
 def experiment_spec(mode: Mode, data: Path, name: str, seed: int, searcher: str, device: str, **extra) -> dict:
@@ -329,19 +324,17 @@ def main() -> None:
         cluster.stop()
 
     rows.sort(key=lambda r: (ORDER.get(r["model"], 9), r["seed"]))
-    result: dict[str, Any] = {
+    result: dict[str, Any] = stamp({
         "mode": args.mode,
         "dataset": dataset_name,
-        "commit": git_commit(),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": _machine(),
         "settings": {**asdict(mode), "device": args.device, "target_ratio": args.target_ratio, "margin": 0.0},
         "target_ratio": args.target_ratio,
         "target_ms": target,
         "unet_stage1_ms": unet_ms,
         "rows": rows,
         "experiments": experiments,
-    }
+    })
+    result["machine"]["fingerprint"] = _fingerprint()
     vacuous, goals = checks(result, target, unet_ms)
     result["vacuous"] = vacuous
     result["goals"] = goals

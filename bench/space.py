@@ -14,17 +14,21 @@ import argparse
 import json
 import math
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from search_spaces.builder import build_model
-from search_spaces.cost import model_cost
-from search_spaces.nasfpn import NasFpnSpace, SearchSpaceConfig
-from search_spaces.ops import list_ops
-from search_spaces.tokens import sample_uniform
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.provenance import stamp  # noqa: E402
+from search_spaces.builder import build_model  # noqa: E402
+from search_spaces.cost import model_cost  # noqa: E402
+from search_spaces.nasfpn import NasFpnSpace, SearchSpaceConfig  # noqa: E402
+from search_spaces.ops import list_ops  # noqa: E402
+from search_spaces.tokens import sample_uniform  # noqa: E402
 
 
 def count_sequences(space: NasFpnSpace) -> int:
@@ -116,7 +120,7 @@ def main() -> None:
     for key, value in rows:
         print(f"{key:<{width}}  {value}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
+    Path(args.out).write_text(json.dumps(stamp(result), indent=2))
 
 
 if __name__ == "__main__":
