@@ -15,7 +15,6 @@ registry (``CHIP_SOURCES``, name → loader); :func:`load_chips` takes ``{"kind"
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -170,11 +169,6 @@ def load_geotiff_chips(
                    ds.class_names, ds.ignore_index)
 
 
-def _hex_to_rgb(colour: str) -> tuple[int, int, int]:
-    colour = colour.lstrip("#")
-    return int(colour[0:2], 16), int(colour[2:4], 16), int(colour[4:6], 16)
-
-
 def _read_rgb(path: Path) -> np.ndarray:
     import rasterio
     from rasterio.errors import NotGeoreferencedWarning
@@ -182,12 +176,6 @@ def _read_rgb(path: Path) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         with rasterio.open(path) as src:
-            if src.count == 1:  # palette PNG: map indices through the colour table
-                index = src.read(1)
-                table = np.zeros((256, 3), np.uint8)
-                for k, rgba in src.colormap(1).items():
-                    table[k] = rgba[:3]
-                return np.moveaxis(table[index], -1, 0)
             return src.read(indexes=[1, 2, 3])
 
 
@@ -198,16 +186,18 @@ def load_dubai_chips(
 ) -> ChipSet:
     """Chips cut on a grid from the raw Dubai aerial images of ``tiles`` (3 bands, 6 classes).
 
-    The JPEGs carry no georeferencing and decode as a whole, so each image is read once and cut;
-    black (unannotated) mask pixels become ``ignore_index`` (255), chips with less than
-    ``min_labelled`` labelled pixels are dropped.
+    The JPEGs carry no georeferencing and decode as a whole, so each image is read once and cut.
+    Masks are decoded as the importer decodes them (:func:`trainers.importer.read_mask` with
+    :func:`trainers.importer.dubai_classes`): black (unannotated) pixels become ``ignore_index``
+    (255); chips with less than ``min_labelled`` labelled pixels are dropped.
     """
+    from trainers.importer import dubai_classes, read_mask
+
     base = Path(root)
     classes_file = base / "classes.json"
     if not classes_file.is_file():
         raise DataError(f"{classes_file} not found: is {root} the Dubai aerial folder?")
-    classes = json.loads(classes_file.read_text())
-    lut = {_hex_to_rgb(c["color"]): c["id"] for c in classes}
+    table = dubai_classes(base)
     stride = stride or chip
     images, masks = [], []
     for tile in tiles:
@@ -217,11 +207,7 @@ def load_dubai_chips(
             raise DataError(f"no images in {folder / 'images'}; valid tiles are 1..8")
         for image_path in files:
             rgb = _read_rgb(image_path)
-            colours = _read_rgb(folder / "masks" / f"{image_path.stem}.png")
-            code = (colours[0].astype(np.int32) << 16) | (colours[1].astype(np.int32) << 8) | colours[2]
-            mask = np.full(code.shape, 255, np.uint8)
-            for (r, g, b), cid in lut.items():
-                mask[code == ((r << 16) | (g << 8) | b)] = cid
+            mask = read_mask(folder / "masks" / f"{image_path.stem}.png", table, 255)
             h, w = mask.shape
             for top in range(0, h - chip + 1, stride):
                 for left in range(0, w - chip + 1, stride):
@@ -235,7 +221,7 @@ def load_dubai_chips(
     pick = _pick(len(images), max_chips, seed)
     images_arr = np.stack([images[i] for i in pick]).astype(np.float32)
     masks_arr = np.stack([masks[i] for i in pick])
-    names = [c["name"] for c in sorted(classes, key=lambda c: c["id"])]
+    names = list(table.names)
     labels = np.array([dominant_class(m, len(names)) for m in masks_arr], np.int64)
     bands = ["red", "green", "blue"]
     return ChipSet(images_arr, bands, {"aerial": bands}, labels, masks_arr, names, 255)

@@ -19,6 +19,7 @@ from rasterio.windows import Window
 from search_spaces.errors import DataError
 
 from .loop import Device, pick_device
+from .tiling import tile_starts
 
 __all__ = ["PredictReport", "predict_scene", "blend_weights", "auto_batch_size"]
 
@@ -52,13 +53,6 @@ def auto_batch_size(device: Device, tile: int, bands: int) -> int:
         free, _ = torch.cuda.mem_get_info(device.torch_device)
         return int(np.clip(free // per_tile, 1, 64))
     return 4
-
-
-def _starts(size: int, tile: int, stride: int) -> list[int]:
-    if size <= tile:
-        return [0]
-    starts = list(range(0, size - tile, stride))
-    return starts + [size - tile]
 
 
 def predict_scene(
@@ -117,7 +111,7 @@ def predict_scene(
             if probabilities
             else None
         )
-        rows, cols = _starts(height, t, stride), _starts(width, t, stride)
+        rows, cols = tile_starts(height, t, stride), tile_starts(width, t, stride)
         total, done = len(rows) * len(cols), 0
         try:
             strip_top = 0
