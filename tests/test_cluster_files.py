@@ -1,14 +1,20 @@
 """The container and Kubernetes files, checked as contracts (no container engine exists here).
 
-They are parsed, not run: every service the API needs exists, the environment they set names
-real fields of ``service.settings.Settings`` and parses into it, versions agree with
-``pyproject.toml``, images are pinned, health checks and start order are declared, secrets come
-from outside the repository, and the RayCluster has the fields the KubeRay CRD requires.
+They are parsed, not run. First, each is valid against the published schema of its format
+(``tests/manifest_schemas.py`` says where each comes from): the Compose files against the Compose
+Specification, the RayCluster against the KubeRay operator's CRD, every other Kubernetes object
+against the Kubernetes API; a misspelt field or a wrong type fails, as it would on
+``docker compose`` or ``kubectl apply``. Then, what no schema knows: every service the API needs
+exists, the environment they set names real fields of ``service.settings.Settings`` and parses into
+it, versions agree with ``pyproject.toml``, images are pinned, health checks and start order are
+declared, and secrets come from outside the repository.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
+import operator
 import os
 import re
 import shlex
@@ -16,9 +22,16 @@ import tomllib
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import jsonschema
 import pytest
 import yaml
+from manifest_schemas import (
+    KUBERAY_CRD,
+    compose_validator,
+    crd_validator,
+    kubernetes_errors,
+    kubernetes_versions,
+    schema_errors,
+)
 from packaging.specifiers import SpecifierSet
 from sqlalchemy.engine import make_url
 
@@ -30,6 +43,8 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 GEONAS_ROLES = ("ray-head", "ray-worker", "api")
 # A value standing in for each secret the user puts in .env.
 FAKE_SECRETS = {"POSTGRES_PASSWORD": "pw-from-env", "RAY_AUTH_TOKEN": "token-from-env"}
+# The manifests must apply on the oldest and the newest Kubernetes whose API schemas we have.
+KUBERNETES_VERSIONS = (kubernetes_versions()[0], kubernetes_versions()[-1])
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -148,6 +163,23 @@ def pod_specs(doc: dict) -> list[dict]:
     return []
 
 
+def with_key_renamed(doc: dict, path: tuple, new_key: str) -> dict:
+    """A copy of ``doc`` with the field at ``path`` renamed (a typo); ``doc`` itself is left alone."""
+    edited = copy.deepcopy(doc)
+    *parents, old_key = path
+    parent = functools.reduce(operator.getitem, parents, edited)
+    parent[new_key] = parent.pop(old_key)
+    return edited
+
+
+def with_value(doc: dict, path: tuple, value) -> dict:
+    """A copy of ``doc`` with ``value`` at ``path``; ``doc`` itself is left alone."""
+    edited = copy.deepcopy(doc)
+    *parents, key = path
+    functools.reduce(operator.getitem, parents, edited)[key] = value
+    return edited
+
+
 # --- the image -------------------------------------------------------------------------------
 
 
@@ -189,6 +221,27 @@ def test_dockerignore_keeps_secrets_and_local_state_out_of_the_build():
 
 
 # --- docker compose --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["docker-compose.yml", "cluster/compose.gpu.yml"])
+def test_compose_files_follow_the_compose_specification(name):
+    # Checked as `docker compose` checks them: after interpolating the user's .env.
+    document = resolved(yaml.safe_load((ROOT / name).read_text()), user_env())
+    assert schema_errors(compose_validator(), document) == []
+
+
+def test_the_compose_check_rejects_what_docker_compose_rejects(compose):
+    def errors(document):
+        return "\n".join(schema_errors(compose_validator(), document))
+
+    assert errors(compose) == ""
+    # A misspelt field: Compose knows no `retry` (it is `retries`), nor a service's `depend_on`.
+    assert "'retry'" in errors(with_key_renamed(compose, ("services", "api", "healthcheck", "retries"), "retry"))
+    assert "'depend_on'" in errors(with_key_renamed(compose, ("services", "api", "depends_on"), "depend_on"))
+    # A wrong type, and a value the specification does not have.
+    assert "is not of type 'array'" in errors(with_value(compose, ("services", "api", "ports"), 8000))
+    condition = ("services", "api", "depends_on", "postgres", "condition")
+    assert "/services/api/depends_on" in errors(with_value(compose, condition, "service_up"))
 
 
 def test_compose_has_every_service_the_api_needs(compose):
@@ -350,80 +403,6 @@ def test_gpu_override_reserves_gpus_for_workers_only():
 
 # --- Kubernetes (KubeRay) --------------------------------------------------------------------
 
-# The parts of the KubeRay ray.io/v1 RayCluster CRD schema that matter here (required fields,
-# enums, types), written from the CRD (helm-chart/kuberay-operator/crds/ray.io_rayclusters.yaml).
-CONTAINER = {
-    "type": "object",
-    "required": ["name", "image"],
-    "properties": {"name": {"type": "string"}, "image": {"type": "string"}, "env": {"type": "array"}},
-}
-POD_TEMPLATE = {
-    "type": "object",
-    "required": ["spec"],
-    "properties": {
-        "spec": {
-            "type": "object",
-            "required": ["containers"],
-            "properties": {"containers": {"type": "array", "minItems": 1, "items": CONTAINER}},
-        }
-    },
-}
-START_PARAMS = {"type": "object", "additionalProperties": {"type": "string"}}
-RAYCLUSTER_SCHEMA = {
-    "type": "object",
-    "required": ["apiVersion", "kind", "metadata", "spec"],
-    "properties": {
-        "apiVersion": {"const": "ray.io/v1"},
-        "kind": {"const": "RayCluster"},
-        "metadata": {"type": "object", "required": ["name"]},
-        "spec": {
-            "type": "object",
-            "required": ["headGroupSpec"],
-            "properties": {
-                "rayVersion": {"type": "string"},
-                "enableInTreeAutoscaling": {"type": "boolean"},
-                "authOptions": {
-                    "type": "object",
-                    "properties": {"mode": {"enum": ["disabled", "token"]}},
-                },
-                "autoscalerOptions": {
-                    "type": "object",
-                    "properties": {
-                        "upscalingMode": {"enum": ["Default", "Aggressive", "Conservative"]},
-                        "idleTimeoutSeconds": {"type": "integer"},
-                        "env": {"type": "array", "items": {"type": "object", "required": ["name"]}},
-                    },
-                },
-                "headGroupSpec": {
-                    "type": "object",
-                    "required": ["template"],
-                    "properties": {
-                        "serviceType": {"enum": ["ClusterIP", "NodePort", "LoadBalancer"]},
-                        "rayStartParams": START_PARAMS,
-                        "template": POD_TEMPLATE,
-                    },
-                },
-                "workerGroupSpecs": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        # rayStartParams: required by KubeRay before v1.2, so always given here.
-                        "required": ["groupName", "template", "rayStartParams", "minReplicas", "maxReplicas"],
-                        "properties": {
-                            "groupName": {"type": "string", "minLength": 1},
-                            "replicas": {"type": "integer", "minimum": 0},
-                            "minReplicas": {"type": "integer", "minimum": 0},
-                            "maxReplicas": {"type": "integer", "minimum": 0},
-                            "rayStartParams": START_PARAMS,
-                            "template": POD_TEMPLATE,
-                        },
-                    },
-                },
-            },
-        },
-    },
-}
-
 
 @pytest.fixture(scope="module")
 def raycluster() -> dict:
@@ -431,24 +410,104 @@ def raycluster() -> dict:
     return doc
 
 
-def test_raycluster_matches_the_kuberay_schema(raycluster):
-    jsonschema.validate(raycluster, RAYCLUSTER_SCHEMA)
+@pytest.fixture(scope="module")
+def raycluster_errors(raycluster):
+    """What a Kubernetes API server with the KubeRay CRD installed rejects in a RayCluster."""
+    if not KUBERAY_CRD.exists():
+        pytest.skip(f"the KubeRay CRD is not at {KUBERAY_CRD} (shared/data/kuberay-crd)")
+    validator = crd_validator(raycluster["apiVersion"], "RayCluster", KUBERNETES_VERSIONS[-1])
+    return lambda doc: "\n".join(schema_errors(validator, doc))
+
+
+def test_raycluster_matches_the_kuberay_crd(raycluster, raycluster_errors):
+    assert raycluster["apiVersion"] == "ray.io/v1"  # the CRD's served and storage version
+    assert raycluster_errors(raycluster) == ""
+    # What the CRD leaves to the operator, which refuses the cluster otherwise.
     names = [group["groupName"] for group in raycluster["spec"]["workerGroupSpecs"]]
     assert len(names) == len(set(names)), "worker group names must be unique"
     for group in raycluster["spec"]["workerGroupSpecs"]:
-        # KubeRay's own validation: minReplicas <= replicas <= maxReplicas.
         assert group["minReplicas"] <= group.get("replicas", group["minReplicas"]) <= group["maxReplicas"]
+        # Required by KubeRay before v1.2 (the README supports v1.1), so always given.
+        assert "rayStartParams" in group
 
 
-def test_the_schema_check_rejects_what_kuberay_rejects(raycluster):
-    broken = copy.deepcopy(raycluster)
-    del broken["spec"]["workerGroupSpecs"][0]["groupName"]
-    with pytest.raises(jsonschema.ValidationError, match="groupName"):
-        jsonschema.validate(broken, RAYCLUSTER_SCHEMA)
-    broken = copy.deepcopy(raycluster)
-    broken["spec"]["headGroupSpec"]["rayStartParams"]["num-cpus"] = 0  # must be a string
-    with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate(broken, RAYCLUSTER_SCHEMA)
+def test_the_crd_check_rejects_a_misspelt_field(raycluster, raycluster_errors):
+    # Kubernetes would silently drop these fields; here they are errors.
+    head_params = ("spec", "headGroupSpec", "rayStartParams")
+    assert "'rayStartParam' was unexpected" in raycluster_errors(
+        with_key_renamed(raycluster, head_params, "rayStartParam")
+    )
+    replicas = ("spec", "workerGroupSpecs", 0, "replicas")
+    assert "'replica' was unexpected" in raycluster_errors(with_key_renamed(raycluster, replicas, "replica"))
+    # Deep in the pod template (a core/v1 PodSpec inlined in the CRD) and in the metadata.
+    container = ("spec", "workerGroupSpecs", 1, "template", "spec", "containers", 0)
+    mounts = (*container, "volumeMounts")
+    assert "'volumeMount' was unexpected" in raycluster_errors(with_key_renamed(raycluster, mounts, "volumeMount"))
+    assert "'lables' was unexpected" in raycluster_errors(
+        with_key_renamed(raycluster, ("metadata", "labels"), "lables")
+    )
+
+
+def test_the_crd_check_rejects_a_wrong_type_or_a_missing_field(raycluster, raycluster_errors):
+    num_cpus = ("spec", "headGroupSpec", "rayStartParams", "num-cpus")
+    assert "0 is not of type 'string'" in raycluster_errors(with_value(raycluster, num_cpus, 0))
+    replicas = ("spec", "workerGroupSpecs", 0, "replicas")
+    assert "'1' is not of type 'integer'" in raycluster_errors(with_value(raycluster, replicas, "1"))
+    upscaling = ("spec", "autoscalerOptions", "upscalingMode")
+    assert "is not one of" in raycluster_errors(with_value(raycluster, upscaling, "Fast"))
+    nameless = copy.deepcopy(raycluster)
+    del nameless["spec"]["workerGroupSpecs"][0]["groupName"]
+    assert "'groupName' is a required property" in raycluster_errors(nameless)
+    # Two containers of one name: the pod's containers are a list-type map keyed by name.
+    containers = ("spec", "headGroupSpec", "template", "spec", "containers")
+    twice = with_value(
+        raycluster, containers, raycluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"] * 2
+    )
+    assert "duplicate entry for {'name': 'ray-head'}" in raycluster_errors(twice)
+
+
+def test_the_crd_check_takes_int_or_string_quantities_as_kubernetes_does(raycluster, raycluster_errors):
+    cpu_limit = ("spec", "workerGroupSpecs", 0, "template", "spec", "containers", 0, "resources", "limits", "cpu")
+    assert raycluster_errors(with_value(raycluster, cpu_limit, 4)) == ""
+    assert raycluster_errors(with_value(raycluster, cpu_limit, "4")) == ""
+    assert "is not valid under any of the given schemas" in raycluster_errors(with_value(raycluster, cpu_limit, [4]))
+
+
+def test_a_typo_in_a_copy_of_the_manifest_fails_the_check(raycluster_errors, tmp_path):
+    manifest = (K8S / "raycluster.yaml").read_text()
+    assert manifest.count("      replicas: 1\n") == 1
+    copied = tmp_path / "raycluster.yaml"
+    copied.write_text(manifest.replace("      replicas: 1\n", "      replica: 1\n"))
+    (doc,) = [doc for doc in yaml.safe_load_all(copied.read_text()) if doc]
+    assert "/spec/workerGroupSpecs/0: Additional properties are not allowed ('replica' was unexpected)" in (
+        raycluster_errors(doc)
+    )
+
+
+BUILTIN_OBJECTS = sorted(key for key in k8s_objects() if key[0] != "RayCluster")
+
+
+@pytest.mark.parametrize("kubernetes_version", KUBERNETES_VERSIONS)
+@pytest.mark.parametrize("kind, name", BUILTIN_OBJECTS, ids=[f"{kind}/{name}" for kind, name in BUILTIN_OBJECTS])
+def test_kubernetes_objects_match_the_kubernetes_api(kind, name, kubernetes_version):
+    assert kubernetes_errors(k8s_objects()[(kind, name)], kubernetes_version) == []
+
+
+def test_the_kubernetes_check_rejects_what_kubectl_apply_rejects():
+    deployment = k8s_objects()[("Deployment", "geonas-api")]
+    version = KUBERNETES_VERSIONS[-1]
+    container = ("spec", "template", "spec", "containers", 0)
+    probe = (*container, "readinessProbe")
+    (error,) = kubernetes_errors(with_key_renamed(deployment, probe, "readinesProbe"), version)
+    assert "'readinesProbe' was unexpected" in error
+    (error,) = kubernetes_errors(with_value(deployment, ("spec", "replicas"), "1"), version)
+    assert "'1' is not of type 'integer'" in error
+    # Ports are int-or-string, as on the API server: a number or a port's name, nothing else.
+    service = k8s_objects()[("Service", "geonas-api")]
+    target_port = ("spec", "ports", 0, "targetPort")
+    assert kubernetes_errors(with_value(service, target_port, 8000), version) == []
+    assert kubernetes_errors(with_value(service, target_port, "http"), version) == []
+    assert kubernetes_errors(with_value(service, target_port, 8000.5), version) != []
 
 
 def test_raycluster_autoscales_with_an_optional_gpu_group(raycluster):
