@@ -16,6 +16,7 @@ are evaluated on the same chips in the same call.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -120,35 +121,43 @@ def evaluate_knn(
 
 def evaluate_artifact(
     artifact: str,
-    data: dict,
+    data: dict | ChipSet,
     supervised_init: str | None = None,
     ks: Sequence[int] = KS,
-    seed: int = 0,
+    seeds: int = 1,
     device: torch.device | str | None = None,
-) -> dict[str, dict[str, dict[int, dict[str, float]]]]:
+) -> dict[str, Any]:
     """k-NN of a finished job's encoder against random init (and a supervised init file, if given).
 
-    ``data`` is a chip-source spec (:func:`csf.data.load_chips`) whose bands are the encoder's, in
-    its order; chips are normalised with the statistics stored in the artifact. Returns
-    ``{init: {subset: {k: {"same_class", "accuracy", "k_used"}}}}`` for the job's result page.
+    ``data`` is a chip-source spec (:func:`csf.data.load_chips`) or loaded chips whose bands are the
+    encoder's, in its order; chips are normalised with the statistics stored in the artifact. Random
+    init is evaluated for ``seeds`` seeds (0..seeds-1). Returns ``{init: {subset: {k: {"same_class",
+    "accuracy", "k_used"}}}}`` for ``random`` (seed 0), ``csf`` and ``supervised``, plus
+    ``random_spread`` (:func:`seed_spread`) when ``seeds >= 2``.
     """
     from search_spaces.errors import DataError
 
     name, state, meta = load_csf_backbone(artifact)
-    chips = load_chips(data)
+    chips = data if isinstance(data, ChipSet) else load_chips(data)
     if chips.band_names != meta["band_names"]:
         raise DataError(f"the k-NN chips have bands {chips.band_names}, the encoder expects "
                         f"{meta['band_names']} (same names, same order)")
-    csf = build_encoder(name, meta["in_chans"], meta["stages"] or (-1,))
-    csf.body.load_state_dict(state, strict=True)
-    torch.manual_seed(seed)
-    encoders = {"random": build_encoder(name, meta["in_chans"])}
+    encoders: dict[str, CSFEncoder] = {}
+    for seed in range(max(1, seeds)):
+        torch.manual_seed(seed)
+        encoders[f"random_seed{seed}"] = build_encoder(name, meta["in_chans"])
     if supervised_init:
         supervised = build_encoder(name, meta["in_chans"])
         load_init_weights(supervised, supervised_init)
         encoders["supervised"] = supervised
+    csf = build_encoder(name, meta["in_chans"], meta["stages"] or (-1,))
+    csf.body.load_state_dict(state, strict=True)
     encoders["csf"] = csf
-    return evaluate_knn(encoders, chips, meta["mean"], meta["std"], ks=ks, device=device)
+    results: dict[str, Any] = evaluate_knn(encoders, chips, meta["mean"], meta["std"], ks=ks, device=device)
+    randoms = [results.pop(f"random_seed{seed}") for seed in range(max(1, seeds))]
+    if seeds >= 2:
+        results["random_spread"] = seed_spread(randoms)
+    return {"random": randoms[0], **results}
 
 
 def seed_spread(
