@@ -52,6 +52,7 @@ def csf_config(spec: PretrainingSpec, name: str) -> dict[str, Any]:
         "p_max": spec.p_max,
         "noise_std": spec.noise_std,
         "gain_jitter": spec.gain_jitter,
+        "sensor_dropout": spec.sensor_dropout,
         "checkpoint_every": spec.checkpoint_every,
         "seed": spec.seed,
     }
@@ -79,32 +80,19 @@ class _Progress:
 def knn_report(spec: PretrainingSpec, artifact: str) -> dict[str, Any]:
     """k-NN of random init (``knn_seeds`` seeds) and of the CSF encoder, on ``knn_data`` (else the
     pretraining chips), with the chips it used; ``{}`` when those chips carry no labels."""
-    import torch
-
     from csf.data import load_chips
-    from csf.encoder import build_encoder, load_csf_backbone
-    from csf.knn import evaluate_knn, seed_spread
+    from csf.knn import evaluate_artifact
 
     ref = spec.knn_chips() or spec.data
     chips = load_chips(chip_source(ref))
     if chips.labels is None:
         return {}
-    name, state, meta = load_csf_backbone(artifact)
-    stages = meta.get("stages") or [-2, -1]
-    encoders = {}
-    for seed in range(spec.knn_seeds):
-        torch.manual_seed(seed)
-        encoders[f"random_seed{seed}"] = build_encoder(name, meta["in_chans"], stages)
-    trained = build_encoder(name, meta["in_chans"], stages)
-    trained.body.load_state_dict(state, strict=True)
-    encoders["csf"] = trained
-    results = evaluate_knn(encoders, chips, meta["mean"], meta["std"])
-    randoms = [results.pop(f"random_seed{seed}") for seed in range(spec.knn_seeds)]
-    table = {"random": randoms[0], "csf": results["csf"]}
+    results = evaluate_artifact(artifact, chips, seeds=spec.knn_seeds)
+    spread = results.pop("random_spread", None)
     return {
         # JSON keys are strings: {encoder: {subset: {k: {same_class, accuracy}}}}
-        **{e: {s: {str(k): v for k, v in by_k.items()} for s, by_k in subs.items()} for e, subs in table.items()},
-        "random_spread": seed_spread(randoms),
+        **{e: {s: {str(k): v for k, v in by_k.items()} for s, by_k in subs.items()} for e, subs in results.items()},
+        **({"random_spread": spread} if spread is not None else {}),
         "chips": {"path": ref.path, "count": int(len(chips.labels)), "held_out": spec.knn_data is not None},
     }
 
