@@ -23,7 +23,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ from .encoder import CSFEncoder, EncoderMetadata, export_encoder
 from .loss import contrastive_loss
 from .views import ViewConfig, dropout_probability, make_views
 
-__all__ = ["PretrainConfig", "CSFStep", "pretrain", "run_pretraining", "ARTIFACT_NAME"]
+__all__ = ["PretrainConfig", "CSFStep", "pretrain", "run_pretraining", "sensor_groups", "ARTIFACT_NAME"]
 
 ARTIFACT_NAME = "encoder.safetensors"
 _STATE_NAME = "state.pt"
@@ -64,6 +64,7 @@ class PretrainConfig:
     ramp_steps: int = 8000
     noise_std: float = 0.0  # per-view noise and band gain (csf.views): off in the paper
     gain_jitter: float = 0.0
+    sensor_dropout: float = 0.0  # whole-sensor dropout per view (csf.views); off in the paper
     checkpoint_every: int = 500
     report_every: int = 1
     seed: int = 0
@@ -99,7 +100,13 @@ class PretrainConfig:
 
     def views(self) -> ViewConfig:
         return ViewConfig(crop=self.crop, p_max=self.p_max, ramp_steps=self.ramp_steps,
-                          noise_std=self.noise_std, gain_jitter=self.gain_jitter)
+                          noise_std=self.noise_std, gain_jitter=self.gain_jitter,
+                          sensor_dropout=self.sensor_dropout)
+
+
+def sensor_groups(band_names: Sequence[str], sensors: dict[str, list[str]]) -> list[list[int]]:
+    """Each sensor's band indices in the stacked input (for whole-sensor dropout)."""
+    return [[band_names.index(b) for b in bands if b in band_names] for bands in sensors.values()]
 
 
 def _train_context() -> tuple[int, int, Any]:
@@ -133,8 +140,10 @@ class CSFStep:
     on a plain module. ``model`` may be DDP-wrapped (the loss then gathers across workers).
     """
 
-    def __init__(self, model: torch.nn.Module, cfg: PretrainConfig, device: torch.device) -> None:
+    def __init__(self, model: torch.nn.Module, cfg: PretrainConfig, device: torch.device,
+                 groups: Sequence[Sequence[int]] = ()) -> None:
         self.model, self.cfg, self.device = model, cfg, device
+        self.groups = [list(g) for g in groups]  # band indices of each sensor, for sensor dropout
         self.views = cfg.views()
         self.optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         self.amp_dtype, self.scaler = _autocast(device)
@@ -152,7 +161,7 @@ class CSFStep:
         """Train on ``batch`` (N, C, H, W), normalised, on the CPU; returns the step's metrics."""
         cfg, device = self.cfg, self.device
         self.model.train()
-        v1, v2 = make_views(batch, step, self.views, rng)
+        v1, v2 = make_views(batch, step, self.views, rng, self.groups)
         x = torch.cat([v1, v2]).to(device, non_blocking=True)
         if device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
@@ -213,7 +222,7 @@ def pretrain(config: dict[str, Any]) -> None:
     model = ray.train.torch.prepare_model(
         encoder, parallel_strategy_kwargs={"find_unused_parameters": max(encoder.stages) != n_stages - 1}
     )
-    stepper = CSFStep(model, cfg, device)
+    stepper = CSFStep(model, cfg, device, sensor_groups(chips.band_names, chips.sensors))
 
     start, history = 0, []
     checkpoint = ray.train.get_checkpoint()

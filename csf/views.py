@@ -10,6 +10,13 @@ for such samples (rejection sampling), so a band is kept with probability
 ``(1 - p) / (1 - p**C)`` for ``C`` bands; kept bands are scaled by the inverse of that, which is
 ``1 / (1 - p)`` up to the tiny all-dropped correction, and keeps every band's expected value exact.
 
+``sensor_dropout`` (off by default; the paper drops bands, not sensors) zeroes whole sensors: each
+sensor of each sample's view is dropped with probability ``sensor_dropout`` (ramped like ``p``),
+never all of them, and the kept bands are scaled by ``C / kept`` for that sample, exactly the
+convention the k-NN evaluation uses for a single sensor (:mod:`csf.knn`). With per-band dropout
+alone, a view of a 41-band stack (37 hyperspectral bands) almost never shows one sensor by itself,
+so "RGB only" is a view the encoder never trained on; sensor dropout makes it a common one.
+
 Two further view changes are options, off by default (the paper has neither): ``noise_std`` adds
 independent Gaussian noise to each view, and ``gain_jitter`` multiplies each band of each view by
 ``exp(N(0, gain_jitter))``. Both remove a shortcut the paper's two views leave open: the views are
@@ -20,13 +27,15 @@ differ in both, which is what the views stand for.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
 from search_spaces.errors import SpecError
 
-__all__ = ["ViewConfig", "dropout_probability", "channel_dropout", "random_crop", "sensor_jitter", "make_views"]
+__all__ = ["ViewConfig", "dropout_probability", "channel_dropout", "random_crop", "sensor_jitter", "sensor_dropout",
+           "make_views"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +47,7 @@ class ViewConfig:
     ramp_steps: int = 8000
     noise_std: float = 0.0  # per-view Gaussian noise, in the units of the (normalised) input
     gain_jitter: float = 0.0  # per-view, per-band log-normal gain: std of the log
+    sensor_dropout: float = 0.0  # per-view, per-sensor drop probability at the end of the ramp
 
     def __post_init__(self) -> None:
         if self.crop < 8:
@@ -46,6 +56,9 @@ class ViewConfig:
             raise SpecError(f"p_max must be in [0, 1), got {self.p_max}", field="p_max")
         if self.ramp_steps < 0:
             raise SpecError(f"ramp_steps must be >= 0, got {self.ramp_steps}", field="ramp_steps")
+        if not 0.0 <= self.sensor_dropout < 1.0:
+            raise SpecError(f"sensor_dropout must be in [0, 1), got {self.sensor_dropout}",
+                            field="sensor_dropout")
         for name in ("noise_std", "gain_jitter"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise SpecError(f"{name} must be in [0, 1], got {getattr(self, name)}", field=name)
@@ -76,6 +89,28 @@ def channel_dropout(x: torch.Tensor, p: float, generator: torch.Generator | None
     keep_probability = (1.0 - p) / (1.0 - p**c)
     scale = keep.to(x.dtype).to(x.device) / keep_probability
     return x * scale[:, :, None, None]
+
+
+def sensor_dropout(x: torch.Tensor, groups: Sequence[Sequence[int]], p: float,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """Zero each sensor (a group of band indices) of each sample with probability ``p``, never all.
+
+    Kept bands are scaled by ``C / kept`` per sample (the k-NN's single-sensor convention).
+    """
+    if p <= 0.0 or len(groups) < 2:
+        return x
+    n, c = x.shape[:2]
+    device = generator.device if generator is not None else x.device
+    keep = torch.rand((n, len(groups)), generator=generator, device=device) >= p
+    dead = ~keep.any(dim=1)
+    while bool(dead.any()):
+        keep[dead] = torch.rand((int(dead.sum()), len(groups)), generator=generator, device=device) >= p
+        dead = ~keep.any(dim=1)
+    band_keep = torch.zeros((n, c), dtype=torch.bool, device=device)
+    for g, bands in enumerate(groups):
+        band_keep[:, list(bands)] = keep[:, g : g + 1]
+    scale = band_keep.to(x.dtype) * (c / band_keep.sum(dim=1, keepdim=True).to(x.dtype))
+    return x * scale.to(x.device)[:, :, None, None]
 
 
 def random_crop(x: torch.Tensor, size: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -110,13 +145,19 @@ def sensor_jitter(x: torch.Tensor, noise_std: float, gain_jitter: float,
 
 
 def make_views(
-    x: torch.Tensor, step: int, config: ViewConfig, generator: torch.Generator | None = None
+    x: torch.Tensor, step: int, config: ViewConfig, generator: torch.Generator | None = None,
+    groups: Sequence[Sequence[int]] = (),
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two views of each chip in ``x``: own crop, own sensor jitter and own band dropout, at the step's ``p``."""
+    """Two views of each chip in ``x``: own crop, own sensor jitter, own sensor and band dropout.
+
+    ``groups`` are the band indices of each sensor (for ``sensor_dropout``).
+    """
     p = dropout_probability(step, config)
+    ramp = p / config.p_max if config.p_max > 0 else min(1.0, max(0, step) / max(1, config.ramp_steps))
     views = []
     for _ in range(2):
         view = random_crop(x, config.crop, generator)
         view = sensor_jitter(view, config.noise_std, config.gain_jitter, generator)
+        view = sensor_dropout(view, groups, config.sensor_dropout * ramp, generator)
         views.append(channel_dropout(view, p, generator))
     return views[0], views[1]

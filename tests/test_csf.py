@@ -21,7 +21,15 @@ from csf.encoder import (
 from csf.knn import evaluate_knn, knn_scores, pca_reduce
 from csf.loss import contrastive_loss, layer_loss
 from csf.multisensor import write_multisensor_dataset
-from csf.views import ViewConfig, channel_dropout, dropout_probability, make_views, random_crop, sensor_jitter
+from csf.views import (
+    ViewConfig,
+    channel_dropout,
+    dropout_probability,
+    make_views,
+    random_crop,
+    sensor_dropout,
+    sensor_jitter,
+)
 from search_spaces.errors import DataError, SpecError
 
 torch.set_num_threads(1)
@@ -124,6 +132,26 @@ def test_dropout_ramp_and_views():
         ViewConfig(p_max=1.0)
     with pytest.raises(SpecError, match="noise_std"):
         ViewConfig(noise_std=-0.1)
+
+
+def test_sensor_dropout_drops_whole_sensors_and_scales_like_the_knn_single_sensor_view():
+    """A view keeps whole sensors (never none) with the kept bands scaled by C / kept: a view of the
+    RGB camera alone is then exactly the input k-NN's "rgb" column gives the encoder."""
+    g = torch.Generator().manual_seed(0)
+    groups = [[0, 1, 2], [3, 4, 5, 6, 7], [8]]  # rgb, a 5-band sensor, a 1-band sensor
+    x = torch.ones(4000, 9, 2, 2)
+    y = sensor_dropout(x, groups, 0.5, g)[:, :, 0, 0]
+    kept = y != 0
+    for bands in groups:  # a sensor is kept or dropped as a whole
+        assert (kept[:, bands].all(dim=1) | ~kept[:, bands].any(dim=1)).all()
+    assert kept.any(dim=1).all(), "a view lost every sensor"
+    scale = 9 / kept.sum(dim=1)
+    assert torch.allclose(y[kept], scale[:, None].expand_as(y)[kept])
+    rgb_only = kept[:, :3].all(dim=1) & ~kept[:, 3:].any(dim=1)
+    assert rgb_only.float().mean().item() == pytest.approx(0.125 / (1 - 0.125), abs=0.02)  # never-all redraw
+    assert sensor_dropout(x, groups, 0.0, g) is x and sensor_dropout(x, [list(range(9))], 0.5, g) is x
+    with pytest.raises(SpecError, match="sensor_dropout"):
+        ViewConfig(sensor_dropout=1.0)
 
 
 def test_sensor_jitter_gives_each_view_its_own_noise_and_gains():
