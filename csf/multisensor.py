@@ -15,8 +15,8 @@ spectrum: calm water, a fine canopy, soil ripples, roofs split by streets, parce
 ``acquisition`` gives every sensor's pass its own illumination and haze. The defaults (``"class"``,
 1.0) are the realistic scene: with the first generator (``"uniform"``, 0) a chip's mean colour gave
 its label away in every sensor alike, and CSF had nothing to learn that random features lacked
-(``bench/results/csf-diagnosis.json``); on the default scene CSF beats random init on every k-NN
-column (``bench/results/csf-gpu-multisensor.json``).
+(``bench/results/history/csf-diagnosis-2026-11-26.json``); on the default scene CSF beats random init on every k-NN
+column (``bench/results/history/csf-gpu-multisensor-2026-11-26.json``, a GPU run of older code).
 The generator needs numpy alone (no scipy), and holds the scene as a few (H, W) fields, never a
 per-pixel spectrum, so it renders many chips cheaply.
 

@@ -103,7 +103,7 @@ def test_demo_is_learnable_but_not_trivial(tmp_path):
     """A per-pixel logistic classifier beats the majority class clearly, and stays far from perfect.
 
     Shape and shadows are what it cannot see; bench/demo_learnability.py shows a tiny CNN does far
-    better (numbers in bench/results/demo_learnability.json).
+    better (it writes bench/results/demo_learnability.json).
     """
     torch.set_num_threads(1)
     torch.manual_seed(0)

@@ -14,14 +14,14 @@ improvement, as TPE ranks its candidates; the policy itself is trained on real r
 is used once it ranks held-out architectures with a leave-one-out Spearman of at least 0.2.
 
 The defaults are tuned for sample efficiency on the NAS-Bench-201 latency table (``bench/searchers.py``;
-the variants tried are in ``bench/results/searchers_ppo_*.json``): small batches (10) with a high
+the variants tried are in ``bench/results/history/searchers_ppo_*.json``): small batches (10) with a high
 Adam lr (1e-2) and 4 epochs, rank advantages and self-imitation of the 10 best architectures seen, and
 model screening (mean over the six devices of the median trials to target: 97.4 with it, 119 without),
 and a fresh controller after 100 architectures without a better reward (``restart_after``): it changes
 only the seeds that stall, and the share of seeds reaching the target went from 0.80-1.00 to 0.95-1.00
-per device (``searchers_ppo_restart.json`` has the restart and screen variants tried with it). Training
+per device (``history/searchers_ppo_restart-2026-11-26.json`` has the restart and screen variants tried with it). Training
 the controller on the model's imagined rewards instead (Dyna-style rounds) collapsed the policy early
-and missed the target in more seeds (``searchers_ppo_dyna_h100.json``), so the model only screens.
+and missed the target in more seeds (``history/searchers_ppo_dyna_h100-2026-11-26.json``), so the model only screens.
 Sampling without replacement (``without_replacement``) made runs 2-3 times cheaper once the policy had
 converged but found worse architectures by 500 trials in those runs, so it is off by default.
 NAS-FPN's own settings (batch ~20, lr ~1e-4, a moving-average baseline, ``model_screen=0``) remain
