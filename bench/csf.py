@@ -45,6 +45,7 @@ from csf.data import ChipSet  # noqa: E402
 from csf.encoder import CSFEncoder, build_encoder, load_init_weights  # noqa: E402
 from csf.knn import KS, evaluate_knn  # noqa: E402
 from csf.train import CSFStep, PretrainConfig  # noqa: E402
+from trainers.metrics import ConfusionMatrix  # noqa: E402
 
 DUBAI = Path(os.environ.get("GEONAS_DUBAI", Path(__file__).resolve().parents[2] / "shared" / "data" / "dubai-aerial"))
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -203,17 +204,6 @@ class TinyFPN(nn.Module):
         return F.interpolate(self.head(y), size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
-def miou(pred: np.ndarray, target: np.ndarray, num_classes: int, ignore: int = 255) -> float:
-    valid = target != ignore
-    ious = []
-    for c in range(num_classes):
-        p, t = (pred == c) & valid, (target == c) & valid
-        union = (p | t).sum()
-        if (t.sum()) > 0:
-            ious.append((p & t).sum() / union)
-    return float(np.mean(ious))
-
-
 def transfer(encoder: CSFEncoder, train: ChipSet, test: ChipSet, s: dict, device: torch.device,
              mean: list[float], std: list[float]) -> float:
     torch.manual_seed(s["seed"])
@@ -241,7 +231,9 @@ def transfer(encoder: CSFEncoder, train: ChipSet, test: ChipSet, s: dict, device
         for i in range(0, len(x_test), 32):
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 preds.append(model(x_test[i:i + 32].to(device)).float().argmax(1).cpu().numpy())
-    return miou(np.concatenate(preds), test.masks, len(test.classes))
+    scores = ConfusionMatrix(len(test.classes), test.ignore_index)
+    scores.update(torch.from_numpy(np.concatenate(preds)), torch.from_numpy(test.masks.astype(np.int64)))
+    return scores.miou()
 
 
 # -- throughput ------------------------------------------------------------------------------------

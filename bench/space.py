@@ -23,9 +23,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.cost import model_cost  # noqa: E402
 from bench.provenance import stamp  # noqa: E402
 from search_spaces.builder import build_model  # noqa: E402
-from search_spaces.cost import model_cost  # noqa: E402
 from search_spaces.nasfpn import NasFpnSpace, SearchSpaceConfig  # noqa: E402
 from search_spaces.ops import list_ops  # noqa: E402
 from search_spaces.tokens import sample_uniform  # noqa: E402

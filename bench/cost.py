@@ -1,4 +1,4 @@
-"""Cost model of an architecture: parameters and FLOPs for a given input shape.
+"""Cost model of an architecture for bench/space.py: parameters and FLOPs for a given input shape.
 
 FLOPs come from torch's own ``FlopCounterMode`` (a multiply-add counts as two FLOPs); ops it does
 not model (pooling, interpolation, element-wise) are not counted, which is the usual convention.
