@@ -19,9 +19,10 @@ Adam lr (1e-2) and 4 epochs, rank advantages and self-imitation of the 10 best a
 model screening (mean over the six devices of the median trials to target: 97.4 with it, 119 without),
 and a fresh controller after 100 architectures without a better reward (``restart_after``): it changes
 only the seeds that stall, and the share of seeds reaching the target went from 0.80-1.00 to 0.95-1.00
-per device (``history/searchers_ppo_restart-2026-11-26.json`` has the restart and screen variants tried with it). Training
-the controller on the model's imagined rewards instead (Dyna-style rounds) collapsed the policy early
-and missed the target in more seeds (``history/searchers_ppo_dyna_h100-2026-11-26.json``), so the model only screens.
+per device (``history/searchers_ppo_restart-2026-11-26.json`` has the restart and screen variants
+tried with it). Training the controller on the model's imagined rewards instead (Dyna-style rounds)
+collapsed the policy early and missed the target in more seeds
+(``history/searchers_ppo_dyna_h100-2026-11-26.json``), so the model only screens.
 Sampling without replacement (``without_replacement``) made runs 2-3 times cheaper once the policy had
 converged but found worse architectures by 500 trials in those runs, so it is off by default.
 NAS-FPN's own settings (batch ~20, lr ~1e-4, a moving-average baseline, ``model_screen=0``) remain
@@ -32,7 +33,6 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -40,87 +40,20 @@ import torch
 from torch import nn
 
 from search_spaces.searchers.base import Proposal, Searcher, register_searcher
+from search_spaces.searchers.controller import Controller, Drawn, masked_log_softmax, stack_samples
 from search_spaces.searchers.options import PPOOptions
+from search_spaces.searchers.screening import ModelScreening
 from search_spaces.searchers.surrogate import HammingGP
 from search_spaces.tokens import TokenSpace
 
 __all__ = ["PPOSearcher", "Controller"]
 
 
-class Controller(nn.Module):
-    """A tiny LSTM policy: previous token in, logits over the next position's choices out."""
-
-    def __init__(self, sizes: tuple[int, ...], hidden: int = 64, embed: int = 32, recurrent: bool = True):
-        super().__init__()
-        self.sizes = tuple(sizes)
-        self.recurrent = recurrent
-        self.width = max(sizes)
-        offsets = np.concatenate([[1], 1 + np.cumsum(sizes)[:-1]]).astype(np.int64)
-        self.register_buffer("offsets", torch.as_tensor(offsets), persistent=False)
-        self.embedding = nn.Embedding(1 + int(sum(sizes)), embed)
-        self.cell = nn.LSTMCell(embed, hidden)
-        self.heads = nn.Parameter(torch.zeros(len(sizes), hidden, self.width))
-        self.bias = nn.Parameter(torch.zeros(len(sizes), self.width))
-        nn.init.normal_(self.heads, std=0.1 / math.sqrt(hidden))
-
-    def step(self, position: int, prev: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None):
-        """Logits for ``position`` given the previous tokens (``prev``, shape [B]; ignored at 0).
-
-        Not ``recurrent``: one learnt logit vector per position, whatever came before (a factorised
-        policy, as TPE's independent per-dimension densities are); the LSTM is not run.
-        """
-        if not self.recurrent:
-            return self.bias[position].expand(prev.shape[0], -1), state
-        if position == 0:
-            index = torch.zeros_like(prev)
-        else:
-            index = prev + self.offsets[position - 1]
-        h, c = self.cell(self.embedding(index), state)
-        return h @ self.heads[position] + self.bias[position], (h, c)
-
-    def evaluate(self, tokens: torch.Tensor, masks: torch.Tensor, temperature: float, logit_clip: float | None):
-        """Per-position log-probabilities of ``tokens`` [B, K] and entropies, under ``masks`` [B, K, W]."""
-        state = None
-        prev = torch.zeros(tokens.shape[0], dtype=torch.long)
-        logps, entropies = [], []
-        for position in range(tokens.shape[1]):
-            logits, state = self.step(position, prev, state)
-            log_probs = masked_log_softmax(logits, masks[:, position], temperature, logit_clip)
-            logps.append(log_probs.gather(1, tokens[:, position : position + 1]).squeeze(1))
-            probs = log_probs.exp()
-            entropies.append(-(probs * torch.where(masks[:, position], log_probs, 0.0)).sum(1))
-            prev = tokens[:, position]
-        return torch.stack(logps, 1), torch.stack(entropies, 1)
-
-
-def masked_log_softmax(logits, mask, temperature: float, logit_clip: float | None):
-    """Log-softmax over the allowed choices only (disallowed get probability zero)."""
-    logits = logits / temperature
-    if logit_clip is not None:
-        logits = logit_clip * torch.tanh(logits / logit_clip)
-    return torch.log_softmax(logits.masked_fill(~mask, -1e9), dim=-1)
-
-
-@dataclass
-class _Drawn:
-    """What PPO must remember about a proposal until its reward arrives."""
-
-    tokens: np.ndarray  # [K] int64
-    masks: np.ndarray  # [K, W] bool
-    logp: np.ndarray  # [K] float32, log-probabilities under the policy that drew it
-
-
-def _stack(samples: list[tuple[_Drawn, float]]):
-    """Tensors of (drawn, advantage) pairs: tokens [B, K], masks [B, K, W], old log-probs [B, K], adv [B]."""
-    tokens = torch.from_numpy(np.stack([d.tokens for d, _ in samples]))
-    masks = torch.from_numpy(np.stack([d.masks for d, _ in samples]))
-    old_logp = torch.from_numpy(np.stack([d.logp for d, _ in samples]))
-    adv = torch.tensor([a for _, a in samples], dtype=torch.float32)
-    return tokens, masks, old_logp, adv
+_Drawn = Drawn  # searcher states saved before the policy moved to controller.py pickle it under this name
 
 
 @register_searcher("ppo", options=PPOOptions)
-class PPOSearcher(Searcher):
+class PPOSearcher(ModelScreening, Searcher):
     """Autoregressive LSTM controller trained with clipped PPO; every hyper-parameter is an option.
 
     Options: ``controller`` (``"lstm"``; ``"factorised"``: one softmax per position with no
@@ -226,14 +159,14 @@ class PPOSearcher(Searcher):
         self._net = dict(hidden=hidden, embed=embed, recurrent=controller == "lstm")
         self._new_policy()
         self.width = self.policy.width
-        self._drawn: dict[str, _Drawn] = {}
-        self._last: _Drawn | None = None
-        self._queue: list[_Drawn] = []
+        self._drawn: dict[str, Drawn] = {}
+        self._last: Drawn | None = None
+        self._queue: list[Drawn] = []
         self.seen: set[str] = set()
         self.learned: set[str] = set()
-        self.batch: list[tuple[_Drawn, float]] = []
-        self.history: list[list[tuple[_Drawn, float]]] = []
-        self.elite: list[tuple[_Drawn, float]] = []  # best first
+        self.batch: list[tuple[Drawn, float]] = []
+        self.history: list[list[tuple[Drawn, float]]] = []
+        self.elite: list[tuple[Drawn, float]] = []  # best first
         self._closed: set[tuple[int, ...]] = set()  # proposed sequences and prefixes with nothing left
         self._masks: dict[tuple[int, ...], np.ndarray] = {}  # prefix -> padded mask; a cache, not state
         self.baseline: float | None = None
@@ -286,7 +219,7 @@ class PPOSearcher(Searcher):
         self._mark_proposed(tuple(int(t) for t in self._last.tokens))
         return tuple(int(t) for t in self._last.tokens)
 
-    def _draw_unseen(self, seen: set[str]) -> tuple[_Drawn, str]:
+    def _draw_unseen(self, seen: set[str]) -> tuple[Drawn, str]:
         """The next queued draw not in ``seen`` (refilling the queue from the policy as needed).
 
         Sampling without replacement: draws of architectures already proposed are skipped (a peaked
@@ -305,58 +238,6 @@ class PPOSearcher(Searcher):
             if key not in seen:
                 break
         return drawn, key
-
-    def _screen(self, model: HammingGP) -> tuple[_Drawn, str]:
-        """Of ``model_screen`` distinct unseen draws of the policy, the one of highest expected improvement.
-
-        The reward model only ranks what the policy proposes: the policy keeps its own distribution
-        (and its exploration), trained on real rewards alone, while trials go to the draws the model
-        expects most from, as TPE ranks its candidates by density ratio. The draws not chosen return
-        to the front of the queue and are ranked again at the next proposal.
-        """
-        candidates: list[tuple[_Drawn, str]] = []
-        taken = set(self.seen)
-        for _ in range(self.hp["model_screen"]):
-            drawn, key = self._draw_unseen(taken)
-            if key in taken:
-                break  # the space (or the policy's support) has no more unseen architectures
-            taken.add(key)
-            candidates.append((drawn, key))
-        if not candidates:
-            return drawn, key
-        best = max(r for _, r in self.observed)
-        scores = model.expected_improvement(np.stack([d.tokens for d, _ in candidates]), best)
-        choice = int(np.argmax(scores))
-        self._queue = [d for i, (d, _) in enumerate(candidates) if i != choice] + self._queue
-        return candidates[choice]
-
-    def _screening_model(self) -> HammingGP | None:
-        """The reward model over every architecture learnt from, when screening is on and it ranks well.
-
-        Hyper-parameters (and the leave-one-out quality that gates the model) are chosen at each update
-        (``_update``); between updates the model is refitted with them as rewards arrive, once per new
-        observation (one Cholesky factorisation).
-        """
-        if not self.hp["model_screen"] or self.model_fit is None:
-            return None
-        theta, noise, quality = self.model_fit
-        if quality < self.hp["model_min_quality"]:
-            return None
-        if self._model is None or self._model[0] != len(self.observed):
-            self._model = (len(self.observed), HammingGP().fit(*self._observations(), theta, noise))
-        return self._model[1]
-
-    def _choose_model(self) -> None:
-        """Pick the reward model's hyper-parameters by marginal likelihood and measure how well it ranks."""
-        if not self.hp["model_screen"] or len(self.observed) < self.hp["model_min_points"]:
-            return
-        model = HammingGP().fit(*self._observations())
-        self.model_fit = (float(model.theta), float(model.noise), float(model.quality))
-        self._model = (len(self.observed), model)
-
-    def _observations(self) -> tuple[np.ndarray, np.ndarray]:
-        """Every architecture learnt from as tokens [n, K], and their rewards [n]: the model's data."""
-        return np.array([t for t, _ in self.observed]), np.array([r for _, r in self.observed])
 
     def _mark_proposed(self, tokens: tuple[int, ...]) -> None:
         """Record a proposed sequence; a prefix all of whose allowed continuations were proposed is closed.
@@ -406,7 +287,7 @@ class PPOSearcher(Searcher):
         return open_ if open_.any() else mask
 
     @torch.no_grad()
-    def _sample(self, count: int) -> list[_Drawn]:
+    def _sample(self, count: int) -> list[Drawn]:
         """Draw ``count`` sequences from the current policy in one batched pass (cheap on a CPU).
 
         The draws wait in a queue until proposed; an update empties the queue, so no proposal comes
@@ -434,7 +315,7 @@ class PPOSearcher(Searcher):
             logp[:, position] = log_probs[rows, choice]
             prev = torch.from_numpy(choice)
         first = np.sort(np.unique(tokens, axis=0, return_index=True)[1])  # a pass proposes each sequence once
-        return [_Drawn(tokens[i], masks[i], logp[i]) for i in first]
+        return [Drawn(tokens[i], masks[i], logp[i]) for i in first]
 
     def _after_propose(self, proposal: Proposal) -> None:
         assert self._last is not None
@@ -480,7 +361,7 @@ class PPOSearcher(Searcher):
         self.baseline = decay * self.baseline + (1 - decay) * float(rewards.mean())
         self.reward_var = decay * self.reward_var + (1 - decay) * float(((rewards - self.baseline) ** 2).mean())
 
-    def _remember_elite(self, drawn: _Drawn, reward: float) -> None:
+    def _remember_elite(self, drawn: Drawn, reward: float) -> None:
         """Keep the ``elite`` best architectures seen so far (each once: ``learned`` dedups upstream)."""
         size = self.hp["elite"]
         if size <= 0 or (len(self.elite) >= size and reward <= self.elite[-1][1]):
@@ -489,7 +370,7 @@ class PPOSearcher(Searcher):
         self.elite.sort(key=lambda item: -item[1])
         del self.elite[size:]
 
-    def _risk_seeking(self, batch: list[tuple[_Drawn, float]]) -> list[tuple[_Drawn, float]]:
+    def _risk_seeking(self, batch: list[tuple[Drawn, float]]) -> list[tuple[Drawn, float]]:
         """The top-epsilon samples of the batch, advantage = reward - quantile (scaled by the running std).
 
         Training only on the best tail optimises the best case rather than the mean — what a search
@@ -522,7 +403,7 @@ class PPOSearcher(Searcher):
             samples = [(drawn, float(a)) for (drawn, _), a in zip(pool, advantages, strict=True)]
         # The moving baseline (self-imitation's V, and the scale of risk advantages) sees each reward once.
         self._track_rewards(fresh)
-        ppo_set, sil_set = _stack(samples), self._self_imitation_set()
+        ppo_set, sil_set = stack_samples(samples), self._self_imitation_set()
         for _ in range(self.hp["ppo_epochs"]):
             loss = self._loss(ppo_set, sil_set)
             self.optimizer.zero_grad()
@@ -565,7 +446,7 @@ class PPOSearcher(Searcher):
         chosen = [(drawn, (r - self.baseline) / scale) for drawn, r in self.elite if r > self.baseline]
         if not chosen:
             return None
-        tokens, masks, _, adv = _stack(chosen)
+        tokens, masks, _, adv = stack_samples(chosen)
         return tokens, masks, adv
 
     # -- state ------------------------------------------------------------------------------------
