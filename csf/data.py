@@ -39,6 +39,7 @@ class ChipSet:
     masks: np.ndarray | None = None  # (N, S, S) uint8, class or ignore_index, for transfer
     classes: list[str] = field(default_factory=list)
     ignore_index: int = 255
+    groups: np.ndarray | None = None  # (N,) place of each chip (e.g. its plot): k-NN never pairs a place with itself
 
     def __post_init__(self) -> None:
         if self.images.ndim != 4 or self.images.shape[1] != len(self.band_names):
@@ -67,6 +68,7 @@ class ChipSet:
             None if self.labels is None else self.labels[index],
             None if self.masks is None else self.masks[index],
             self.classes, self.ignore_index,
+            None if self.groups is None else self.groups[index],
         )
 
 
@@ -134,7 +136,16 @@ def load_multisensor_chips(
             sensors={s: stack.sensors[s] for s in wanted},
             labels=np.array([c["label"] for c in chips], np.int64),
             classes=list(manifest.get("classes", [])),
+            groups=_plot_groups(chips),
         )
+
+
+def _plot_groups(chips: Sequence[dict[str, Any]]) -> np.ndarray | None:
+    """Each chip's plot as an integer id, when every chip names one (windows in a plot overlap)."""
+    if not chips or any("plot" not in c for c in chips):
+        return None
+    ids: dict[Any, int] = {}
+    return np.array([ids.setdefault(c["plot"], len(ids)) for c in chips], np.int64)
 
 
 def _offset(sensors: dict[str, list[str]], name: str) -> int:

@@ -280,6 +280,20 @@ def test_evaluate_knn_per_sensor_and_all(multisensor_root):
     assert 0.0 <= result["random"]["all"][10]["accuracy"] <= 1.0
 
 
+def test_knn_never_takes_a_neighbour_from_the_chips_own_place():
+    """Overlapping windows of one plot are near-twins: with places, k-NN must look in other plots."""
+    twins = np.array([[0.0], [0.01], [5.0], [5.01], [10.0], [10.01]])  # pairs, each pair in one plot
+    labels = np.array([0, 0, 1, 1, 0, 0])
+    plots = np.array([0, 0, 1, 1, 2, 2])
+    assert knn_scores(twins, labels, ks=(1,))[1]["accuracy"] == 1.0  # the twin answers
+    by_place = knn_scores(twins, labels, ks=(1, 10), groups=plots)
+    # nearest other-plot chip: 0 and 1 -> plot 1 (label 1, wrong); 2, 3 -> plot 0 (wrong); 4, 5 -> plot 1 (wrong)
+    assert by_place[1]["accuracy"] == 0.0
+    assert by_place[10]["k_used"] == 4  # each chip has 4 candidates outside its plot
+    with pytest.raises(ValueError, match="two places"):
+        knn_scores(twins, labels, ks=(1,), groups=np.zeros(6, int))
+
+
 def test_evaluate_artifact_checks_bands_and_compares_inits(multisensor_root, tmp_path):
     from csf.knn import evaluate_artifact
 
