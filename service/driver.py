@@ -1,23 +1,39 @@
-"""The experiment driver: what a Ray Job runs for one experiment.
+"""The experiment driver: what a Ray Job runs for one experiment, read top to bottom as its pipeline.
 
-``python -m service.driver EXPERIMENT_ID`` loads the experiment from the store, runs stage 1 as a
-Ray Tune experiment (the searcher behind :class:`~search_spaces.searchers.tune.TuneAdapter`, each
-trial :func:`trainers.stage1.stage1_trainable`), trains the requested baselines the same way, and
-writes every trial result to the store as it arrives (a Tune callback). The API process never
-trains; this process never serves HTTP.
+``python -m service.driver EXPERIMENT_ID`` loads the experiment from the store and runs
+:func:`run_experiment`: stage 1 (:func:`run_stage1`: a Ray Tune search, the searcher behind
+:class:`~search_spaces.searchers.tune.TuneAdapter`, then the baselines), the selection of the top models
+(:func:`stage2_candidates`), and for each of them stage 2, export and registration (:func:`run_stage2`).
+How each stage runs lives in ``trainers/`` (``search``, ``stage2``, ``export``, ``registration``); the
+driver turns the spec into their inputs and writes every result to the store as it arrives. The API
+process never trains; this process never serves HTTP.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-import math
 import sys
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 from search_spaces.errors import Conflict, GeonasError
+from trainers.meter import (
+    METER_CPUS,
+    measure_baseline,
+    remeasure_latency,  # noqa: F401 - imported from here by tests/test_stage_handoff.py
+    start_latency_meter,
+)
+from trainers.search import (
+    chip_size,
+    concurrency,
+    run_baselines,
+    run_name,
+    run_search,
+    searcher_adapter,
+    trial_resources,
+    trial_trainable,
+)
 
 from .specs import ExperimentSpec
 from .states import State
@@ -25,11 +41,13 @@ from .store import Store, get_store
 
 log = logging.getLogger("geonas.driver")
 
-__all__ = ["main", "run_experiment", "run_stage2", "stage2_candidates", "every_trial_failed"]
+__all__ = ["main", "run_experiment", "run_stage1", "run_stage2", "stage2_candidates", "every_trial_failed"]
 
 
 def _store_callback_class():
     from ray.tune import Callback
+
+    from trainers.search import trial_arch, trial_error, trial_result
 
     class StoreCallback(Callback):
         """Writes each Tune trial event to the store, idempotently (keyed by experiment + Tune trial id)."""
@@ -45,34 +63,11 @@ def _store_callback_class():
         def _id(self, trial) -> str:
             return f"{self.experiment_id}-{trial.trial_id}"
 
-        def _arch(self, trial) -> tuple[dict[str, Any] | None, str | None]:
-            from trainers.stage1 import descriptor_key
-
-            config = trial.config
-            if "arch" in config:
-                return config["arch"], descriptor_key(config)[1]
-            if "baseline" in config:
-                return {"baseline": config["baseline"], "backbone": config["backbone"]}, descriptor_key(config)[1]
-            return None, None
-
         def _write(self, trial, state: str, result: dict[str, Any] | None = None, error: str | None = None):
-            arch, arch_hash = self._arch(trial)
-            fields: dict[str, Any] = {} if error is None else {"error": error}
-            history = None
-            if result:
-                fields.update(
-                    epoch=int(result.get("epoch", 0)),
-                    miou=result.get("miou"),
-                    latency_ms=result.get("latency_ms"),
-                    latency_device=result.get("latency_device"),
-                    params=result.get("params"),
-                    reward=result.get("reward"),
-                    node_id=result.get("node_id"),
-                )
-                history = {
-                    k: _json_safe(result.get(k))
-                    for k in ("epoch", "miou", "loss", "reward", "train_s", "eval_s", "latency_s", "chips_per_s", "iou")
-                }
+            arch, arch_hash = trial_arch(trial.config)
+            fields, history = trial_result(result)
+            if error is not None:
+                fields["error"] = error
             try:
                 self.store.record_trial(
                     self._id(trial),
@@ -99,33 +94,13 @@ def _store_callback_class():
             self._write(trial, state, result)
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            self._write(trial, State.FAILED, trial.last_result or None, error=_trial_error(trial))
+            self._write(trial, State.FAILED, trial.last_result or None, error=trial_error(trial))
 
         def on_trial_recover(self, iteration, trials, trial, **info):
             # retried from its last checkpoint: the reason stays on the trial even when the retry succeeds
-            self._write(trial, State.RUNNING, error=f"retried after: {_trial_error(trial)}")
+            self._write(trial, State.RUNNING, error=f"retried after: {trial_error(trial)}")
 
     return StoreCallback
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN and ±inf as None (a diverged trial's loss): PostgreSQL's JSON refuses them, JSON has none."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    return value
-
-
-def _trial_error(trial) -> str:
-    """The last line of the trial's exception, e.g. ``DataError: chip ... is unreadable``."""
-    path = getattr(trial, "error_file", None)
-    try:
-        text = Path(path).read_text() if path else ""
-    except OSError:
-        text = ""
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return (lines[-1] if lines else "trial failed")[:2000]
 
 
 def _build_context(spec: ExperimentSpec, storage: str, backbone_weights: str | None, experiment_id: str):
@@ -139,7 +114,7 @@ def _build_context(spec: ExperimentSpec, storage: str, backbone_weights: str | N
     train = SplitRef(str(info.root), "train", bands, spec.stage1.subset, spec.seed)
     val = SplitRef(str(info.root), "val", bands, spec.stage1.val_subset, spec.seed)
     probe = SegmentationDataset(info.root, "train", bands=list(bands) if bands else None, preload=False)
-    chip = _chip_size(probe)
+    chip = chip_size(probe)
     latency = LatencySettings(
         profile=spec.latency.device,
         target_ms=spec.latency.target_ms,
@@ -171,18 +146,6 @@ def _build_context(spec: ExperimentSpec, storage: str, backbone_weights: str | N
     )
 
 
-def _chip_size(split) -> int:
-    """Chip size in pixels from the first readable chip (a corrupt one is the trials' to report)."""
-    from trainers.datasets import ChipError
-
-    for index in range(min(len(split), 20)):
-        try:
-            return int(split[index][0].shape[-1])
-        except ChipError:
-            continue
-    raise GeonasError(f"none of the first chips of {split!r} can be read; check the dataset")
-
-
 def resolve_backbone(spec: ExperimentSpec, store: Store) -> tuple[str, str | None]:
     """(timm name, weights file or None): a ``{csf: id}`` backbone is that job's exported encoder."""
     if isinstance(spec.backbone, str):
@@ -209,44 +172,14 @@ def search_space_config(spec: ExperimentSpec, backbone: str | None = None):
     )
 
 
-def trial_resources(spec: ExperimentSpec) -> dict[str, float]:
-    """CPUs per trial from the spec; one GPU per trial when the cluster has GPUs."""
-    import ray
-
-    resources = {"cpu": spec.stage1.cpus_per_trial}
-    if ray.cluster_resources().get("GPU", 0) >= 1:
-        resources["gpu"] = 1
-    return resources
-
-
-def start_latency_meter(context):
-    """Create the experiment's latency meter actor (trials find it by name; one calibration for all)."""
-    from search_spaces.latency.meter import MeterPlacement, get_latency_meter
-
-    settings = context.latency
-    placement = MeterPlacement(num_cpus=settings.meter_cpus, harness=dict(settings.harness))
-    meter = get_latency_meter(settings.profile, settings.cache_path, placement)
-    tile = settings.tile_size or context.chip_size
-    meter.warm_up.remote((settings.batch_size, context.in_chans, tile, tile))  # while the first trial starts
-    return meter
-
-
-METER_CPUS = 1.0  # CPUs the latency meter holds when no node offers the dedicated resource
-
-
 def resolve_relative_target(
     spec: ExperimentSpec, experiment_id: str, store: Store, context, meter, backbone: str
 ) -> ExperimentSpec:
     """``latency.target_ratio`` x the baseline's latency, measured now by the experiment's meter on the
     trials' input shape, stored in the experiment's spec as ``target_ms`` (so stage 1, stage 2, the
     leaderboard and a resumed driver all read the same number)."""
-    import ray
-
     lat = spec.latency
-    tile = lat.tile_size or context.chip_size
-    shape = [lat.batch_size, context.in_chans, tile, tile]
-    descriptor = {"baseline": lat.relative_to, "backbone": backbone}
-    measured = ray.get(meter.measure.remote(descriptor, context.in_chans, context.num_classes, shape), timeout=900)
+    measured = measure_baseline(meter, context, lat.relative_to, backbone)
     target = round(lat.target_ratio * float(measured["median_ms"]), 4)
     raw = copy.deepcopy(store.get_experiment(experiment_id).spec)  # as submitted, plus the resolved target
     raw.setdefault("latency", {})["target_ms"] = target
@@ -258,24 +191,6 @@ def resolve_relative_target(
     return ExperimentSpec.model_validate(raw)
 
 
-def concurrency(spec: ExperimentSpec, resources: dict[str, float]) -> int:
-    """The spec's concurrency, capped by how many trials the cluster can hold at once.
-
-    When no node offers the ``latency_meter`` resource, the meter holds CPUs of its own, which
-    trials cannot use (otherwise a trial could wait forever for a meter that cannot be placed).
-    """
-    import ray
-
-    from search_spaces.latency.meter import LATENCY_RESOURCE
-
-    total = ray.cluster_resources()
-    cpus = total.get("CPU", 1) - (0 if total.get(LATENCY_RESOURCE, 0) >= 1 else METER_CPUS)
-    fits = int(max(cpus, resources["cpu"]) // resources["cpu"])
-    if "gpu" in resources:
-        fits = min(fits, int(total.get("GPU", 0)))
-    return max(1, min(spec.budget.concurrency, fits))
-
-
 def early_stopping(spec: ExperimentSpec):
     from trainers.early_stopping import make_scheduler
 
@@ -283,44 +198,8 @@ def early_stopping(spec: ExperimentSpec):
     return make_scheduler(s.early_stopping, s.early_stopping_metric, s.epochs, s.grace_period, s.reduction_factor)
 
 
-def _searcher_checkpoint_class():
-    from ray.tune import Callback
-
-    class SearcherCheckpoint(Callback):
-        """Saves the searcher (weights, optimiser, RNG, in-flight proposals) after every finished trial.
-
-        Tune informs the search algorithm before its callbacks, so the file always includes the
-        result just observed; it is written atomically (temp file + rename) by the adapter.
-        """
-
-        def __init__(self, adapter, path: Path) -> None:
-            self.adapter, self.path = adapter, path
-
-        def on_trial_start(self, iteration, trials, trial, **info):
-            self.adapter.save(str(self.path))
-
-        def on_trial_complete(self, iteration, trials, trial, **info):
-            self.adapter.save(str(self.path))
-
-        def on_trial_error(self, iteration, trials, trial, **info):
-            self.adapter.save(str(self.path))
-
-    return SearcherCheckpoint
-
-
-def _run_name(storage: str, experiment_id: str) -> str:
-    """A fresh Tune run name per driver attempt: ``experiment-ID``, then ``experiment-ID-a2``, …"""
-    base = f"experiment-{experiment_id}"
-    if "://" in storage or not (Path(storage) / base).exists():
-        return base
-    attempt = 2
-    while (Path(storage) / f"{base}-a{attempt}").exists():
-        attempt += 1
-    return f"{base}-a{attempt}"
-
-
 def run_experiment(experiment_id: str, store: Store, storage: str) -> None:
-    """Run (or resume) one experiment: stage 1, baselines, stage 2.
+    """Run (or resume) one experiment: stage 1, baselines, selection, stage 2, export, registration.
 
     Resuming is the same call: completed trials stay in the store and count against the budget, the
     searcher is restored from its last saved state, and the proposals that were in flight when the
@@ -328,13 +207,6 @@ def run_experiment(experiment_id: str, store: Store, storage: str) -> None:
     budgeted number of finished trials and no architecture trained twice.
     """
     import ray
-    from ray import tune
-    from ray.tune.search import ConcurrencyLimiter
-
-    from search_spaces.nasfpn import NasFpnSpace
-    from search_spaces.searchers import create_searcher
-    from search_spaces.searchers.tune import TuneAdapter
-    from trainers.stage1 import stage1_trainable
 
     exp = store.get_experiment(experiment_id)
     spec = ExperimentSpec.model_validate(exp.spec)
@@ -348,41 +220,46 @@ def run_experiment(experiment_id: str, store: Store, storage: str) -> None:
     if spec.latency.target_ms is None and spec.latency.target_ratio is not None:
         spec = resolve_relative_target(spec, experiment_id, store, context, meter, backbone_name)
         context = _build_context(spec, storage, backbone_weights, experiment_id)
+    run_stage1(spec, experiment_id, store, storage, context, backbone_name)
+    failure = every_trial_failed(store.list_trials(experiment_id, stage=1))
+    if failure is not None:  # the job's entrypoint records it: the experiment ends failed, not completed
+        raise GeonasError(failure)
+    run_stage2(spec, experiment_id, store, storage, context)
+    store.update_experiment(experiment_id, state=State.COMPLETED)
+
+
+def run_stage1(
+    spec: ExperimentSpec, experiment_id: str, store: Store, storage: str, context, backbone_name: str
+) -> None:
+    """Stage 1: the search (the spec's budget less the searched trials already finished), then the
+    requested baselines not yet completed; every trial event goes to the store as it happens."""
+    from search_spaces.nasfpn import NasFpnSpace
+
     space = NasFpnSpace(search_space_config(spec, backbone_name))
-    searcher = create_searcher(spec.searcher.name, space, seed=spec.seed, **spec.searcher.options)
-    adapter = TuneAdapter(searcher, to_config=lambda tokens: {"arch": space.decode(tokens).to_dict()})
     state_path = Path(storage) / f"experiment-{experiment_id}.searcher.pkl"
-    if state_path.exists():
-        adapter.restore(str(state_path))
-        replayed = adapter.requeue_pending()
+    adapter, replayed = searcher_adapter(space, spec.searcher.name, spec.seed, spec.searcher.options, state_path)
+    if replayed is not None:
         log.info("resumed searcher state from %s; %d in-flight proposals re-run first", state_path, replayed)
     store.interrupt_open_trials(experiment_id, "interrupted when its driver stopped; re-run on resume")
     remaining = spec.budget.trials - store.count_finished(experiment_id, stage=1, kind="searched")
 
-    resources = trial_resources(spec)
-    trainable = tune.with_resources(tune.with_parameters(stage1_trainable, context=context), resources)
+    resources = trial_resources(spec.stage1.cpus_per_trial)
+    trainable = trial_trainable(context, resources)
     StoreCallback = _store_callback_class()
-    SearcherCheckpoint = _searcher_checkpoint_class()
     if remaining > 0:
-        tuner = tune.Tuner(
+        run_search(
             trainable,
-            tune_config=tune.TuneConfig(
-                search_alg=ConcurrencyLimiter(adapter, max_concurrent=concurrency(spec, resources)),
-                scheduler=early_stopping(spec),
-                num_samples=remaining,
-                time_budget_s=spec.budget.wall_time_s,
-                reuse_actors=True,  # a new worker process per trial costs seconds; the trainable resets itself
-            ),
-            run_config=tune.RunConfig(
-                name=_run_name(storage, experiment_id),
-                storage_path=storage,
-                callbacks=[StoreCallback(store.url, experiment_id), SearcherCheckpoint(adapter, state_path)],
-                failure_config=tune.FailureConfig(max_failures=spec.stage1.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                verbose=0,
-            ),
+            adapter,
+            num_samples=remaining,
+            max_concurrent=concurrency(spec.budget.concurrency, resources),
+            scheduler=early_stopping(spec),
+            time_budget_s=spec.budget.wall_time_s,
+            name=run_name(storage, experiment_id),
+            storage=storage,
+            callbacks=[StoreCallback(store.url, experiment_id)],
+            max_failures=spec.stage1.max_failures,
+            state_path=state_path,
         )
-        tuner.fit()
 
     done_baselines = {
         t.arch["baseline"]
@@ -391,25 +268,16 @@ def run_experiment(experiment_id: str, store: Store, storage: str) -> None:
     }
     baselines = [b for b in spec.baselines if b not in done_baselines]
     if baselines:
-        backbone = space.config.backbones[0]
-        baseline_tuner = tune.Tuner(
+        run_baselines(
             trainable,
-            param_space={"baseline": tune.grid_search(baselines), "backbone": backbone},
-            tune_config=tune.TuneConfig(max_concurrent_trials=concurrency(spec, resources)),
-            run_config=tune.RunConfig(
-                name=_run_name(storage, experiment_id) + "-baselines",
-                storage_path=storage,
-                callbacks=[StoreCallback(store.url, experiment_id, kind="baseline")],
-                failure_config=tune.FailureConfig(max_failures=spec.stage1.max_failures),
-                verbose=0,
-            ),
+            baselines,
+            space.config.backbones[0],
+            max_concurrent=concurrency(spec.budget.concurrency, resources),
+            name=run_name(storage, experiment_id) + "-baselines",
+            storage=storage,
+            callbacks=[StoreCallback(store.url, experiment_id, kind="baseline")],
+            max_failures=spec.stage1.max_failures,
         )
-        baseline_tuner.fit()
-    failure = every_trial_failed(store.list_trials(experiment_id, stage=1))
-    if failure is not None:  # the job's entrypoint records it: the experiment ends failed, not completed
-        raise GeonasError(failure)
-    run_stage2(spec, experiment_id, store, storage, context)
-    store.update_experiment(experiment_id, state=State.COMPLETED)
 
 
 def every_trial_failed(trials: list) -> str | None:
@@ -442,57 +310,11 @@ def stage2_candidates(spec: ExperimentSpec, trials: list) -> list:
     return searched[: spec.stage2.top_k] + (baselines if spec.stage2.top_k else [])
 
 
-def stage2_threads(workers: int) -> int:
-    """CPU threads per fine-tuning worker when the spec leaves it open: the free CPUs shared out.
-
-    Stage 2 runs after the search, so the CPUs its trials held are free again; a worker lives on
-    one node, so it never asks for more than the largest node has.
-    """
-    import ray
-
-    free = ray.available_resources().get("CPU", 1.0)
-    largest = max((n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")), default=1.0)
-    return max(1, int(min(free // workers, largest)))
-
-
-def remeasure_latency(meter, descriptor: dict[str, Any], num_classes: int, shape: tuple[int, ...]) -> dict[str, Any]:
-    """The fine-tuned model's latency measured again, now, by the experiment's meter (same harness and
-    calibration as stage 1, on the meter's own cores): never from a cache, which may hold another
-    experiment's or an earlier day's number. Returns the meter's result (``median_ms``, ``machine``, ...)."""
-    import ray
-
-    from search_spaces.builder import model_from_descriptor
-    from search_spaces.latency.cache import model_key
-
-    in_chans = int(shape[1])
-    key = model_key(descriptor, num_classes) + "/stage2"
-    factory = partial(model_from_descriptor, descriptor, in_chans, num_classes)
-    return ray.get(meter.measure_module.remote(key, factory, list(shape), fresh=True), timeout=900)
-
-
-def stage1_init(spec: ExperimentSpec, context, arch_hash: str | None) -> tuple[str | None, str]:
-    """(weights file or None, what stage 2 starts from): the trial's best stage-1 epoch unless the
-    spec says scratch, or its weights are not on this machine (storage on an object store)."""
-    from trainers.stage1 import best_weights_path
-
-    if spec.stage2.init == "scratch":
-        return None, "scratch"
-    if context.weights_dir is None or arch_hash is None:
-        return None, "scratch (stage-1 weights are not kept with object-store storage)"
-    path = best_weights_path(context.weights_dir, arch_hash)
-    if not path.exists():
-        return None, f"scratch (no stage-1 weights at {path})"
-    return str(path), "stage1"
-
-
 def run_stage2(spec: ExperimentSpec, experiment_id: str, store: Store, storage: str, context) -> None:
     """Fine-tune, evaluate, re-measure, export and register each stage-2 candidate."""
-    import json
-
-    from search_spaces.builder import model_from_descriptor
-    from search_spaces.feasibility import recheck
-    from trainers.export import export_onnx, save_weights
-    from trainers.stage2 import FinetuneConfig, run_finetune
+    from trainers.export import export_model
+    from trainers.registration import registration
+    from trainers.stage2 import FinetuneConfig, finetune_candidate, stage1_init, stage2_threads
 
     meter = start_latency_meter(context)  # the stage-1 meter, or a new one when resuming at stage 2
     finished = {t.arch_hash for t in store.list_trials(experiment_id, stage=2) if t.state == State.COMPLETED}
@@ -503,7 +325,7 @@ def run_stage2(spec: ExperimentSpec, experiment_id: str, store: Store, storage: 
         trial_id = f"{experiment_id}-s2-{trial.arch_hash}"
         common = dict(stage=2, kind=trial.kind, arch=trial.arch, arch_hash=trial.arch_hash)
         store.record_trial(trial_id, experiment_id, state=State.RUNNING, **common)
-        init_weights, init = stage1_init(spec, context, trial.arch_hash)
+        init_weights, init = stage1_init(spec.stage2.init, context.weights_dir, trial.arch_hash)
         if init_weights is None and spec.stage2.init == "stage1":
             log.warning("stage 2 of %s starts from %s", trial.arch_hash, init)
         config = FinetuneConfig(
@@ -521,89 +343,33 @@ def run_stage2(spec: ExperimentSpec, experiment_id: str, store: Store, storage: 
             subset=spec.stage2.subset,
         )
         try:
-            result = run_finetune(
-                config, f"experiment-{experiment_id}-stage2-{trial.arch_hash}", storage, spec.stage2.workers
+            # stage 2: fine-tune on the full training split, evaluate on test, re-measure the latency
+            tuned = finetune_candidate(
+                config,
+                f"experiment-{experiment_id}-stage2-{trial.arch_hash}",
+                storage,
+                spec.stage2.workers,
+                meter=meter,
+                context=context,
+                stage1_latency_ms=trial.latency_ms,
+                recheck_tolerance=spec.latency.recheck_tolerance,
             )
-            model = model_from_descriptor(descriptor, result.in_chans, result.num_classes).eval()
-            model.load_state_dict(result.state_dict)
-            tile = spec.latency.tile_size or context.chip_size
-            shape = (spec.latency.batch_size, result.in_chans, tile, tile)
-            measured = remeasure_latency(meter, descriptor, result.num_classes, shape)
-            latency_ms = float(measured["median_ms"])
-            lat = spec.latency
-            check = recheck(trial.latency_ms, latency_ms, lat.target_ms, lat.margin, lat.recheck_tolerance).to_dict()
-            check["machine"] = measured.get("machine")
-            if check["flags"]:
-                log.warning("stage-2 latency check of %s: %s", trial.arch_hash, check)
+            if tuned.check["flags"]:
+                log.warning("stage-2 latency check of %s: %s", trial.arch_hash, tuned.check)
+            # export: safetensors, ONNX checked against PyTorch, model.json
             folder = Path(storage) / "models" / experiment_id / trial.arch_hash
-            folder.mkdir(parents=True, exist_ok=True)
-            data = {
-                "bands": result.bands,
-                "classes": result.class_names,
-                "mean": result.mean,
-                "std": result.std,
-                "chip_size": context.chip_size,
-                "ignore_index": context.ignore_index,
-            }
-            weights = save_weights(
-                model,
-                folder / "weights.safetensors",
-                {"descriptor": json.dumps(descriptor), "data": json.dumps(data)},
-            )
-            onnx = export_onnx(model, (1, result.in_chans, context.chip_size, context.chip_size), folder / "model.onnx")
-            (folder / "model.json").write_text(
-                json.dumps({"descriptor": descriptor, "data": data, "training": _jsonable(config)}, indent=2)
-            )
-            metrics = {k: v for k, v in result.metrics.items() if k not in ("final",)}
-            metrics["onnx_max_abs_diff"] = onnx.max_abs_diff
-            metrics["latency_check"] = check
-            history = result.metrics.get("history") or []
-            training = {**_jsonable(config), "init": init, "first_epoch_loss": history[0]["loss"] if history else None}
-            store.record_trial(
-                trial_id,
-                experiment_id,
-                state=State.COMPLETED,
-                epoch=spec.stage2.epochs,
-                history_entry={"epoch": spec.stage2.epochs, "miou": metrics["miou"], "latency_check": check},
-                miou=metrics["miou"],
-                latency_ms=latency_ms,
-                latency_device=spec.latency.device,
-                params=sum(p.numel() for p in model.parameters()),
-                **common,
-            )
+            input_shape = (1, tuned.result.in_chans, context.chip_size, context.chip_size)
+            artifacts, onnx = export_model(tuned.model, folder, input_shape, descriptor, tuned.data, config.settings())
+            # registration: the completed stage-2 trial, then the model's entry
+            entry = registration(tuned, config, init, artifacts, onnx, spec.latency.device)
+            store.record_trial(trial_id, experiment_id, state=State.COMPLETED, **entry.trial, **common)
             store.register_model(
-                experiment_id,
-                trial_id=trial_id,
-                kind=trial.kind,
-                arch_hash=trial.arch_hash,
-                descriptor=descriptor,
-                miou=metrics["miou"],
-                latency_ms=latency_ms,
-                latency_device=spec.latency.device,
-                metrics=metrics,
-                training=training,
-                data=data,
-                artifacts={
-                    "weights.safetensors": str(weights),
-                    "model.onnx": str(folder / "model.onnx"),
-                    "model.json": str(folder / "model.json"),
-                },
+                experiment_id, trial_id=trial_id, kind=trial.kind, arch_hash=trial.arch_hash, **entry.model
             )
         except Exception as exc:  # noqa: BLE001 - one failed fine-tune must not sink the others
             log.exception("stage 2 failed for %s", trial.arch_hash)
-            store.record_trial(
-                trial_id,
-                experiment_id,
-                state=State.FAILED,
-                error=f"{type(exc).__name__}: {exc}"[:2000],
-                **common,
-            )
-
-
-def _jsonable(config) -> dict[str, Any]:
-    from dataclasses import asdict
-
-    return {k: v for k, v in asdict(config).items() if k != "descriptor"}
+            error = f"{type(exc).__name__}: {exc}"[:2000]
+            store.record_trial(trial_id, experiment_id, state=State.FAILED, error=error, **common)
 
 
 def main(argv: list[str] | None = None) -> int:

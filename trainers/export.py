@@ -7,12 +7,14 @@ random input and compared with PyTorch, and the difference is reported (and chec
 tolerance), so a silently wrong export cannot reach the leaderboard.
 
 Both writers are atomic (temporary name, then rename): a killed export never leaves a half file under
-the final name.
+the final name. :func:`export_model` writes a fine-tuned stage-2 model's folder with both, and a
+``model.json`` that says what the model is, what data it takes and how it was trained.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import os
 import tempfile
 import time
@@ -27,7 +29,7 @@ from torch import nn
 from search_spaces.errors import DataError, GeonasError, SpecError
 from search_spaces.onnx_io import DEFAULT_OPSET, export_onnx_file
 
-__all__ = ["ExportReport", "save_weights", "load_weights", "read_metadata", "export_onnx"]
+__all__ = ["ExportReport", "save_weights", "load_weights", "read_metadata", "export_onnx", "export_model"]
 
 
 def save_weights(model: nn.Module, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> Path:
@@ -174,3 +176,36 @@ def export_onnx(
             f"an op in this model does not export faithfully at opset {opset}: try another opset"
         )
     return report
+
+
+def export_model(
+    model: nn.Module,
+    folder: str | os.PathLike,
+    input_shape: tuple[int, int, int, int],
+    descriptor: dict[str, Any],
+    data: dict[str, Any],
+    training: dict[str, Any],
+) -> tuple[dict[str, str], ExportReport]:
+    """Write a fine-tuned model's files to ``folder``: ``weights.safetensors`` (the descriptor and the
+    data contract in its metadata), ``model.onnx`` for ``input_shape`` (checked against PyTorch, see
+    :func:`export_onnx`) and ``model.json`` (descriptor, data and training settings).
+
+    Returns the files' paths by name, as the store registers them, and the ONNX report.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = save_weights(
+        model,
+        folder / "weights.safetensors",
+        {"descriptor": json.dumps(descriptor), "data": json.dumps(data)},
+    )
+    onnx = export_onnx(model, input_shape, folder / "model.onnx")
+    (folder / "model.json").write_text(
+        json.dumps({"descriptor": descriptor, "data": data, "training": training}, indent=2)
+    )
+    artifacts = {
+        "weights.safetensors": str(weights),
+        "model.onnx": str(folder / "model.onnx"),
+        "model.json": str(folder / "model.json"),
+    }
+    return artifacts, onnx

@@ -4,6 +4,10 @@
 channels_last on CUDA; a checkpoint per epoch, resumed from the last one when the run restarts);
 rank 0 evaluates on the test split at the end and hands back the weights in the final checkpoint.
 :func:`run_finetune` runs it on the connected cluster and returns the metrics and the checkpoint.
+:func:`finetune_candidate` is stage 2 of one selected stage-1 trial, as the driver runs it: fine-tune
+(from the weights :func:`stage1_init` finds), then re-measure the latency on the experiment's meter and
+recheck it against the target; export (:func:`trainers.export.export_model`) and registration
+(:mod:`trainers.registration`) follow.
 """
 
 from __future__ import annotations
@@ -25,7 +29,17 @@ from search_spaces.errors import GeonasError
 
 from .loop import Device, evaluate, train_epoch
 
-__all__ = ["FinetuneConfig", "finetune_loop", "run_finetune", "FinetuneResult", "load_init_weights"]
+__all__ = [
+    "FinetuneConfig",
+    "finetune_loop",
+    "run_finetune",
+    "FinetuneResult",
+    "load_init_weights",
+    "stage2_threads",
+    "stage1_init",
+    "Finetuned",
+    "finetune_candidate",
+]
 
 _STATE = "state.pt"
 _METRICS = "metrics.json"
@@ -50,6 +64,10 @@ class FinetuneConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FinetuneConfig:
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+    def settings(self) -> dict[str, Any]:
+        """The training settings as recorded with the model: all but the descriptor (recorded on its own)."""
+        return {k: v for k, v in asdict(self).items() if k != "descriptor"}
 
 
 @dataclass
@@ -215,3 +233,82 @@ def run_finetune(config: FinetuneConfig, name: str, storage_path: str, num_worke
         mean=[float(x) for x in train.mean],
         std=[float(x) for x in train.std],
     )
+
+
+def stage2_threads(workers: int) -> int:
+    """CPU threads per fine-tuning worker when the spec leaves it open: the free CPUs shared out.
+
+    Stage 2 runs after the search, so the CPUs its trials held are free again; a worker lives on
+    one node, so it never asks for more than the largest node has.
+    """
+    import ray
+
+    free = ray.available_resources().get("CPU", 1.0)
+    largest = max((n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")), default=1.0)
+    return max(1, int(min(free // workers, largest)))
+
+
+def stage1_init(init: str, weights_dir: str | None, arch_hash: str | None) -> tuple[str | None, str]:
+    """(weights file or None, what stage 2 starts from): the trial's best stage-1 epoch unless ``init``
+    (the spec's ``stage2.init``) says scratch, or its weights are not on this machine (storage on an
+    object store: no ``weights_dir``)."""
+    from .stage1 import best_weights_path
+
+    if init == "scratch":
+        return None, "scratch"
+    if weights_dir is None or arch_hash is None:
+        return None, "scratch (stage-1 weights are not kept with object-store storage)"
+    path = best_weights_path(weights_dir, arch_hash)
+    if not path.exists():
+        return None, f"scratch (no stage-1 weights at {path})"
+    return str(path), "stage1"
+
+
+@dataclass
+class Finetuned:
+    """One fine-tuned stage-2 model with its fresh latency: what export and registration take."""
+
+    model: torch.nn.Module = field(repr=False)  # in eval mode, with the fine-tuned weights
+    result: FinetuneResult
+    latency_ms: float  # measured again, now, by the experiment's meter
+    check: dict[str, Any]  # search_spaces.feasibility.recheck against stage 1's number, plus the machine
+    data: dict[str, Any]  # the data contract that travels with the weights: bands, classes, mean, std, ...
+
+
+def finetune_candidate(
+    config: FinetuneConfig,
+    name: str,
+    storage_path: str,
+    num_workers: int,
+    *,
+    meter,
+    context,
+    stage1_latency_ms: float | None,
+    recheck_tolerance: float,
+) -> Finetuned:
+    """Fine-tune ``config.descriptor`` (:func:`run_finetune`), load the result into a model, re-measure
+    its latency on the experiment's ``meter`` at the stage-1 ``context``'s input shape and latency
+    settings, and recheck it by the rule stage 1 pruned with (``search_spaces.feasibility``)."""
+    from search_spaces.feasibility import recheck
+
+    from .meter import remeasure_latency
+
+    result = run_finetune(config, name, storage_path, num_workers)
+    model = model_from_descriptor(config.descriptor, result.in_chans, result.num_classes).eval()
+    model.load_state_dict(result.state_dict)
+    lat = context.latency
+    tile = lat.tile_size or context.chip_size
+    shape = (lat.batch_size, result.in_chans, tile, tile)
+    measured = remeasure_latency(meter, config.descriptor, result.num_classes, shape)
+    latency_ms = float(measured["median_ms"])
+    check = recheck(stage1_latency_ms, latency_ms, lat.target_ms, lat.margin, recheck_tolerance).to_dict()
+    check["machine"] = measured.get("machine")
+    data = {
+        "bands": result.bands,
+        "classes": result.class_names,
+        "mean": result.mean,
+        "std": result.std,
+        "chip_size": context.chip_size,
+        "ignore_index": context.ignore_index,
+    }
+    return Finetuned(model=model, result=result, latency_ms=latency_ms, check=check, data=data)
