@@ -17,7 +17,7 @@ from .jobs import JobLauncher
 from .limits import BodySizeLimit, TokenBucket, rate_limit
 from .metrics import Metrics, RequestMiddleware
 from .responses import COMMON
-from .routes import experiments, leaderboard, models, pretraining
+from .routes import experiments, leaderboard, models, predictions, pretraining
 from .routes.cache import OwnerMemo, SharedResponses, VersionClock, VersionedCache
 from .routes.cached_reads import CachedReads
 from .settings import Settings, get_settings
@@ -84,6 +84,7 @@ def create_app(settings: Settings | None = None, launcher: JobLauncher | None = 
     app.include_router(leaderboard.router, **guarded)
     app.include_router(models.router, **guarded)
     app.include_router(pretraining.router, **guarded)
+    app.include_router(predictions.router, **guarded)
     app.include_router(metrics_routes.router)
     app.include_router(pages.shell_router)  # HTML shells: no data, public
     app.include_router(pages.data_router, **guarded)

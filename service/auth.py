@@ -214,7 +214,24 @@ class ScopedStore:
     def create_pretraining(self, name: str, spec: dict[str, Any], owner: str | None = None):
         return self._store.create_pretraining(name, spec, owner=self.principal.name)
 
+    def create_prediction(self, name: str, model_id: str, spec: dict[str, Any], owner: str | None = None):
+        return self._store.create_prediction(name, model_id, spec, owner=self.principal.name)
+
     # -- single resources: someone else's is a 404 --------------------------------------------
+    def get_prediction(self, prediction_id: str):
+        job = self._store.get_prediction(prediction_id)
+        return self._visible(job, f"prediction job {prediction_id} does not exist; list them with GET /v1/predictions")
+
+    def update_prediction(self, prediction_id: str, **kwargs: Any):
+        if self._owner is not None:
+            self.get_prediction(prediction_id)
+        return self._store.update_prediction(prediction_id, **kwargs)
+
+    def reopen_prediction(self, prediction_id: str):
+        if self._owner is not None:
+            self.get_prediction(prediction_id)
+        return self._store.reopen_prediction(prediction_id)
+
     def get_experiment(self, experiment_id: str):
         exp = self._store.get_experiment(experiment_id)
         return self._visible(exp, f"experiment {experiment_id} does not exist; list them with GET /v1/experiments")
@@ -272,6 +289,9 @@ class ScopedStore:
 
     def list_pretraining(self, limit: int = 100, owner: str | None = None):
         return self._store.list_pretraining(limit, owner=self._owner)
+
+    def list_predictions(self, limit: int = 100, owner: str | None = None):
+        return self._store.list_predictions(limit, owner=self._owner)
 
     def list_models(self, experiment_id: str | None = None, limit: int = 100, owner: str | None = None):
         return self._store.list_models(experiment_id, limit, owner=self._owner)

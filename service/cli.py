@@ -25,6 +25,8 @@ app.add_typer(experiments_app, name="experiments")
 app.add_typer(data_app, name="data")
 db_app = typer.Typer(help="The database: migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+predictions_app = typer.Typer(help="Prediction jobs: progress, resume.", no_args_is_help=True)
+app.add_typer(predictions_app, name="predictions")
 token_app = typer.Typer(help="API tokens (on the database, like `db`).", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 
@@ -237,42 +239,109 @@ def leaderboard(
 @friendly
 def predict(
     model_id: str = typer.Argument(..., help="A registered (stage-2) model id."),
-    scene: Path = typer.Argument(..., help="GeoTIFF scene of any size with the model's bands."),
-    out: Path = typer.Argument(..., help="Output mask GeoTIFF (same CRS and transform)."),
-    probabilities: Path = typer.Option(None, help="Also write class probabilities (×255) here."),
+    scenes: list[str] = typer.Argument(..., help="GeoTIFF scenes: files, folders (their .tif/.tiff) or globs."),
+    out: Path = typer.Option(..., "--out", help="Folder for one mask COG per scene and mosaic.vrt over them."),
+    local: bool = typer.Option(False, "--local", help="Predict in this process instead of as a Ray job."),
+    probabilities: bool = typer.Option(False, "--probabilities", help="Also write class probabilities (x255)."),
     tile: int = typer.Option(256, help="Tile side in pixels."),
     overlap: int = typer.Option(32, help="Overlap between tiles in pixels (blended)."),
-    batch_size: int = typer.Option(None, help="Tiles per forward pass (default: from free memory)."),
+    batch_size: int = typer.Option(None, help="Tiles per forward pass (default: 8 on the cluster, from memory here)."),
+    workers: int = typer.Option(None, help="Model actors on the cluster (default: one per GPU, else per CPU)."),
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="Follow the job until it ends."),
     url: str = UrlOption,
 ) -> None:
-    """Segment a whole scene with a registered model, tile by tile."""
-    from rich.progress import Progress
+    """Segment scenes with a registered model: a Ray Data job on the cluster, or in this process with --local.
 
-    from trainers.predict import predict_scene
-
-    from .predict_cli import load_registered_model, scene_band_indexes
+    Scenes whose outputs are already complete from this model are skipped; a scene that cannot be read
+    fails alone and is named at the end.
+    """
+    from .predict_cli import follow_prediction, predict_local
 
     client = ApiClient(url)
-    meta = client.model(model_id)
-    model = load_registered_model(client, meta)
-    bands = scene_band_indexes(scene, meta["data"]["bands"], meta.get("training", {}).get("data_root"))
-    with Progress(console=console) as bar:
-        task = bar.add_task(f"predicting {scene.name}", total=None)
-        report = predict_scene(
-            model,
-            scene,
-            out,
-            band_indexes=bands,
-            mean=meta["data"]["mean"],
-            std=meta["data"]["std"],
-            num_classes=len(meta["data"]["classes"]),
-            tile=tile,
-            overlap=overlap,
-            batch_size=batch_size,
-            probabilities=probabilities,
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
-        )
-    console.print(f"wrote {report.out} ({report.width}×{report.height} px, {report.tiles} tiles)")
+    if local:
+        from rich.progress import Progress
+
+        meta = client.model(model_id)
+        with Progress(console=console) as bar:
+            task = bar.add_task("predicting", total=None)
+
+            def show(name: str, done: int, total: int) -> None:
+                bar.update(task, description=f"predicting {name}", completed=done, total=total)
+
+            results = predict_local(
+                client, meta, scenes, out, tile=tile, overlap=overlap, batch_size=batch_size,
+                probabilities=probabilities, progress=show,
+            )  # fmt: skip
+        _print_scenes(results)
+        if not any(r["state"] in ("completed", "skipped") for r in results):
+            raise typer.Exit(1)
+        return
+    import os
+
+    spec: dict[str, Any] = {
+        "model_id": model_id,
+        "scenes": [os.path.abspath(os.path.expanduser(s)) for s in scenes],  # the API resolves nothing of ours
+        "out": str(out.expanduser().resolve()),
+        "tile": tile,
+        "overlap": overlap,
+        "probabilities": probabilities,
+    }
+    if batch_size:
+        spec["batch_size"] = batch_size
+    if workers:
+        spec["workers"] = workers
+    created = client.submit_prediction(spec)
+    console.print(f"prediction {created['id']} submitted as Ray Job {created['job_id']}")
+    if created.get("dashboard_url"):
+        console.print(f"dashboard: {created['dashboard_url']}  ({created.get('dashboard_note')})")
+    console.print(f"page: {url.rstrip('/')}/predictions/{created['id']}")
+    if not wait:
+        return
+    final = follow_prediction(client, created["id"], console.print)
+    _print_scenes(final["scenes"])
+    if final.get("mosaic"):
+        console.print(f"mosaic: {final['mosaic']}")
+    if final["state"] != "completed":
+        console.print(f"[red]{final['state']}[/red]: {final.get('error')}")
+        raise typer.Exit(1)
+
+
+def _print_scenes(results: list[dict[str, Any]]) -> None:
+    for r in results:
+        colour = {"completed": "green", "skipped": "cyan", "failed": "red"}.get(r["state"], "white")
+        console.print(f"[{colour}]{r['state']:>9}[/{colour}] {r['scene']} -> {r['output']}"
+                      + (f"  ({r['error']})" if r.get("error") else ""))  # fmt: skip
+
+
+@predictions_app.command("show")
+@friendly
+def predictions_show(prediction_id: str, url: str = UrlOption) -> None:
+    """A prediction job's progress and each scene's outcome."""
+    from .predict_cli import progress_line
+
+    job = ApiClient(url).prediction(prediction_id)
+    console.print(progress_line(job))
+    _print_scenes(job["scenes"])
+    if job.get("error"):
+        console.print(f"[red]error:[/red] {job['error']}")
+
+
+@predictions_app.command("resume")
+@friendly
+def predictions_resume(
+    prediction_id: str,
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="Follow the job until it ends."),
+    url: str = UrlOption,
+) -> None:
+    """Run a prediction job again: complete scenes are skipped, the rest are predicted."""
+    from .predict_cli import follow_prediction
+
+    client = ApiClient(url)
+    job = client.resume_prediction(prediction_id)
+    console.print(f"prediction {job['id']} resumed as Ray Job {job['job_id']}")
+    if wait:
+        final = follow_prediction(client, job["id"], console.print)
+        _print_scenes(final["scenes"])
 
 
 @data_app.command("demo")

@@ -104,6 +104,18 @@ class ApiClient:
     def pretraining(self, job_id: str) -> dict[str, Any]:
         return self._call("GET", f"/v1/pretraining/{job_id}")
 
+    def submit_prediction(self, spec: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", "/v1/predictions", json=spec)
+
+    def prediction(self, prediction_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/predictions/{prediction_id}")
+
+    def predictions(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/v1/predictions")
+
+    def resume_prediction(self, prediction_id: str) -> dict[str, Any]:
+        return self._call("POST", f"/v1/predictions/{prediction_id}/resume")
+
     def backbones(self) -> list[dict[str, Any]]:
         return self._call("GET", "/v1/backbones")
 

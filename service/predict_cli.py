@@ -1,19 +1,16 @@
-"""What ``geonas predict`` needs from the API: a registered model rebuilt locally, the scene's bands."""
+"""What ``geonas predict`` needs beyond the API: a registered model rebuilt locally (``--local``), and
+following a prediction job's progress."""
 
 from __future__ import annotations
 
-import json
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import rasterio
-import yaml
-
-from search_spaces.errors import DataError
-
 from .client import ApiClient
 
-__all__ = ["load_registered_model", "scene_band_indexes"]
+__all__ = ["load_registered_model", "predict_local", "follow_prediction", "progress_line"]
 
 CACHE = Path.home() / ".cache" / "geonas" / "models"
 
@@ -32,23 +29,67 @@ def load_registered_model(client: ApiClient, meta: dict[str, Any]):
     return model.eval()
 
 
-def scene_band_indexes(scene: Path, model_bands: list[str], data_root: str | None) -> list[int]:
-    """1-based scene bands for the model: by band description, else by the dataset's band order."""
-    try:
-        with rasterio.open(scene) as src:
-            count, names = src.count, list(src.descriptions)
-    except rasterio.errors.RasterioError as exc:
-        raise DataError(f"cannot read scene {scene}: {exc}") from None
-    if all(names) and set(model_bands) <= set(names):
-        return [names.index(b) + 1 for b in model_bands]
-    dataset_bands: list[str] | None = None
-    if data_root and (Path(data_root) / "dataset.yaml").exists():
-        dataset_bands = list(yaml.safe_load((Path(data_root) / "dataset.yaml").read_text())["bands"])
-    if dataset_bands and count == len(dataset_bands):
-        return [dataset_bands.index(b) + 1 for b in model_bands]
-    if count == len(model_bands):
-        return list(range(1, count + 1))
-    raise DataError(
-        f"scene {scene} has {count} bands {json.dumps(names)}; the model needs {model_bands} — "
-        "name the bands in the GeoTIFF's band descriptions or give a scene with exactly those bands"
+def predict_local(
+    client: ApiClient,
+    meta: dict[str, Any],
+    patterns: list[str],
+    out: Path,
+    *,
+    tile: int,
+    overlap: int,
+    batch_size: int | None,
+    probabilities: bool,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Today's in-process path over many scenes: the same plan, outputs and mosaic as the cluster's job."""
+    from trainers.predict import predict_scene
+    from trainers.scene_output import MODEL_TAG, write_vrt
+    from trainers.scenes import dataset_bands, plan_scenes
+
+    data = meta["data"]
+    plans = plan_scenes(
+        patterns, model_id=meta["id"], model_bands=data["bands"],
+        trained_bands=dataset_bands(meta.get("training", {}).get("data_root")), out_dir=out.resolve(),
+        tile=tile, overlap=overlap, probabilities=probabilities,
+    )  # fmt: skip
+    model = load_registered_model(client, meta) if any(p.state == "pending" for p in plans) else None
+    for plan in plans:
+        if plan.state != "pending":
+            continue
+        try:
+            predict_scene(
+                model, plan.path, plan.outputs.mask, band_indexes=plan.bands, mean=data["mean"], std=data["std"],
+                num_classes=len(data["classes"]), tile=tile, overlap=overlap, batch_size=batch_size,
+                probabilities=plan.outputs.probabilities, tags={MODEL_TAG: meta["id"]},
+                progress=(lambda d, t, name=plan.path.name: progress(name, d, t)) if progress else None,
+            )  # fmt: skip
+            plan.state = "completed"
+        except Exception as exc:  # noqa: BLE001 - a scene that cannot be read fails alone, as on the cluster
+            plan.state, plan.error = "failed", str(exc)
+    write_vrt([p.outputs.mask for p in plans if p.state in ("completed", "skipped")], out.resolve() / "mosaic.vrt")
+    return [p.result() for p in plans]
+
+
+def progress_line(job: dict[str, Any]) -> str:
+    p = job.get("progress") or {}
+    rate = p.get("windows_per_s")
+    return (
+        f"{job['state']}: scenes {p.get('scenes_done', 0)}/{p.get('scenes_total', '?')} done "
+        f"({p.get('scenes_skipped', 0)} skipped, {p.get('scenes_failed', 0)} failed), "
+        f"windows {p.get('windows_done', 0)}/{p.get('windows_total', '?')}"
+        + (f", {rate:.1f} windows/s" if rate else "")
     )
+
+
+def follow_prediction(client: ApiClient, prediction_id: str, show: Callable[[str], None], every_s: float = 3.0):
+    """Print the job's progress when it changes, until it ends; return the final job."""
+    last = None
+    while True:
+        job = client.prediction(prediction_id)
+        line = progress_line(job)
+        if line != last:
+            show(line)
+            last = line
+        if job["state"] in ("completed", "failed", "cancelled"):
+            return job
+        time.sleep(every_s)

@@ -35,6 +35,8 @@ __all__ = [
     "PretrainingSpec",
     "PretrainingPublic",
     "BackbonePublic",
+    "PredictionSpec",
+    "PredictionPublic",
     "Leaderboard",
     "TrialPageQuery",
     "LeaderboardQuery",
@@ -310,6 +312,54 @@ class PretrainingSpec(_Spec):
         ref = self.knn_data
         inherited = {"bands": ref.bands or self.data.bands, "sensors": ref.sensors or self.data.sensors}
         return ref.model_copy(update=inherited)
+
+
+class PredictionSpec(_Spec):
+    """What a user submits to ``POST /v1/predictions``: one registered model over many scenes."""
+
+    name: str = Field("prediction", min_length=1, max_length=200)
+    model_id: str = Field(..., min_length=1, max_length=32, description="A registered (stage-2) model id.")
+    scenes: list[DataPath] = Field(
+        ..., min_length=1, max_length=10_000, description="GeoTIFF files, folders (their .tif/.tiff) or globs."
+    )
+    out: DataPath = Field(..., description="Folder for one mask COG per scene and mosaic.vrt over them.")
+    tile: int = Field(256, ge=16, le=4096, description="Window side in pixels.")
+    overlap: int = Field(32, ge=0, le=2047, description="Pixels shared by neighbouring windows (blended).")
+    batch_size: int = Field(8, ge=1, le=1024, description="Windows per forward pass on a model actor.")
+    probabilities: bool = Field(False, description="Also write class probabilities (x255) per scene.")
+    workers: int | None = Field(
+        None, ge=1, le=1024, description="Model actors (null: one per GPU, else as many as the CPUs allow)."
+    )
+    cpus_per_worker: float = Field(1.0, gt=0, le=256, description="CPUs (and torch threads) per model actor.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: GPU actors where the cluster has GPUs.")
+    resources: dict[str, float] = Field(
+        default_factory=dict, description="Custom Ray resources per model actor, to keep actors on a node pool."
+    )
+
+    @field_validator("overlap")
+    @classmethod
+    def _overlap_fits(cls, value: int, info: ValidationInfo) -> int:
+        tile = info.data.get("tile")
+        if tile is not None and value * 2 >= tile:
+            raise ValueError(f"overlap {value} px must be less than half the tile ({tile} px)")
+        return value
+
+
+class PredictionPublic(BaseModel):
+    id: str
+    name: str
+    model_id: str
+    state: str
+    spec: dict[str, Any]
+    job_id: str | None
+    dashboard_url: str | None
+    dashboard_note: str | None = None
+    error: str | None
+    progress: dict[str, Any]
+    scenes: list[dict[str, Any]]
+    mosaic: str | None
+    created_at: UtcDateTime
+    updated_at: UtcDateTime
 
 
 class PretrainingPublic(BaseModel):

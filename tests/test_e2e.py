@@ -90,10 +90,12 @@ def test_submit_run_and_read_the_leaderboard(api, demo_dataset, tmp_path):
     from service.cli import app
 
     scene = _scene(demo_dataset, tmp_path / "scene.tif")
-    out = tmp_path / "pred.tif"
+    out = tmp_path / "pred" / "scene.tif"
     result = CliRunner().invoke(
-        app, ["predict", model["id"], str(scene), str(out), "--tile", "32", "--overlap", "8", "--url", api.url]
-    )
+        app,
+        ["predict", model["id"], str(scene), "--out", str(out.parent), "--local", "--tile", "32", "--overlap", "8",
+         "--url", api.url],
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
     with rasterio.open(scene) as src, rasterio.open(out) as dst:
         assert dst.crs == src.crs and dst.transform == src.transform and dst.shape == src.shape

@@ -68,6 +68,11 @@ def pretraining_page(job_id: str) -> HTMLResponse:
     return _shell("pretraining.html")
 
 
+@shell_router.get("/predictions/{prediction_id}", response_class=HTMLResponse)
+def prediction_page(prediction_id: str) -> HTMLResponse:
+    return _shell("prediction.html")
+
+
 @shell_router.get("/ui/static/{name}")
 def static_file(name: str) -> Response:
     suffix = Path(name).suffix

@@ -10,7 +10,7 @@ One :class:`Store`, composed of one class per aggregate:
 - ``engine``: the main and the reader engines; ``versions``: the write counters a flush moves;
 - ``core``: sessions, transactions, ``on_write``, the checked update, the retried read, ``write_version``;
 - ``experiments``, ``trials`` (with trial pages and the leaderboard's rows), ``models``, ``pretraining``,
-  ``tokens``: each aggregate's reads and writes; ``metrics``: the aggregates a scrape reads.
+  ``predictions``, ``tokens``: each aggregate's reads and writes; ``metrics``: the aggregates a scrape reads.
 """
 
 from __future__ import annotations
@@ -21,19 +21,31 @@ from .engine import make_engine as _make_engine  # noqa: F401  (service.dbcli im
 from .experiments import Experiments
 from .metrics import Metrics
 from .models import Models
+from .predictions import Predictions
 from .pretraining import Pretraining
-from .schema import ApiToken, Base, Experiment, Model, PretrainingJob, StoreVersion, Trial, migrate, new_id
+from .schema import (
+    ApiToken,
+    Base,
+    Experiment,
+    Model,
+    PredictionJob,
+    PretrainingJob,
+    StoreVersion,
+    Trial,
+    migrate,
+    new_id,
+)
 from .tokens import Tokens
 from .trials import PAGE_COLUMNS, Trials
 
 __all__ = [
-    "PAGE_COLUMNS", "Base", "Experiment", "Trial", "Model", "PretrainingJob", "ApiToken", "StoreVersion", "Store",
-    "get_store", "migrate", "new_id",
+    "PAGE_COLUMNS", "Base", "Experiment", "Trial", "Model", "PretrainingJob", "PredictionJob", "ApiToken",
+    "StoreVersion", "Store", "get_store", "migrate", "new_id",
 ]  # fmt: skip
 
 
-class Store(Experiments, Trials, Models, Pretraining, Tokens, Metrics):
-    """All reads and writes of experiments, trials, models, pretraining jobs and tokens."""
+class Store(Experiments, Trials, Models, Pretraining, Predictions, Tokens, Metrics):
+    """All reads and writes of experiments, trials, models, pretraining jobs, prediction jobs and tokens."""
 
 
 @lru_cache(maxsize=8)

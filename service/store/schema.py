@@ -13,7 +13,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from ..states import State
 
 __all__ = [
-    "Base", "Experiment", "Trial", "Model", "PretrainingJob", "ApiToken", "StoreVersion", "migrate", "new_id", "now",
+    "Base", "Experiment", "Trial", "Model", "PretrainingJob", "PredictionJob", "ApiToken", "StoreVersion", "migrate",
+    "new_id", "now",
 ]  # fmt: skip
 
 
@@ -113,6 +114,27 @@ class PretrainingJob(Base):
     knn: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     artifact: Mapped[str | None] = mapped_column(String(1000), nullable=True)
     encoder: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # backbone, bands, ...
+    owner: Mapped[str | None] = mapped_column(String(100), nullable=True, index=True)
+    created_at: Mapped[datetime] = mapped_column(default=now)
+    updated_at: Mapped[datetime] = mapped_column(default=now, onupdate=now)
+
+
+class PredictionJob(Base):
+    """A batch prediction: one registered model over many scenes, as a Ray Data job on the cluster."""
+
+    __tablename__ = "prediction_jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200))
+    model_id: Mapped[str] = mapped_column(String(32), index=True)
+    state: Mapped[str] = mapped_column(String(16), default=State.PENDING, index=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    job_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    dashboard_url: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    progress: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # scenes and windows done, windows/s
+    scenes: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)  # per scene: state, output, error
+    mosaic: Mapped[str | None] = mapped_column(String(1000), nullable=True)  # the VRT over the masks
     owner: Mapped[str | None] = mapped_column(String(100), nullable=True, index=True)
     created_at: Mapped[datetime] = mapped_column(default=now)
     updated_at: Mapped[datetime] = mapped_column(default=now, onupdate=now)

@@ -313,7 +313,33 @@ function knnTable(knn) {
     `</tbody></table>`;
 }
 
-const PAGES = { index: indexPage, experiment: experimentPage, model: modelPage, pretraining: pretrainingPage };
+// ---------------------------------------------------------------- prediction
+// The job's progress (scenes done, windows/s), its Ray dashboard link and each scene's outcome; polled until it ends.
+async function predictionPage() {
+  const id = pathId();
+  const job = await api(`/v1/predictions/${encodeURIComponent(id)}`);
+  const p = job.progress || {};
+  $("title").textContent = `Prediction ${job.name}`;
+  $("crumbs").innerHTML = `/ prediction ${esc(job.id)}`;
+  $("summary").innerHTML = `<div>${badge(job.state)} ${progressBar(p.scenes_done || 0, p.scenes_total || 0)} scenes</div>
+    <dl><dt>model</dt><dd><a href="/models/${encodeURIComponent(job.model_id)}">${esc(job.model_id)}</a></dd>
+    <dt>windows</dt><dd id="windows">${esc(p.windows_done ?? 0)} / ${esc(p.windows_total ?? "—")}</dd>
+    <dt>windows/s</dt><dd id="rate">${num(p.windows_per_s, 1)}</dd>
+    <dt>skipped, failed</dt><dd>${esc(p.scenes_skipped ?? 0)}, ${esc(p.scenes_failed ?? 0)}</dd>
+    <dt>actors</dt><dd>${esc(p.actors ?? "—")}${p.gpus_per_actor ? " (GPU)" : ""} on ${Object.keys(p.nodes || {}).length} node(s)</dd>
+    <dt>output</dt><dd class="mono">${esc(job.spec.out)}</dd><dt>mosaic</dt><dd class="mono">${esc(job.mosaic || "—")}</dd>
+    <dt>Ray</dt><dd>${dashboardLink(job.dashboard_url)} ${job.dashboard_note ? `<small>${esc(job.dashboard_note)}</small>` : ""}</dd></dl>
+    ${job.error ? `<div class="error">${esc(job.error)}</div>` : ""}`;
+  $("scenes").innerHTML = (job.scenes || []).length === 0 ? `<p class="empty">no scenes planned yet</p>`
+    : `<table class="grid" id="scenes-table"><thead><tr><th>scene</th><th>state</th><th>windows</th><th>output</th><th>error</th></tr></thead><tbody>` +
+      job.scenes.map((s) => `<tr><td class="mono">${esc(s.scene)}</td><td>${badge(s.state)}</td><td class="num">${esc(s.windows)}</td><td class="mono">${esc(s.output)}</td><td>${esc(s.error || "")}</td></tr>`).join("") +
+      `</tbody></table>`;
+  if (!["completed", "failed", "cancelled"].includes(job.state)) setTimeout(() => predictionPage().catch(showError), POLL_MS);
+}
+
+const PAGES = {
+  index: indexPage, experiment: experimentPage, model: modelPage, pretraining: pretrainingPage, prediction: predictionPage,
+};
 
 document.addEventListener("DOMContentLoaded", () => {
   setupToken();
