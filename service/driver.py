@@ -313,8 +313,9 @@ def stage2_candidates(spec: ExperimentSpec, trials: list) -> list:
 def run_stage2(spec: ExperimentSpec, experiment_id: str, store: Store, storage: str, context) -> None:
     """Fine-tune, evaluate, re-measure, export and register each stage-2 candidate."""
     from trainers.export import export_model
+    from trainers.loop import free_threads_per_worker
     from trainers.registration import registration
-    from trainers.stage2 import FinetuneConfig, finetune_candidate, stage1_init, stage2_threads
+    from trainers.stage2 import FinetuneConfig, finetune_candidate, stage1_init
 
     meter = start_latency_meter(context)  # the stage-1 meter, or a new one when resuming at stage 2
     finished = {t.arch_hash for t in store.list_trials(experiment_id, stage=2) if t.state == State.COMPLETED}
@@ -337,7 +338,7 @@ def run_stage2(spec: ExperimentSpec, experiment_id: str, store: Store, storage: 
             lr=spec.stage1.lr,
             seed=spec.seed,
             backbone_weights=context.backbone_weights,
-            threads_per_worker=spec.stage2.cpus_per_worker or stage2_threads(spec.stage2.workers),
+            threads_per_worker=spec.stage2.cpus_per_worker or free_threads_per_worker(spec.stage2.workers),
             quarantine=context.quarantine,
             init_weights=init_weights,
             subset=spec.stage2.subset,

@@ -101,6 +101,7 @@ def run_pretraining_job(job_id: str, store: Store, storage: str) -> None:
     import ray
 
     from csf.train import run_pretraining
+    from trainers.loop import free_threads_per_worker
 
     job = store.get_pretraining(job_id)
     spec = PretrainingSpec.model_validate(job.spec)
@@ -108,6 +109,7 @@ def run_pretraining_job(job_id: str, store: Store, storage: str) -> None:
     if not ray.is_initialized():
         ray.init(log_to_driver=False)
     config = csf_config(spec, f"pretraining-{job_id}")
+    config["threads_per_worker"] = spec.cpus_per_worker or free_threads_per_worker(spec.workers)
     progress = _Progress(store, job_id)
     summary = run_pretraining(config, storage, progress=progress)
     progress.curve = summary.get("loss_curve") or progress.curve

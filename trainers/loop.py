@@ -17,7 +17,7 @@ from torch import nn
 
 from .metrics import ConfusionMatrix
 
-__all__ = ["Device", "TrainingDiverged", "train_epoch", "evaluate", "pick_device"]
+__all__ = ["Device", "TrainingDiverged", "train_epoch", "evaluate", "pick_device", "free_threads_per_worker"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -94,3 +94,16 @@ def evaluate(
             logits = model(device.batch(images))
         matrix.update(logits.argmax(1), masks.to(device.torch_device))
     return matrix
+
+
+def free_threads_per_worker(workers: int) -> int:
+    """CPU threads per Ray Train worker when a spec leaves it open: the cluster's free CPUs shared out.
+
+    Stage 2 runs after the search and pretraining runs alone, so the CPUs trials held are free; a
+    worker lives on one node, so it never asks for more than the largest node has.
+    """
+    import ray
+
+    free = ray.available_resources().get("CPU", 1.0)
+    largest = max((n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")), default=1.0)
+    return max(1, int(min(free // workers, largest)))

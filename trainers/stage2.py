@@ -35,7 +35,6 @@ __all__ = [
     "run_finetune",
     "FinetuneResult",
     "load_init_weights",
-    "stage2_threads",
     "stage1_init",
     "Finetuned",
     "finetune_candidate",
@@ -233,19 +232,6 @@ def run_finetune(config: FinetuneConfig, name: str, storage_path: str, num_worke
         mean=[float(x) for x in train.mean],
         std=[float(x) for x in train.std],
     )
-
-
-def stage2_threads(workers: int) -> int:
-    """CPU threads per fine-tuning worker when the spec leaves it open: the free CPUs shared out.
-
-    Stage 2 runs after the search, so the CPUs its trials held are free again; a worker lives on
-    one node, so it never asks for more than the largest node has.
-    """
-    import ray
-
-    free = ray.available_resources().get("CPU", 1.0)
-    largest = max((n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")), default=1.0)
-    return max(1, int(min(free // workers, largest)))
 
 
 def stage1_init(init: str, weights_dir: str | None, arch_hash: str | None) -> tuple[str | None, str]:
