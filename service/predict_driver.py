@@ -53,6 +53,8 @@ class _Progress:
             "windows_done": windows,
             "seconds": round(seconds, 3),
             "windows_per_s": round(windows / seconds, 3) if seconds > 0 else None,
+            "startup_s": self.stats.get("first_batch_s"),
+            "steady_windows_per_s": _steady_rate(self.stats),
             "actors": self.stats.get("actors"),
             "gpus_per_actor": self.stats.get("gpus_per_actor"),
             "nodes": self.stats.get("nodes", {}),
@@ -62,6 +64,15 @@ class _Progress:
         self.last = time.monotonic()
         scenes = [p.result() for p in self.plans]
         self.store.update_prediction(self.prediction_id, progress=self.summary(), scenes=scenes, **fields)
+
+
+def _steady_rate(stats: dict[str, Any]) -> float | None:
+    """Windows/s after the first batch came back: the rate without the pipeline's start-up."""
+    if "first_batch_s" not in stats:
+        return None
+    seconds = float(stats.get("seconds", 0.0)) - stats["first_batch_s"]
+    windows = int(stats.get("windows", 0)) - int(stats["first_batch_windows"])
+    return round(windows / seconds, 3) if seconds > 0 and windows > 0 else None
 
 
 def run_prediction_job(prediction_id: str, store: Store, storage: str) -> None:

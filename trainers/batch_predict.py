@@ -188,7 +188,8 @@ def predict_on_cluster(
 ) -> dict[str, Any]:
     """Predict every ``pending`` plan on the cluster; plans end ``completed`` or ``failed`` (in place).
 
-    Returns the run's figures: windows, seconds, windows/s, actors, and windows per node.
+    Returns the run's figures: windows, seconds, windows/s, actors, windows per node, and when the
+    first batch came back (``first_batch_s``: the pipeline's start-up, actors building the model).
     """
     import ray
     import ray.data
@@ -221,6 +222,8 @@ def predict_on_cluster(
     start = time.monotonic()
     try:
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            if "first_batch_s" not in stats:  # start-up (actors building the model) ends here
+                stats["first_batch_s"], stats["first_batch_windows"] = time.monotonic() - start, len(batch["scene"])
             for j, s in enumerate(batch["scene"]):
                 s = int(s)
                 plan = todo[s]
