@@ -153,6 +153,7 @@ def main() -> int:
 
     root = Path(tempfile.mkdtemp(prefix="predict-scale-"))
     load = [round(os.getloadavg()[0], 2)]
+    (root / "cluster").mkdir()
     cluster = LocalRayCluster(root=root / "cluster")
     try:
         scenes = write_scenes(root / "scenes", args.scenes, args.size)
