@@ -81,13 +81,25 @@ class EncoderMetadata:
         return cls(**values)
 
 
+def projection_head(channels: int, out: int) -> nn.Sequential:
+    """A per-pixel MLP (1x1 conv, BN, ReLU, 1x1 conv) from a stage's ``channels`` to ``out``."""
+    return nn.Sequential(
+        nn.Conv2d(channels, channels, 1, bias=False), nn.BatchNorm2d(channels), nn.ReLU(inplace=True),
+        nn.Conv2d(channels, out, 1),
+    )
+
+
 class CSFEncoder(nn.Module):
     """A timm ``features_only`` backbone that returns the chosen stages' feature maps.
 
     ``body`` is the exact module the model builder creates, so its state dict is the export.
+    ``projection`` > 0 puts a per-pixel MLP head (:func:`projection_head`) on each chosen stage; the
+    loss sees the heads' outputs and the export and k-NN the body's features. The paper has no head
+    (``projection=0``); with one, the invariances the loss asks for can live in the head, and the
+    body keeps what the views do not share (SimCLR's finding).
     """
 
-    def __init__(self, backbone: str, in_chans: int, stages: Sequence[int] = (-2, -1)) -> None:
+    def __init__(self, backbone: str, in_chans: int, stages: Sequence[int] = (-2, -1), projection: int = 0) -> None:
         super().__init__()
         if not timm.is_model(backbone):
             raise SpecError(
@@ -112,6 +124,12 @@ class CSFEncoder(nn.Module):
             raise SpecError(f"stages must be a non-empty list of distinct indices, got {list(stages)}",
                             field="stages")
         self.stages: tuple[int, ...] = tuple(sorted(chosen))
+        if projection < 0:
+            raise SpecError(f"projection must be >= 0 (0 = no head), got {projection}", field="projection")
+        channels = self.body.feature_info.channels()
+        self.heads = (
+            nn.ModuleList(projection_head(channels[i], projection) for i in self.stages) if projection else None
+        )
 
     @property
     def channels(self) -> list[int]:
@@ -123,17 +141,21 @@ class CSFEncoder(nn.Module):
         return list(self.body(x))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The chosen stages' maps (through their projection heads, when there are heads): the loss' input."""
         features = self.body(x)
-        return [features[i] for i in self.stages]
+        chosen = [features[i] for i in self.stages]
+        if self.heads is None:
+            return chosen
+        return [head(f) for head, f in zip(self.heads, chosen, strict=True)]
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Global-average-pooled last stage (N, C_last): the k-NN embedding."""
         return self.body(x)[-1].mean(dim=(2, 3))
 
 
-def build_encoder(backbone: str, in_chans: int, stages: Sequence[int] = (-2, -1)) -> CSFEncoder:
+def build_encoder(backbone: str, in_chans: int, stages: Sequence[int] = (-2, -1), projection: int = 0) -> CSFEncoder:
     """A randomly initialised CSF encoder (no download ever happens here)."""
-    return CSFEncoder(backbone, in_chans, stages)
+    return CSFEncoder(backbone, in_chans, stages, projection)
 
 
 def _atomic_target(path: Path) -> str:

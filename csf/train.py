@@ -58,6 +58,7 @@ class PretrainConfig:
     warmup_steps: int = 3000
     grad_clip: float = 1.0
     temperature: float = 0.1
+    projection: int = 0  # channels of a per-stage projection head (csf.encoder); 0 = none, as the paper
     normalize: bool = True  # cosine similarities; False: the paper's raw dot product (csf.loss)
     crop: int = 128
     p_max: float = 0.66
@@ -215,7 +216,7 @@ def pretrain(config: dict[str, Any]) -> None:
     if cfg.crop > min(images.shape[-2:]):
         raise SpecError(f"crop {cfg.crop} px is larger than the chips ({images.shape[-1]} px)", field="crop")
 
-    encoder = CSFEncoder(cfg.backbone, len(chips.band_names), cfg.stages)
+    encoder = CSFEncoder(cfg.backbone, len(chips.band_names), cfg.stages, cfg.projection)
     n_stages = len(encoder.channels)
     if device.type == "cuda":
         encoder = encoder.to(memory_format=torch.channels_last)

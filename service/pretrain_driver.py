@@ -48,6 +48,7 @@ def csf_config(spec: PretrainingSpec, name: str) -> dict[str, Any]:
         "crop": spec.crop,
         "temperature": spec.temperature,
         "normalize": spec.similarity == "cosine",
+        "projection": spec.projection,
         "ramp_steps": spec.ramp_steps,
         "p_max": spec.p_max,
         "noise_std": spec.noise_std,

@@ -283,6 +283,8 @@ class PretrainingSpec(_Spec):
         description="The loss' similarity: cosine (L2-normalised features, bounded logits) or the paper's raw dot "
         "product, which saturates the softmax on real imagery (csf/loss.py).",
     )
+    projection: int = Field(0, ge=0, le=4096, description="Channels of a projection head on each stage the loss "
+                            "sees (1x1-conv MLP, not exported); 0 = none, as the paper.")
     ramp_steps: int = Field(8000, ge=0, description="Steps over which band dropout ramps to p_max.")
     p_max: float = Field(0.66, ge=0, lt=1)
     noise_std: float = Field(0.0, ge=0, le=1, description="Gaussian noise added to each view on its own "

@@ -280,6 +280,22 @@ def test_evaluate_knn_per_sensor_and_all(multisensor_root):
     assert 0.0 <= result["random"]["all"][10]["accuracy"] <= 1.0
 
 
+def test_projection_heads_feed_the_loss_and_stay_out_of_the_export(tmp_path):
+    enc = build_encoder("resnet18", 5, stages=[-2, -1], projection=16)
+    x = torch.randn(2, 5, 64, 64)
+    maps = enc(x)
+    assert [m.shape[1] for m in maps] == [16, 16]  # the loss sees the heads' outputs
+    assert [m.shape[-1] for m in maps] == [f.shape[-1] for f in enc.forward_all(x)[-2:]]  # per pixel
+    assert enc.embed(x).shape == (2, 512)  # k-NN and transfer use the body
+    meta = EncoderMetadata("resnet18", 5, [f"b{i}" for i in range(5)], [0.0] * 5, [1.0] * 5, {}, [3, 4], 1)
+    path = export_encoder(enc, tmp_path / "e.safetensors", meta)
+    name, state, _ = load_csf_backbone(path)
+    assert not any(k.startswith("heads") for k in state)
+    timm.create_model(name, features_only=True, in_chans=5).load_state_dict(state, strict=True)
+    with pytest.raises(SpecError, match="projection"):
+        build_encoder("resnet18", 5, projection=-1)
+
+
 def test_knn_never_takes_a_neighbour_from_the_chips_own_place():
     """Overlapping windows of one plot are near-twins: with places, k-NN must look in other plots."""
     twins = np.array([[0.0], [0.01], [5.0], [5.01], [10.0], [10.01]])  # pairs, each pair in one plot
