@@ -135,10 +135,10 @@ def same_pixels(a: Path, b: Path) -> bool:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--scenes", type=int, default=8)
-    parser.add_argument("--size", type=int, default=640, help="Scene side in pixels.")
-    parser.add_argument("--tile", type=int, default=128)
-    parser.add_argument("--overlap", type=int, default=16)
+    parser.add_argument("--scenes", type=int, default=12)
+    parser.add_argument("--size", type=int, default=1024, help="Scene side in pixels.")
+    parser.add_argument("--tile", type=int, default=256)
+    parser.add_argument("--overlap", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "predict_scale.json"))
     args = parser.parse_args()

@@ -59,7 +59,10 @@ def check_prediction(spec: PredictionSpec, settings: Settings, store: Any) -> in
     count = 0
     for i, pattern in enumerate(spec.scenes):
         field = f"scenes.{i}"
-        base = Path(pattern).expanduser()
+        try:
+            base = Path(pattern).expanduser()
+        except RuntimeError as exc:  # ~user of no user
+            raise SpecError(f"cannot expand {pattern}: {exc}", field) from None
         while not base.exists() and base != base.parent:  # a glob's folder: the part before the pattern
             base = base.parent
         check_data_root(str(base if base.is_dir() else base.parent), settings, field)

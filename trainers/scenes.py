@@ -46,7 +46,10 @@ def expand_scenes(patterns: Sequence[str]) -> list[list[Path]]:
     """
     found = []
     for pattern in patterns:
-        path = Path(pattern).expanduser()
+        try:
+            path = Path(pattern).expanduser()
+        except RuntimeError as exc:  # ~user of no user
+            raise DataError(f"cannot expand {pattern}: {exc}") from None
         if path.is_dir():
             scenes = [p for p in path.rglob("*") if p.suffix.lower() in SCENE_SUFFIXES and p.is_file()]
         elif path.is_file():
