@@ -26,6 +26,7 @@ run whose numbers it holds under ``runs``):
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import shutil
@@ -81,7 +82,7 @@ def settings(args: argparse.Namespace) -> dict:
              grad_clip=1.0, normalize=args.similarity == "cosine", transfer_label_share=0.10, knn_tiles=[8],
              transfer_test_tiles=[8], ms_texture=args.ms_texture, ms_acquisition=args.ms_acquisition,
              noise_std=args.noise_std,
-             gain_jitter=args.gain_jitter)
+             gain_jitter=args.gain_jitter, transfer_seeds=args.transfer_seeds)
     for key in ("backbone", "steps", "batch"):
         value = getattr(args, key)
         if value:
@@ -214,7 +215,7 @@ def transfer(encoder: CSFEncoder, train: ChipSet, test: ChipSet, s: dict, device
     amp = device.type == "cuda"
     model.train()
     for step in range(s["transfer_steps"]):
-        g = torch.Generator().manual_seed(1000 + step)
+        g = torch.Generator().manual_seed(1000 * (1 + s["seed"]) + step)
         pick = torch.randperm(len(x_train), generator=g)[: s["transfer_batch"]]
         x, y = x_train[pick].to(device), y_train[pick].to(device)
         if torch.rand(1, generator=g).item() < 0.5:
@@ -311,6 +312,9 @@ def main() -> None:
                         help="multi-sensor generator: each sensor's own illumination and haze (0 = none)")
     parser.add_argument("--noise-std", type=float, default=0.0, help="per-view noise (csf.views; 0 = paper)")
     parser.add_argument("--gain-jitter", type=float, default=0.0, help="per-view band gain (csf.views; 0 = paper)")
+    parser.add_argument("--transfer-seeds", type=int, default=3,
+                        help="fine-tuning seeds per init: random init's spread over them is the noise CSF's gain "
+                        "is read against")
     parser.add_argument("--supervised-init", help="a local weights file for the backbone (never downloaded)")
     parser.add_argument("--no-ray", action="store_true", help="skip the Ray throughput section")
     parser.add_argument("--datasets", default=",".join(DATASETS),
@@ -433,16 +437,28 @@ def knn_section(chips: dict[str, ChipSet], s: dict, device: torch.device,
 
 def transfer_section(chips: dict[str, ChipSet], s: dict, device: torch.device,
                      args: argparse.Namespace) -> dict:
+    """Fine-tune random init and the CSF encoder over ``transfer_seeds`` seeds each (the seed draws
+    random init's weights, the decoder's and the batch order); CSF's gain is read against random
+    init's own seed-to-seed spread (max - min)."""
     encoder, _ = _pretrained(chips, s, device, args, "dubai", "dubai_pretrain")
     mean, std = chips["dubai_pretrain"].band_stats()
     train, test = chips["transfer_train"], chips["transfer_test"]
-    res = {
-        "random": round(transfer(random_encoder(s, 3), train, test, s, device, mean, std), 4),
-        "csf": round(transfer(encoder, train, test, s, device, mean, std), 4),
-    }
+    runs: dict[str, list[float]] = {"random": [], "csf": []}
+    for seed in range(s["transfer_seeds"]):
+        run = {**s, "seed": s["seed"] + seed}
+        runs["random"].append(transfer(random_encoder(run, 3), train, test, run, device, mean, std))
+        runs["csf"].append(transfer(copy.deepcopy(encoder), train, test, run, device, mean, std))
+    res: dict = {init: {"mean": round(float(np.mean(v)), 4), "min": round(min(v), 4), "max": round(max(v), 4),
+                        "spread": round(max(v) - min(v), 4), "runs": [round(x, 4) for x in v]}
+                 for init, v in runs.items()}
+    res["gain"] = round(res["csf"]["mean"] - res["random"]["mean"], 4)
+    res["beyond_random_spread"] = bool(len(runs["random"]) > 1 and res["gain"] > res["random"]["spread"])
     print(f"\ntransfer (Dubai, {len(train)} labelled chips = 10% of tiles 1-6, "
-          f"{s['transfer_steps']} steps, mIoU on tile 8):")
-    print(f"{'init':<10}{'mIoU':>8}\n" + "\n".join(f"{k:<10}{v:>8.4f}" for k, v in res.items()))
+          f"{s['transfer_steps']} steps, mIoU on tile 8, {s['transfer_seeds']} seeds):")
+    print(f"{'init':<10}{'mean':>8}{'min':>8}{'max':>8}\n" + "\n".join(
+        f"{k:<10}{res[k]['mean']:>8.4f}{res[k]['min']:>8.4f}{res[k]['max']:>8.4f}" for k in runs))
+    print(f"CSF gain {res['gain']:+.4f} vs random init's spread {res['random']['spread']:.4f}: "
+          f"{'beyond' if res['beyond_random_spread'] else 'NOT beyond'} it")
     return res
 
 
