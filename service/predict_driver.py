@@ -116,7 +116,7 @@ def run_prediction_job(prediction_id: str, store: Store, storage: str) -> None:
     mosaic, left_out = write_vrt(masks, out / "mosaic.vrt")
     for plan in plans:
         if plan.outputs.mask in left_out:
-            plan.error = "left out of mosaic.vrt: another CRS or pixel size than the first scene's"
+            plan.note = "left out of mosaic.vrt: another CRS or pixel size than the first scene's"
     failed = [p for p in plans if p.state == "failed"]
     if masks:
         progress.flush(state=State.COMPLETED, mosaic=str(mosaic) if mosaic else None)

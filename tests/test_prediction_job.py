@@ -188,3 +188,49 @@ def test_cli_local_path_writes_the_same_outputs_and_names_the_bad_scene(tmp_path
     with rasterio.open(out / "a.tif") as cli_out, rasterio.open(local) as direct:
         assert np.array_equal(cli_out.read(), direct.read()) and cli_out.transform == direct.transform
     assert (out / "mosaic.vrt").is_file() and not (out / "z.tif").exists()
+
+
+def test_prediction_page_and_index_show_progress_scenes_and_the_dashboard(tmp_path):
+    """The page in a real browser (the OS's Chromium), over a job's record as the driver writes it."""
+    import shutil
+
+    from service.demo import ServerThread
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("no Chromium on PATH: install the OS package (apt-get install -y chromium)")
+    from playwright.sync_api import sync_playwright
+
+    api = create_app(Settings(home=tmp_path / "home", auth=False))
+    store = api.state.store
+    model, _ = register_model(store, tmp_path)
+    job = store.create_prediction("region", model.id, {"out": "/data/out", "scenes": ["/data/scenes"]})
+    store.update_prediction(job.id, job_id="geonas-prediction-x", dashboard_url="http://127.0.0.1:8265/#/jobs/x")
+    progress = {
+        "scenes_total": 3, "scenes_done": 1, "scenes_skipped": 0, "scenes_failed": 1, "windows_total": 40,
+        "windows_done": 25, "windows_per_s": 12.5, "actors": 2, "gpus_per_actor": 0.0, "nodes": {"n1": 25},
+    }  # fmt: skip
+    scenes = [
+        {"scene": "/data/scenes/a.tif", "state": "completed", "output": "/data/out/a.tif", "windows": 20,
+         "error": None},
+        {"scene": "/data/scenes/c.tif", "state": "failed", "output": "/data/out/c.tif", "windows": 0,
+         "error": "cannot read scene /data/scenes/c.tif"},
+    ]  # fmt: skip
+    store.update_prediction(job.id, state="running", progress=progress, scenes=scenes)
+    with ServerThread(api) as server, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(f"{server.url}/predictions/{job.id}")
+        page.wait_for_selector("body[data-ready='1']", timeout=60_000)
+        summary = page.locator("#summary").inner_text()
+        assert "running" in summary and "1 / 3" in summary and "12.5" in summary and "25 / 40" in summary
+        assert page.locator("#summary a[href='http://127.0.0.1:8265/#/jobs/x']").count() == 1
+        rows = page.locator("#scenes-table tbody tr")
+        assert rows.count() == 2 and "cannot read scene" in rows.nth(1).inner_text()
+        page.goto(f"{server.url}/")
+        page.wait_for_selector("body[data-ready='1']", timeout=60_000)
+        assert page.locator("#predictions-table tbody tr").count() == 1
+        browser.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"

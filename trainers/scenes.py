@@ -117,6 +117,7 @@ class ScenePlan:
     header: SceneHeader | None = None
     grid: SceneGrid | None = None
     error: str | None = None
+    note: str | None = None
     windows: int = 0
 
     def result(self) -> dict[str, Any]:
@@ -128,6 +129,7 @@ class ScenePlan:
             "probabilities": str(self.outputs.probabilities) if self.outputs.probabilities else None,
             "windows": self.windows,
             "error": self.error,
+            "note": self.note,
         }
 
 

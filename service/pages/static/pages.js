@@ -87,6 +87,14 @@ async function indexPage() {
         <td>${progressBar(j.step, j.steps)}</td><td>${esc(j.owner || "—")}</td><td>${dashboardLink(j.dashboard_url)}</td></tr>`).join("") +
       `</tbody></table>`;
   }
+  const preds = await api("/v1/predictions?limit=50");
+  $("predictions").innerHTML = preds.length === 0
+    ? `<p class="empty" id="no-predictions">no prediction jobs: run one with <code>geonas predict MODEL SCENES --out DIR</code></p>`
+    : `<table class="grid" id="predictions-table"><thead><tr><th>name</th><th>state</th><th>scenes</th><th>windows/s</th><th>model</th><th>Ray dashboard</th></tr></thead><tbody>` +
+      preds.map((j) => `<tr><td><a href="/predictions/${encodeURIComponent(j.id)}">${esc(j.name)}</a><div class="sub">${esc(j.id)}</div></td><td>${badge(j.state)}</td>
+        <td>${progressBar(j.progress.scenes_done || 0, j.progress.scenes_total || 0)}</td><td class="num">${num(j.progress.windows_per_s, 1)}</td>
+        <td><a href="/models/${encodeURIComponent(j.model_id)}">${esc(j.model_id)}</a></td><td>${dashboardLink(j.dashboard_url)}</td></tr>`).join("") +
+      `</tbody></table>`;
 }
 
 // ---------------------------------------------------------------- experiment
