@@ -45,7 +45,7 @@ from bench.provenance import stamp  # noqa: E402
 from csf.data import ChipSet  # noqa: E402
 from csf.encoder import CSFEncoder, build_encoder, load_init_weights  # noqa: E402
 from csf.knn import KS, evaluate_knn  # noqa: E402
-from csf.train import CSFStep, PretrainConfig  # noqa: E402
+from csf.train import CSFStep, PretrainConfig, sensor_groups  # noqa: E402
 from trainers.metrics import ConfusionMatrix  # noqa: E402
 
 DUBAI = Path(os.environ.get("GEONAS_DUBAI", Path(__file__).resolve().parents[2] / "shared" / "data" / "dubai-aerial"))
@@ -82,7 +82,7 @@ def settings(args: argparse.Namespace) -> dict:
              grad_clip=1.0, normalize=args.similarity == "cosine", transfer_label_share=0.10, knn_tiles=[8],
              transfer_test_tiles=[8], ms_texture=args.ms_texture, ms_acquisition=args.ms_acquisition,
              noise_std=args.noise_std,
-             gain_jitter=args.gain_jitter, transfer_seeds=args.transfer_seeds)
+             gain_jitter=args.gain_jitter, sensor_dropout=args.sensor_dropout, transfer_seeds=args.transfer_seeds)
     for key in ("backbone", "steps", "batch"):
         value = getattr(args, key)
         if value:
@@ -162,13 +162,13 @@ def pretrain_local(chips: ChipSet, s: dict, device: torch.device) -> tuple[CSFEn
         "batch_size": s["batch_size"], "lr": s["lr"], "warmup_steps": s["warmup_steps"],
         "grad_clip": s["grad_clip"], "temperature": s["temperature"], "crop": s["crop"],
         "p_max": s["p_max"], "ramp_steps": s["ramp_steps"], "seed": s["seed"], "normalize": s["normalize"],
-        "noise_std": s["noise_std"], "gain_jitter": s["gain_jitter"],
+        "noise_std": s["noise_std"], "gain_jitter": s["gain_jitter"], "sensor_dropout": s["sensor_dropout"],
     })
     torch.manual_seed(s["seed"])
     encoder = build_encoder(s["backbone"], len(chips.band_names)).to(device)
     if device.type == "cuda":
         encoder = encoder.to(memory_format=torch.channels_last)
-    step_fn = CSFStep(encoder, cfg, device)
+    step_fn = CSFStep(encoder, cfg, device, sensor_groups(chips.band_names, chips.sensors))
     mean, std = chips.band_stats()
     images = chips.normalised(mean, std)
     losses, start = [], time.perf_counter()
@@ -311,6 +311,8 @@ def main() -> None:
     parser.add_argument("--ms-acquisition", type=float, default=1.0,
                         help="multi-sensor generator: each sensor's own illumination and haze (0 = none)")
     parser.add_argument("--noise-std", type=float, default=0.0, help="per-view noise (csf.views; 0 = paper)")
+    parser.add_argument("--sensor-dropout", type=float, default=0.0,
+                        help="per-view whole-sensor dropout (csf.views; 0 = paper; no effect with one sensor)")
     parser.add_argument("--gain-jitter", type=float, default=0.0, help="per-view band gain (csf.views; 0 = paper)")
     parser.add_argument("--transfer-seeds", type=int, default=3,
                         help="fine-tuning seeds per init: random init's spread over them is the noise CSF's gain "
