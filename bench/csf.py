@@ -311,8 +311,9 @@ def main() -> None:
     parser.add_argument("--ms-acquisition", type=float, default=1.0,
                         help="multi-sensor generator: each sensor's own illumination and haze (0 = none)")
     parser.add_argument("--noise-std", type=float, default=0.0, help="per-view noise (csf.views; 0 = paper)")
-    parser.add_argument("--sensor-dropout", type=float, default=0.0,
-                        help="per-view whole-sensor dropout (csf.views; 0 = paper; no effect with one sensor)")
+    parser.add_argument("--sensor-dropout", type=float, default=0.5,
+                        help="per-view whole-sensor dropout (csf.views; 0.5 as the pretraining spec; 0 = paper; "
+                        "no effect with one sensor)")
     parser.add_argument("--gain-jitter", type=float, default=0.0, help="per-view band gain (csf.views; 0 = paper)")
     parser.add_argument("--transfer-seeds", type=int, default=3,
                         help="fine-tuning seeds per init: random init's spread over them is the noise CSF's gain "

@@ -291,8 +291,8 @@ class PretrainingSpec(_Spec):
                              "(normalised units); 0 = the paper's views.")
     gain_jitter: float = Field(0.0, ge=0, le=1, description="Std of the log of a per-view, per-band gain; "
                                "0 = the paper's views.")
-    sensor_dropout: float = Field(0.0, ge=0, lt=1, description="Probability of dropping each whole sensor from "
-                                  "a view (ramped like band dropout; never all sensors); 0 = the paper's views.")
+    sensor_dropout: float = Field(0.5, ge=0, lt=1, description="Probability of dropping each whole sensor from "
+                                  "a view (ramped like band dropout; never all; none with one sensor); 0 = the paper.")
     checkpoint_every: int = Field(500, ge=1)
     seed: int = Field(0, ge=0)
     knn: bool = Field(True, description="Evaluate k-NN (random init vs CSF) when done.")
