@@ -4,9 +4,12 @@
 (data parallel): each worker draws its batches from its own shard of the chips, makes two views of
 each, and the loss gathers every worker's features so that all samples of the global batch are
 negatives. Adam with a linear warm-up, gradient clipping, AMP (bfloat16, or float16 with a scaler)
-and channels-last on CUDA. It reports the loss every step, a checkpoint every ``checkpoint_every``
-steps (and at the end), and resumes from the latest checkpoint Ray hands it: rerunning the same
-``name`` under the same ``storage_path`` continues where a killed run stopped. The last checkpoint
+and channels-last on CUDA. Every step's metrics go to the caller through a queue (the loss curve);
+Ray Train hears of them every ``report_every`` steps, with a checkpoint every ``checkpoint_every``
+steps (and at the end). A ``ray.train.report`` waits on Ray Train's controller: reporting every
+step, a small CPU run took 2.0 s a step against 0.07 s (median gap between steps; resnet10t, 2 CPUs).
+It resumes from the latest checkpoint Ray hands it: rerunning the same ``name`` under the same
+``storage_path`` continues where a killed run stopped. The last checkpoint
 holds the encoder as safetensors (:mod:`csf.encoder`), which :func:`run_pretraining` copies to
 ``{storage_path}/{name}/encoder.safetensors``.
 
@@ -67,7 +70,7 @@ class PretrainConfig:
     gain_jitter: float = 0.0
     sensor_dropout: float = 0.0  # whole-sensor dropout per view (csf.views); off in the paper
     checkpoint_every: int = 500
-    report_every: int = 1
+    report_every: int = 50  # steps between ray.train.report calls (each costs about 2 s: see pretrain)
     seed: int = 0
     threads_per_worker: int = 1  # CPU threads for torch on each worker
 
