@@ -21,6 +21,7 @@ from search_spaces.errors import Conflict, GeonasError
 from trainers.meter import (
     METER_CPUS,
     measure_baseline,
+    measure_space,
     remeasure_latency,  # noqa: F401 - imported from here by tests/test_stage_handoff.py
     start_latency_meter,
 )
@@ -175,11 +176,18 @@ def search_space_config(spec: ExperimentSpec, backbone: str | None = None):
 def resolve_relative_target(
     spec: ExperimentSpec, experiment_id: str, store: Store, context, meter, backbone: str
 ) -> ExperimentSpec:
-    """``latency.target_ratio`` x the baseline's latency, measured now by the experiment's meter on the
-    trials' input shape, stored in the experiment's spec as ``target_ms`` (so stage 1, stage 2, the
-    leaderboard and a resumed driver all read the same number)."""
+    """``latency.target_ratio`` x the baseline's latency (or the median of uniform draws of the search
+    space: ``relative_to: space``), measured now by the experiment's meter on the trials' input shape,
+    stored in the experiment's spec as ``target_ms`` (so stage 1, stage 2, the leaderboard and a
+    resumed driver all read the same number)."""
     lat = spec.latency
-    measured = measure_baseline(meter, context, lat.relative_to, backbone)
+    if lat.relative_to == "space":
+        from search_spaces.nasfpn import NasFpnSpace
+
+        space = NasFpnSpace(search_space_config(spec, backbone))
+        measured = measure_space(meter, context, space, seed=spec.seed)
+    else:
+        measured = measure_baseline(meter, context, lat.relative_to, backbone)
     target = round(lat.target_ratio * float(measured["median_ms"]), 4)
     raw = copy.deepcopy(store.get_experiment(experiment_id).spec)  # as submitted, plus the resolved target
     raw.setdefault("latency", {})["target_ms"] = target

@@ -135,7 +135,8 @@ class LatencySpec(_Spec):
         "measured by the experiment's latency meter when it starts and stored as target_ms. target_ms wins "
         "when both are given.",
     )
-    relative_to: Literal["unet", "fpn"] = Field("unet", description="The baseline target_ratio is relative to.")
+    relative_to: Literal["unet", "fpn", "space"] = Field("unet", description="What target_ratio is relative to: "
+                                                         "a baseline, or `space`: the median of 8 draws of the space.")
     device: DeviceName = Field(
         "cpu-1threads",
         description="Device profile that measures latency: cpu-<N>threads, cuda, cuda:<device name>, "

@@ -12,7 +12,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-__all__ = ["METER_CPUS", "start_latency_meter", "measure_baseline", "remeasure_latency"]
+__all__ = ["METER_CPUS", "start_latency_meter", "measure_baseline", "measure_space", "remeasure_latency"]
 
 METER_CPUS = 1.0  # CPUs the latency meter holds when no node offers the dedicated resource
 
@@ -38,6 +38,28 @@ def measure_baseline(meter, context, baseline: str, backbone: str) -> dict[str, 
     shape = [context.latency.batch_size, context.in_chans, tile, tile]
     descriptor = {"baseline": baseline, "backbone": backbone}
     return ray.get(meter.measure.remote(descriptor, context.in_chans, context.num_classes, shape), timeout=900)
+
+
+def measure_space(meter, context, space, samples: int = 8, seed: int = 0) -> dict[str, Any]:
+    """The median latency of ``samples`` architectures drawn uniformly from ``space`` (a seeded draw),
+    measured now by the experiment's meter like :func:`measure_baseline`: a target relative to it binds
+    for about half of what a searcher proposes at first, on any machine. Returns ``median_ms`` and the
+    draws' ``samples_ms``."""
+    import statistics
+
+    import numpy as np
+    import ray
+
+    from search_spaces.tokens import sample_uniform
+
+    tile = context.latency.tile_size or context.chip_size
+    shape = [context.latency.batch_size, context.in_chans, tile, tile]
+    rng = np.random.default_rng(seed)
+    draws = [{"arch": space.decode(sample_uniform(space, rng)).to_dict()} for _ in range(samples)]
+    results = ray.get([meter.measure.remote(d, context.in_chans, context.num_classes, shape) for d in draws],
+                      timeout=900)
+    times = [float(r["median_ms"]) for r in results]
+    return {"median_ms": statistics.median(times), "samples_ms": times}
 
 
 def remeasure_latency(meter, descriptor: dict[str, Any], num_classes: int, shape: tuple[int, ...]) -> dict[str, Any]:
