@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from fastapi import Request
 
-from search_spaces.errors import ClusterError
+from search_spaces.errors import ClusterError, Conflict
 
 from ..jobs import JobLauncher
 from ..store import Store
@@ -28,3 +31,20 @@ def get_launcher(request: Request) -> JobLauncher:
         launcher = JobLauncher(jobs_url(settings.ray_address), settings)
         request.app.state.launcher = launcher
     return launcher
+
+
+def cancel_job(request: Request, what: str, job: Any, record: Callable[[], Any]) -> Any:
+    """Cancel a job-backed resource (an experiment, a pretraining or a prediction job) in the one safe
+    order: refuse a finished one (409), get the launcher first (a 503 before anything is written),
+    ``record`` the cancel, then stop the Ray Job. Recording first matters: the stopped driver records
+    its own end as failed, and the store keeps whichever terminal state lands first. Returns what
+    ``record`` returns."""
+    from ..states import TERMINAL
+
+    if job.state in TERMINAL:
+        raise Conflict(f"{what} {job.id} is already {job.state}")
+    launcher = get_launcher(request) if job.job_id else None
+    recorded = record()
+    if launcher is not None:
+        launcher.stop(job.job_id)
+    return recorded

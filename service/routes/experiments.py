@@ -10,8 +10,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, status
 from pydantic_core import to_json
 
-from search_spaces.errors import Conflict
-
 from ..responses import CONFLICT, NO_CLUSTER, NOT_FOUND
 from ..specs import (
     MAX_OFFSET,
@@ -22,11 +20,11 @@ from ..specs import (
     TrialPageQuery,
     TrialPublic,
 )
-from ..states import TERMINAL, State
+from ..states import State
 from ..store import PAGE_COLUMNS, Experiment, Store
 from ..validation import check_backbone, check_dataset
 from .cached_reads import CachedRead, cached_read
-from .deps import get_launcher, get_store_dep
+from .deps import cancel_job, get_launcher, get_store_dep
 
 router = APIRouter(prefix="/v1/experiments", tags=["experiments"])
 
@@ -176,16 +174,11 @@ async def list_trials(
 )
 def cancel_experiment(experiment_id: str, request: Request, store: Store = Depends(get_store_dep)) -> ExperimentPublic:
     """Stop the experiment's Ray Job and mark its open trials cancelled."""
-    exp = store.get_experiment(experiment_id)
-    if exp.state in TERMINAL:
-        raise Conflict(f"experiment {experiment_id} is already {exp.state}")
-    launcher = get_launcher(request) if exp.job_id else None  # 503 here, before anything is written
-    # The cancel is recorded before the job is stopped: a stopped driver records its own end as
-    # failed, and whichever write lands first wins (the store refuses to leave a terminal state).
-    store.update_experiment(experiment_id, state=State.CANCELLED, error="cancelled by user")
-    store.cancel_open_trials(experiment_id, "experiment cancelled")
-    if launcher is not None:
-        launcher.stop(exp.job_id)
+    def record() -> None:
+        store.update_experiment(experiment_id, state=State.CANCELLED, error="cancelled by user")
+        store.cancel_open_trials(experiment_id, "experiment cancelled")
+
+    cancel_job(request, "experiment", store.get_experiment(experiment_id), record)
     return get_experiment(experiment_id, store)
 
 

@@ -12,7 +12,7 @@ from ..responses import CONFLICT, NO_CLUSTER, NOT_FOUND
 from ..specs import PredictionPublic, PredictionSpec
 from ..states import TERMINAL, State
 from ..store import PredictionJob, Store
-from .deps import get_launcher, get_store_dep
+from .deps import cancel_job, get_launcher, get_store_dep
 from .experiments import DASHBOARD_NOTE
 
 router = APIRouter(prefix="/v1/predictions", tags=["predictions"])
@@ -60,14 +60,10 @@ def get_prediction(prediction_id: str, store: Store = Depends(get_store_dep)) ->
     "/{prediction_id}/cancel", response_model=PredictionPublic, responses={**NOT_FOUND, **CONFLICT, **NO_CLUSTER}
 )
 def cancel_prediction(prediction_id: str, request: Request, store: Store = Depends(get_store_dep)) -> PredictionPublic:
-    job = store.get_prediction(prediction_id)
-    if job.state in TERMINAL:
-        raise Conflict(f"prediction job {prediction_id} is already {job.state}")
-    launcher = get_launcher(request) if job.job_id else None  # 503 here, before anything is written
-    # Recorded before the stop: the stopped driver's own "failed" must not win the race.
-    cancelled = store.update_prediction(prediction_id, state=State.CANCELLED, error="cancelled by user")
-    if launcher is not None:
-        launcher.stop(job.job_id)
+    cancelled = cancel_job(
+        request, "prediction job", store.get_prediction(prediction_id),
+        lambda: store.update_prediction(prediction_id, state=State.CANCELLED, error="cancelled by user"),
+    )
     return prediction_public(cancelled)
 
 

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request, status
 
-from search_spaces.errors import Conflict
-
 from ..responses import CONFLICT, NO_CLUSTER, NOT_FOUND
 from ..specs import BackbonePublic, ExperimentCreated, PretrainingPublic, PretrainingSpec
-from ..states import TERMINAL, State
+from ..states import State
 from ..store import PretrainingJob, Store
 from ..validation import check_pretraining_data
-from .deps import get_launcher, get_store_dep
+from .deps import cancel_job, get_launcher, get_store_dep
 from .experiments import DASHBOARD_NOTE
 
 router = APIRouter(tags=["pretraining"])
@@ -74,14 +72,10 @@ def get_pretraining(job_id: str, store: Store = Depends(get_store_dep)) -> Pretr
     responses={**NOT_FOUND, **CONFLICT, **NO_CLUSTER},
 )
 def cancel_pretraining(job_id: str, request: Request, store: Store = Depends(get_store_dep)) -> PretrainingPublic:
-    job = store.get_pretraining(job_id)
-    if job.state in TERMINAL:
-        raise Conflict(f"pretraining job {job_id} is already {job.state}")
-    launcher = get_launcher(request) if job.job_id else None  # 503 here, before anything is written
-    # Recorded before the stop: the stopped driver's own "failed" must not win the race.
-    cancelled = store.update_pretraining(job_id, state=State.CANCELLED, error="cancelled by user")
-    if launcher is not None:
-        launcher.stop(job.job_id)
+    cancelled = cancel_job(
+        request, "pretraining job", store.get_pretraining(job_id),
+        lambda: store.update_pretraining(job_id, state=State.CANCELLED, error="cancelled by user"),
+    )
     return pretraining_public(cancelled)
 
 
