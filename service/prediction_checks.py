@@ -14,7 +14,7 @@ from search_spaces.errors import DataError, NotFound, SpecError
 
 from .settings import Settings
 from .specs import PredictionSpec
-from .validation import _refuse_system_folder, check_data_root
+from .validation import _refuse_system_folder, check_data_root, user_path
 
 __all__ = ["check_prediction", "model_inputs"]
 
@@ -28,7 +28,7 @@ def model_inputs(model: Any) -> tuple[list[str], list[str] | None]:
 
 
 def _check_out(path: str, settings: Settings) -> Path:
-    out = Path(path).expanduser().resolve()
+    out = user_path(path, "out").resolve()
     if not settings.data_roots:
         _refuse_system_folder(out, path, "out")
     else:
@@ -59,10 +59,7 @@ def check_prediction(spec: PredictionSpec, settings: Settings, store: Any) -> in
     count = 0
     for i, pattern in enumerate(spec.scenes):
         field = f"scenes.{i}"
-        try:
-            base = Path(pattern).expanduser()
-        except RuntimeError as exc:  # ~user of no user
-            raise SpecError(f"cannot expand {pattern}: {exc}", field) from None
+        base = user_path(pattern, field)
         while not base.exists() and base != base.parent:  # a glob's folder: the part before the pattern
             base = base.parent
         check_data_root(str(base if base.is_dir() else base.parent), settings, field)

@@ -35,9 +35,17 @@ def _refuse_system_folder(root: Path, path: str, field: str) -> None:
         raise SpecError(f"{path} is a system folder; datasets cannot be read from there", field=field)
 
 
+def user_path(path: str, field: str) -> Path:
+    """``path`` with ``~`` expanded; a ``~user`` of no user is a 422 at ``field``, not a server error."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError as exc:
+        raise SpecError(f"cannot expand {path}: {exc}", field=field) from None
+
+
 def check_data_root(path: str, settings: Settings, field: str) -> Path:
     """Resolve ``path`` and refuse it unless it lies inside one of the allowed data roots."""
-    root = Path(path).expanduser().resolve()
+    root = user_path(path, field).resolve()
     if not settings.data_roots:
         _refuse_system_folder(root, path, field)
     if settings.data_roots:

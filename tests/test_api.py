@@ -49,6 +49,8 @@ def _field(response) -> list[str]:
         ({"latency": {"device": "tpu-v9"}}, "body.latency.device"),
         ({"latency": {"device": "cpu-0threads"}}, "body.latency.device"),
         ({"search_space": {"backbones": ["resnet18", "resnet1888"]}}, "body.search_space.backbones.1"),
+        # a ~user of no user (found by the schema fuzzer): a 422, not a server error
+        ({"dataset": {"path": "~no-such-user-0/data"}}, "body.dataset"),
     ],
 )
 def test_invalid_spec_is_422_naming_the_field(client, demo_dataset, overrides, field):
