@@ -220,7 +220,12 @@ def leaderboard(
 def predict(
     model_id: str = typer.Argument(..., help="A registered (stage-2) model id."),
     scenes: list[str] = typer.Argument(..., help="GeoTIFF scenes: files, folders (their .tif/.tiff) or globs."),
-    out: Path = typer.Option(..., "--out", help="Folder for one mask COG per scene and mosaic.vrt over them."),
+    out: Path = typer.Option(
+        ...,
+        "--out",
+        help="Folder for one mask COG per scene and mosaic.vrt over them; on the cluster the model actors "
+        "write there, so it must be a folder every node sees at this path (shared: NFS, a mounted bucket).",
+    ),
     local: bool = typer.Option(False, "--local", help="Predict in this process instead of as a Ray job."),
     probabilities: bool = typer.Option(False, "--probabilities", help="Also write class probabilities (x255)."),
     tile: int = typer.Option(256, help="Tile side in pixels."),
@@ -233,7 +238,9 @@ def predict(
     """Segment scenes with a registered model: a Ray Data job on the cluster, or in this process with --local.
 
     Scenes whose outputs are already complete from this model are skipped; a scene that cannot be read
-    fails alone and is named at the end.
+    fails alone and is named at the end. On the cluster each model actor writes the scenes it predicts,
+    so --out must be shared by every node (without a shared folder, submit the job through the API
+    with write_on: driver).
     """
     from .predict_cli import follow_prediction, predict_local
 

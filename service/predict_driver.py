@@ -5,6 +5,10 @@ outputs skipped), runs the Ray Data pipeline of :mod:`trainers.batch_predict` ov
 its progress as it goes (scenes done, windows/s; throttled), writes the VRT mosaic over every
 finished mask and records each scene's outcome. A scene that fails does so alone; the job fails only
 when no scene has an output.
+
+The model actors write each scene's outputs themselves (``write_on: workers``, the default), so the
+spec's ``out`` must be a folder every node of the cluster sees at the same path; ``write_on: driver``
+has the actors send each blended scene here to be written instead (see :mod:`trainers.batch_predict`).
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ class _Progress:
             "scenes_done": sum(s in _DONE for s in states),
             "scenes_skipped": states.count("skipped"),
             "scenes_failed": states.count("failed"),
+            "scenes_running": states.count("running"),
             "windows_total": self.windows_total,
             "windows_done": windows,
             "seconds": round(seconds, 3),
@@ -58,6 +63,7 @@ class _Progress:
             "actors": self.stats.get("actors"),
             "gpus_per_actor": self.stats.get("gpus_per_actor"),
             "nodes": self.stats.get("nodes", {}),
+            "write_on": self.stats.get("write_on"),
         }
 
     def flush(self, **fields: Any) -> None:
@@ -107,7 +113,7 @@ def run_prediction_job(prediction_id: str, store: Store, storage: str) -> None:
     )
     options = ClusterOptions(
         batch_size=spec.batch_size, workers=spec.workers, cpus_per_worker=spec.cpus_per_worker,
-        device=spec.device, resources=dict(spec.resources),
+        device=spec.device, resources=dict(spec.resources), write_on=spec.write_on,
     )  # fmt: skip
     if not ray.is_initialized():
         ray.init(log_to_driver=False)

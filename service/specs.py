@@ -325,7 +325,17 @@ class PredictionSpec(_Spec):
     scenes: list[DataPath] = Field(
         ..., min_length=1, max_length=10_000, description="GeoTIFF files, folders (their .tif/.tiff) or globs."
     )
-    out: DataPath = Field(..., description="Folder for one mask COG per scene and mosaic.vrt over them.")
+    out: DataPath = Field(
+        ...,
+        description="Folder for one mask COG per scene and mosaic.vrt over them. With write_on 'workers' (the "
+        "default) every node of the cluster writes here: it must be one folder all nodes see at this path "
+        "(NFS, a mounted bucket).",
+    )
+    write_on: Literal["workers", "driver"] = Field(
+        "workers",
+        description="Who writes each scene: the model actor that predicted it (fast; needs the shared 'out' "
+        "folder) or the job's driver (no shared folder; actors send each blended mask to it).",
+    )
     tile: int = Field(256, ge=16, le=4096, description="Window side in pixels.")
     overlap: int = Field(32, ge=0, le=2047, description="Pixels shared by neighbouring windows (blended).")
     batch_size: int = Field(8, ge=1, le=1024, description="Windows per forward pass on a model actor.")

@@ -1,41 +1,82 @@
-"""Batch prediction on a Ray cluster with Ray Data: scene windows in, class probabilities out.
+"""Batch prediction on a Ray cluster with Ray Data: a scene is the unit of work, and the actor that
+predicts a scene also writes it.
 
-The pipeline has three parts, and only the middle one knows the model:
+**Why scenes, not windows.** The first version streamed every window through Ray Data (read tasks,
+then model actors, then the driver), and the driver blended and wrote every scene alone. Each window's
+float32 class probabilities (classes × tile² × 4 bytes: more than the window's own pixels) crossed
+the object store to one process that did all the blending and all the COG encoding of the cluster:
+two worker nodes ran at 1.23× one node, and one node at 0.43× the in-process path
+(``bench/results/predict_scale.json`` of 9c876ae). Now:
 
-1. **read** (Ray Data tasks): each window of every scene is read with rasterio and normalised by
-   :func:`trainers.blend.read_window`; a window that cannot be read carries its error instead;
-2. **predict** (a pool of :class:`WindowPredictor` actors, ``map_batches``): each actor builds the
-   registered model once, then turns batches of windows into probabilities (a GPU with mixed
-   precision where the cluster has GPUs, a CPU otherwise), the same forward pass as the in-process
-   path (:func:`trainers.predict.window_probabilities`);
-3. **blend and write** (this driver): results come back in order and are blended per scene by
-   :class:`trainers.blend.StripBlender` into a :class:`trainers.scene_output.SceneWriter`, exactly as
-   ``predict_scene`` does, so both paths write the same pixels.
+1. the driver plans the scenes and gives the actor pool one row per scene, the largest scenes first
+   (the tail of a job is then a small scene), with one call in flight per actor, so an actor that is
+   free takes the next scene and none hoards a queue;
+2. each actor (:class:`ScenePredictor`) builds the model once (:class:`WindowModel`), then for each
+   scene reads its windows with rasterio, runs the model over them in batches of ``batch_size``,
+   blends them with :class:`~trainers.blend.StripBlender` and writes the COG with
+   :class:`~trainers.scene_output.SceneWriter`: the same pieces, in the same order and the same
+   batches, as :func:`trainers.predict.predict_scene`, so the pixels are the in-process path's;
+3. it returns a small summary (scene, windows, seconds, node, error); the driver tracks progress,
+   checks that each mask an actor wrote is complete where the driver stands, then writes the VRT
+   mosaic and the job's result. Actors also tell a tiny counter actor (:class:`_Tally`) how many
+   windows of their scene are done after every batch, so the windows/s on the API move during a
+   scene and not only at its end.
 
-A scene whose window cannot be read fails alone, with the reason; the others go on.
+**The output folder must be shared** (``write_on="workers"``, the default): actors write under ``out``
+on their own node, so ``out`` must be one folder that every node sees at the same path (NFS, a
+mounted bucket, a volume shared by the pods; on one machine any folder is). A mask that an actor
+wrote where the driver cannot see it fails its scene, saying so. ``write_on="driver"`` needs no shared
+folder: actors still read, predict and blend, and send the scene's blended mask (uint8, one byte a
+pixel, and the probabilities ×255 as uint8 when asked) to the driver, which writes it. That is less
+than even float16 window probabilities would be, and unlike them it leaves the pixels equal to the
+in-process path's (blending float16 probabilities would move ties and rounding). Its costs: one
+scene's mask in the actor's and the driver's memory, and the COG encoding back on one process.
+
+**A scene, not a strip of one.** A strip of a scene's windows would need its neighbour strip's
+overlapping windows and a last step joining the parts into one COG. A region is many scenes, so
+whole scenes keep every actor busy while there are at least as many scenes left as actors; a job of
+fewer scenes than actors starts only as many actors as scenes.
+
+STYLE §14 keeps reading and writing outside the model actors. The model part still knows nothing of
+files (:class:`WindowModel`: windows in, probabilities out); :class:`ScenePredictor` puts reading and
+writing beside it in the actor because moving the arrays to a reader and a writer was the cost.
+A scene that cannot be read fails alone, with the reason; the others go on.
 """
 
 from __future__ import annotations
 
-import math
 import os
+import queue
+import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from search_spaces.errors import DataError
+
 from .blend import StripBlender, read_window
-from .scene_output import SceneWriter
+from .scene_output import SceneOutputs, SceneWriter, is_complete
 from .scenes import ScenePlan
+from .tiling import SceneGrid
 
-__all__ = ["ModelRecord", "ClusterOptions", "read_windows", "WindowPredictor", "predict_on_cluster"]
+__all__ = [
+    "WRITE_ON", "ModelRecord", "ClusterOptions", "SceneTask", "WindowModel", "ScenePredictor",
+    "predict_on_cluster", "NOT_SHARED",
+]  # fmt: skip
 
-#: CPUs a read task asks for: reading is light next to the model, and must still find room beside
-#: actors that hold the cluster's whole CPUs.
-READ_CPUS = 0.25
+#: Where a scene's outputs are written: by the actor that predicted it (the default; a shared output
+#: folder) or by the job's driver (any folder the driver can write).
+WRITE_ON = ("workers", "driver")
+
+NOT_SHARED = (
+    "its mask was written on node {node}, but the job's driver does not see it at {path}: the output "
+    "folder must be one folder shared by every node (NFS, a mounted bucket), or use write_on: driver"
+)
 
 
 @dataclass(frozen=True)
@@ -58,65 +99,33 @@ class ClusterOptions:
     cpus_per_worker: float = 1.0
     device: str = "auto"  # auto | cpu | cuda
     resources: dict[str, float] = field(default_factory=dict)  # custom Ray resources per actor
+    write_on: str = "workers"  # workers (a shared output folder) | driver
+
+    def __post_init__(self) -> None:
+        if self.write_on not in WRITE_ON:
+            raise ValueError(f"write_on must be one of {', '.join(WRITE_ON)}, not {self.write_on!r}")
 
 
-def read_windows(
-    batch: dict[str, np.ndarray],
-    *,
-    scenes: dict[int, tuple[str, list[int], int]],
-    mean: Sequence[float],
-    std: Sequence[float],
-) -> dict[str, Any]:
-    """Read a batch of windows (``scene``, ``y``, ``x``) as normalised images and valid masks."""
-    import rasterio
+@dataclass(frozen=True)
+class SceneTask:
+    """One scene as an actor needs it: where to read, which bands, its windows, where its outputs go."""
 
-    mean_a = np.asarray(mean, np.float32)[:, None, None]
-    std_a = np.asarray(std, np.float32)[:, None, None]
-    images, present, errors = [], [], []
-    handles: dict[int, Any] = {}
-    try:
-        for s, y, x in zip(batch["scene"], batch["y"], batch["x"], strict=True):
-            path, bands, tile = scenes[int(s)]
-            try:
-                if int(s) not in handles:
-                    handles[int(s)] = rasterio.open(path)
-                image, valid = read_window(handles[int(s)], bands, int(y), int(x), tile, mean_a, std_a)
-                error = ""
-            except Exception as exc:  # noqa: BLE001 - GDAL raises several families; any of them fails this scene alone
-                image = np.zeros((len(bands), tile, tile), np.float32)
-                cause = f" ({exc.__cause__})" if exc.__cause__ else ""
-                valid = np.zeros((tile, tile), bool)
-                error = f"cannot read scene {path} at window ({y}, {x}): {exc}{cause}"
-            images.append(image)
-            present.append(valid)
-            errors.append(error)
-    finally:
-        for handle in handles.values():
-            handle.close()
-    return {
-        "scene": batch["scene"],
-        "y": batch["y"],
-        "x": batch["x"],
-        "image": _column(images),
-        "present": _column(present),
-        "error": np.asarray(errors, dtype=object),
-    }
+    path: str
+    bands: list[int]
+    grid: SceneGrid
+    profile: dict[str, Any]  # height, width, crs, transform
+    outputs: SceneOutputs
+
+    @classmethod
+    def of(cls, plan: ScenePlan) -> SceneTask:
+        assert plan.grid is not None and plan.header is not None and plan.bands is not None
+        return cls(str(plan.path), list(plan.bands), plan.grid, dict(plan.header.profile), plan.outputs)
 
 
-def _column(arrays: list[np.ndarray]) -> np.ndarray:
-    """One tensor column: stacked when all shapes agree, else ragged (scenes smaller than a tile)."""
-    if len({a.shape for a in arrays}) <= 1:
-        return np.stack(arrays)
-    ragged = np.empty(len(arrays), dtype=object)
-    ragged[:] = arrays
-    return ragged
-
-
-class WindowPredictor:
-    """A model actor: builds the registered model once, then maps batches of windows to probabilities."""
+class WindowModel:
+    """The registered model, built once: normalised windows in, class probabilities out (no files)."""
 
     def __init__(self, record: ModelRecord, threads: int | None = None) -> None:
-        import ray
         import torch
 
         from search_spaces.builder import model_from_descriptor
@@ -135,32 +144,142 @@ class WindowPredictor:
         self.device = pick_device()
         self.model = self.device.prepare(model).eval()
         self.num_classes = len(record.classes)
-        self.node = ray.get_runtime_context().get_node_id()
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+    def __call__(self, images: np.ndarray) -> np.ndarray:
         from .predict import window_probabilities
 
-        images, errors = batch["image"], batch["error"]
-        probs: list[np.ndarray | None] = [None] * len(errors)
-        by_shape: dict[tuple[int, ...], list[int]] = {}
-        for i, image in enumerate(images):
-            if errors[i]:
-                probs[i] = np.zeros((self.num_classes, *image.shape[1:]), np.float32)
+        return window_probabilities(self.model, self.device, images)
+
+
+class _SceneArrays:
+    """A strip sink that keeps a scene's blended mask in memory (``write_on="driver"``)."""
+
+    def __init__(self, grid: SceneGrid, num_classes: int, probabilities: bool) -> None:
+        self.labels = np.empty((grid.height, grid.width), np.uint8)
+        self.probs = np.empty((num_classes, grid.height, grid.width), np.uint8) if probabilities else None
+
+    def __call__(self, y: int, labels: np.ndarray, probs: np.ndarray | None) -> None:
+        self.labels[y : y + labels.shape[0]] = labels
+        if self.probs is not None and probs is not None:
+            self.probs[:, y : y + labels.shape[0]] = probs
+
+
+class ScenePredictor:
+    """A model actor whose unit of work is a scene: read, predict, blend and write (or send) it.
+
+    ``__call__`` takes rows ``{"scene": index into tasks}`` and returns one summary row per scene:
+    ``windows`` blended, ``seconds``, ``node``, ``error`` ("" when the scene was written); with
+    ``write_on="driver"`` also the scene's ``labels`` (and ``probs``) for the driver to write.
+    """
+
+    def __init__(
+        self,
+        record: ModelRecord,
+        tasks: Sequence[SceneTask],
+        *,
+        batch_size: int,
+        tags: dict[str, str],
+        write_on: str = "workers",
+        tally: Any = None,
+        threads: int | None = None,
+    ) -> None:
+        self.model = WindowModel(record, threads)
+        self.tasks, self.batch_size, self.tags, self.write_on, self.tally = tasks, batch_size, tags, write_on, tally
+        self.mean = np.asarray(record.mean, np.float32)[:, None, None]
+        self.std = np.asarray(record.std, np.float32)[:, None, None]
+        ray = sys.modules.get("ray")  # imported in an actor; never imported here for a test in this process
+        self.node = ray.get_runtime_context().get_node_id() if ray is not None and ray.is_initialized() else "local"
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        rows = [self.scene(int(s)) for s in batch["scene"]]
+        out = {key: np.asarray([r[key] for r in rows]) for key in ("scene", "windows", "seconds")}
+        out |= {key: np.asarray([r[key] for r in rows], dtype=object) for key in ("node", "error")}
+        if self.write_on == "driver":
+            out["labels"] = _column([r["labels"] for r in rows])
+            if any(r["probs"] is not None for r in rows):
+                out["probs"] = _column([r["probs"] for r in rows])
+        return out
+
+    def scene(self, index: int) -> dict[str, Any]:
+        """Predict one scene; its outputs are complete under their final names, or absent and the error says why."""
+        task, start = self.tasks[index], time.monotonic()
+        want_probs = task.outputs.probabilities is not None
+        classes = self.model.num_classes
+        sink: SceneWriter | _SceneArrays | None = None
+        windows, error = 0, ""
+        try:
+            if self.write_on == "driver":
+                sink = _SceneArrays(task.grid, classes, want_probs)
             else:
-                by_shape.setdefault(image.shape, []).append(i)
-        for rows in by_shape.values():
-            out = window_probabilities(self.model, self.device, np.stack([images[i] for i in rows]))
-            for i, p in zip(rows, out, strict=True):
-                probs[i] = p
-        return {
-            "scene": batch["scene"],
-            "y": batch["y"],
-            "x": batch["x"],
-            "probs": _column(probs),  # type: ignore[arg-type]
-            "present": batch["present"],
-            "error": errors,
-            "node": np.full(len(errors), self.node, dtype=object),
-        }
+                sink = SceneWriter(task.outputs, task.profile, classes, self.tags)
+            windows = self._predict(index, task, StripBlender(task.grid, classes, sink, probabilities=want_probs))
+            if isinstance(sink, SceneWriter):
+                sink.commit()
+        except Exception as exc:  # noqa: BLE001 - a scene fails alone, with its reason, whatever failed
+            if isinstance(sink, SceneWriter):
+                sink.abort()
+            error = str(exc) if isinstance(exc, DataError) else f"scene {task.path} on node {self.node}: {exc!r}"
+        row: dict[str, Any] = {"scene": index, "windows": windows, "seconds": time.monotonic() - start,
+                               "node": self.node, "error": error}  # fmt: skip
+        if self.write_on == "driver":
+            done = isinstance(sink, _SceneArrays) and not error
+            row["labels"] = sink.labels if done else np.zeros((1, 1), np.uint8)  # type: ignore[union-attr]
+            placeholder = np.zeros((classes, 1, 1), np.uint8) if want_probs else None
+            row["probs"] = sink.probs if done else placeholder  # type: ignore[union-attr]
+        return row
+
+    def _predict(self, index: int, task: SceneTask, blender: StripBlender) -> int:
+        """Blend every window of the scene, in the grid's order and in batches, as ``predict_scene`` does."""
+        import rasterio
+
+        try:
+            src = rasterio.open(task.path)
+        except rasterio.errors.RasterioError as exc:
+            raise DataError(f"cannot read scene {task.path}: {exc}") from None
+        with src:
+            windows, tile = list(task.grid.windows()), task.grid.tile
+            for i in range(0, len(windows), self.batch_size):
+                chunk = windows[i : i + self.batch_size]
+                read = [self._read(src, task, y, x, tile) for y, x in chunk]
+                probs = self.model(np.stack([image for image, _ in read]))
+                for (y, x), p, (_, present) in zip(chunk, probs, read, strict=True):
+                    blender.add(y, x, p, present)
+                if self.tally is not None:
+                    self.tally.add.remote(index, blender.windows_done, len(chunk), time.time())
+            blender.finish()
+        return blender.windows_done
+
+    def _read(self, src, task: SceneTask, y: int, x: int, tile: int) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            return read_window(src, task.bands, y, x, tile, self.mean, self.std)
+        except Exception as exc:  # noqa: BLE001 - GDAL raises several families; any of them fails this scene alone
+            cause = f" ({exc.__cause__})" if exc.__cause__ else ""
+            raise DataError(f"cannot read scene {task.path} at window ({y}, {x}): {exc}{cause}") from None
+
+
+def _column(arrays: list[np.ndarray]) -> np.ndarray:
+    """One tensor column: stacked when all shapes agree, else ragged (scenes of different sizes)."""
+    if len({a.shape for a in arrays}) <= 1:
+        return np.stack(arrays)
+    ragged = np.empty(len(arrays), dtype=object)
+    ragged[:] = arrays
+    return ragged
+
+
+class _Tally:
+    """Windows done so far per running scene, as the actors report them (a tiny actor, no CPU)."""
+
+    def __init__(self) -> None:
+        self.done: dict[int, int] = {}
+        self.first: tuple[float, int] | None = None  # (wall time, windows) of the first batch predicted
+
+    def add(self, scene: int, windows: int, batch: int, at: float) -> None:
+        self.done[scene] = windows
+        if self.first is None:
+            self.first = (at, batch)
+
+    def read(self) -> tuple[dict[int, int], tuple[float, int] | None]:
+        return self.done, self.first
 
 
 def _actor_resources(options: ClusterOptions) -> tuple[int, float, float]:
@@ -173,9 +292,35 @@ def _actor_resources(options: ClusterOptions) -> tuple[int, float, float]:
     if use_gpu:
         workers = options.workers or max(1, int(gpus))
         return workers, options.cpus_per_worker, 1.0
-    fits = [(total.get("CPU", 1.0) - READ_CPUS) / options.cpus_per_worker]
+    fits = [total.get("CPU", 1.0) / options.cpus_per_worker]  # the actors read and write too: no read tasks
     fits += [total.get(name, 0.0) / need for name, need in options.resources.items() if need > 0]
     return options.workers or max(1, int(min(fits))), options.cpus_per_worker, 0.0
+
+
+def _batches(ds, every_s: float) -> Iterator[dict[str, np.ndarray] | None]:
+    """The dataset's batches as they come, and None every ``every_s`` while none comes (time to report)."""
+    inbox: queue.Queue = queue.Queue()
+
+    def pump() -> None:
+        try:
+            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                inbox.put(("batch", batch))
+            inbox.put(("end", None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            inbox.put(("error", exc))
+
+    threading.Thread(target=pump, name="prediction-results", daemon=True).start()
+    while True:
+        try:
+            kind, item = inbox.get(timeout=every_s)
+        except queue.Empty:
+            yield None
+            continue
+        if kind == "end":
+            return
+        if kind == "error":
+            raise item
+        yield item
 
 
 def predict_on_cluster(
@@ -185,82 +330,94 @@ def predict_on_cluster(
     *,
     tags: dict[str, str],
     progress: Callable[[dict[str, Any]], None] | None = None,
+    every_s: float = 1.0,
 ) -> dict[str, Any]:
     """Predict every ``pending`` plan on the cluster; plans end ``completed`` or ``failed`` (in place).
 
     Returns the run's figures: windows, seconds, windows/s, actors, windows per node, and when the
-    first batch came back (``first_batch_s``: the pipeline's start-up, actors building the model).
+    first batch of windows was predicted (``first_batch_s``: the pipeline's start-up, actors building
+    the model). ``windows`` counts the windows of finished scenes (failed ones too) and those done so
+    far of running ones.
     """
     import ray
     import ray.data
 
-    todo = [p for p in plans if p.state == "pending"]
-    items = [{"scene": i, "y": y, "x": x} for i, plan in enumerate(todo) for y, x in plan.grid.windows()]
+    todo = sorted((p for p in plans if p.state == "pending"), key=lambda p: -p.windows)  # largest first
     workers, cpus, gpus = _actor_resources(options)
-    stats: dict[str, Any] = {"windows": 0, "seconds": 0.0, "actors": workers, "gpus_per_actor": gpus, "nodes": {}}
-    if not items:
+    workers = min(workers, max(1, len(todo)))  # an actor without a scene would only build the model
+    stats: dict[str, Any] = {"windows": 0, "seconds": 0.0, "actors": workers, "gpus_per_actor": gpus,
+                             "nodes": {}, "write_on": options.write_on}  # fmt: skip
+    if not todo:
         return stats
-    ray.data.DataContext.get_current().execution_options.preserve_order = True  # the blender needs row order
-    scenes = {i: (str(p.path), list(p.bands or []), p.grid.tile) for i, p in enumerate(todo)}
-    ds = ray.data.from_items(items, override_num_blocks=max(1, math.ceil(len(items) / options.batch_size)))
+    tally = ray.remote(num_cpus=0)(_Tally).remote()
+    ds = ray.data.from_items([{"scene": i} for i in range(len(todo))], override_num_blocks=len(todo))
     ds = ds.map_batches(
-        read_windows,
-        batch_size=options.batch_size,
-        fn_kwargs={"scenes": scenes, "mean": record.mean, "std": record.std},
-        num_cpus=READ_CPUS,
-    )
-    ds = ds.map_batches(
-        WindowPredictor,
-        batch_size=options.batch_size,
-        compute=ray.data.ActorPoolStrategy(size=workers),
+        ScenePredictor,
+        batch_size=1,
+        compute=ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1),
         num_cpus=cpus,
         num_gpus=gpus,
-        fn_constructor_kwargs={"record": record, "threads": max(1, int(cpus))},
+        fn_constructor_kwargs={
+            "record": record,
+            "tasks": [SceneTask.of(p) for p in todo],
+            "batch_size": options.batch_size,
+            "tags": tags,
+            "write_on": options.write_on,
+            "tally": tally,
+            "threads": max(1, int(cpus)),
+        },
         **({"resources": dict(options.resources)} if options.resources else {}),
     )
-    blenders: dict[int, tuple[StripBlender, SceneWriter]] = {}
-    start = time.monotonic()
+    finished: set[int] = set()
+    start, wall_start = time.monotonic(), time.time()
     try:
-        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-            if "first_batch_s" not in stats:  # start-up (actors building the model) ends here
-                stats["first_batch_s"], stats["first_batch_windows"] = time.monotonic() - start, len(batch["scene"])
-            for j, s in enumerate(batch["scene"]):
-                s = int(s)
-                plan = todo[s]
-                stats["windows"] += 1
-                node = str(batch["node"][j])
-                stats["nodes"][node] = stats["nodes"].get(node, 0) + 1
-                if plan.state == "failed":
-                    continue
-                if batch["error"][j]:
-                    _fail(plan, blenders.pop(s, None), str(batch["error"][j]))
-                    continue
-                if s not in blenders:
-                    writer = SceneWriter(plan.outputs, plan.header.profile, len(record.classes), tags)
-                    want = plan.outputs.probabilities is not None
-                    blenders[s] = (StripBlender(plan.grid, len(record.classes), writer, probabilities=want), writer)
-                    plan.state = "running"
-                blender, writer = blenders[s]
-                blender.add(int(batch["y"][j]), int(batch["x"][j]), batch["probs"][j], batch["present"][j])
-                if blender.windows_done == len(plan.grid):
-                    blender.finish()
-                    writer.commit()
-                    del blenders[s]
-                    plan.state = "completed"
+        for batch in _batches(ds, every_s):
+            for j in range(len(batch["scene"]) if batch is not None else 0):
+                s = int(batch["scene"][j])  # type: ignore[index]
+                finished.add(s)
+                _finish(todo[s], batch, j, record, tags, options.write_on)  # type: ignore[arg-type]
+                node = str(batch["node"][j])  # type: ignore[index]
+                stats["nodes"][node] = stats["nodes"].get(node, 0) + int(batch["windows"][j])  # type: ignore[index]
+            running, first = ray.get(tally.read.remote())
+            for s in running:
+                if s not in finished:
+                    todo[s].state = "running"
+            stats["windows"] = sum(todo[s].windows for s in finished)
+            stats["windows"] += sum(n for s, n in running.items() if s not in finished)
+            if first is not None and "first_batch_s" not in stats:
+                stats["first_batch_s"], stats["first_batch_windows"] = max(0.0, first[0] - wall_start), first[1]
             stats["seconds"] = time.monotonic() - start
             if progress:
                 progress(dict(stats))
     finally:
-        for s, (_, writer) in blenders.items():  # stopped part-way: nothing half-written stays
-            writer.abort()
-            if todo[s].state == "running":
-                todo[s].state = "pending"
+        for plan in todo:  # stopped part-way: a scene not reported is not done
+            if plan.state == "running":
+                plan.state = "pending"
+        ray.kill(tally)
     stats["seconds"] = time.monotonic() - start
     stats["windows_per_s"] = stats["windows"] / max(stats["seconds"], 1e-9)
     return stats
 
 
-def _fail(plan: ScenePlan, open_writer: tuple[StripBlender, SceneWriter] | None, reason: str) -> None:
-    if open_writer is not None:
-        open_writer[1].abort()
-    plan.state, plan.error = "failed", reason
+def _finish(
+    plan: ScenePlan, batch: dict[str, np.ndarray], j: int, record: ModelRecord, tags: dict[str, str], write_on: str
+) -> None:
+    """Record a scene an actor finished: written on the driver when asked, checked visible here, or failed."""
+    error = str(batch["error"][j])
+    if error:
+        plan.state, plan.error = "failed", error
+        return
+    assert plan.header is not None
+    if write_on == "driver":
+        writer = SceneWriter(plan.outputs, plan.header.profile, len(record.classes), tags)
+        try:
+            writer(0, batch["labels"][j], batch["probs"][j] if "probs" in batch else None)
+            writer.commit()
+        except BaseException:
+            writer.abort()
+            raise
+    elif not is_complete(plan.outputs, plan.header.profile, record.model_id):
+        plan.state = "failed"
+        plan.error = NOT_SHARED.format(node=batch["node"][j], path=plan.outputs.mask)
+        return
+    plan.state, plan.error = "completed", None

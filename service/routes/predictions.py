@@ -29,7 +29,13 @@ def prediction_public(job: PredictionJob) -> PredictionPublic:
 def submit_prediction(
     spec: PredictionSpec, request: Request, store: Store = Depends(get_store_dep)
 ) -> PredictionPublic:
-    """Check the model, the output folder and every scene's bands, then submit the job (nothing stored on a 422)."""
+    """Check the model, the output folder and every scene's bands, then submit the job (nothing stored on a 422).
+
+    The model actors write each scene's COG themselves (``write_on: workers``, the default), so ``out``
+    must be one folder every node of the cluster sees at the same path (NFS, a mounted bucket); a
+    scene whose mask the job's driver cannot see there fails, saying so. Without a shared folder, ask
+    ``write_on: driver``: the actors send each blended scene to the driver, which writes it (slower).
+    """
     from ..prediction_checks import check_prediction
 
     check_prediction(spec, request.app.state.settings, store)
