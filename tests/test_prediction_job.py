@@ -1,8 +1,10 @@
 """Batch prediction as a Ray Job on the session's local cluster, through the real app and a real SQLite file.
 
 Three generated scenes, one of them unreadable past its header: the job writes the two good scenes as
-COGs whose CRS, transform and pixels equal the in-process path's, names the bad one with its reason,
-and a resumed job skips what it finished. A scene of other bands is refused with a 422 before any work.
+COGs whose CRS, transform and pixels equal the in-process path's (written by the model actors, or by
+the driver with ``write_on: driver``), names the bad one with its reason, and a resumed job skips what
+it finished. A job cancelled while it runs ends cancelled with no half-written scene reported complete.
+A scene of other bands is refused with a 422 before any work.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from service.app import create_app
 from service.jobs import JobLauncher
 from service.settings import Settings
 from trainers.predict import predict_scene
+from trainers.scene_output import MODEL_TAG, SceneOutputs, is_complete
 
 pytestmark = pytest.mark.slow
 
@@ -122,6 +125,75 @@ def test_prediction_job_matches_the_in_process_path_names_the_bad_scene_and_resu
     assert states == {"a.tif": "skipped", "b.tif": "skipped", "c.tif": "failed"}
     assert {n: (out / f"{n}.tif").stat().st_mtime_ns for n in ("a", "b")} == before
     assert again["progress"]["scenes_skipped"] == 2
+
+
+def test_written_on_the_driver_the_job_gives_the_in_process_paths_bytes(site):
+    """``write_on: driver`` (no shared folder): actors send each blended scene to the driver to write."""
+    client, scenes, out = site["client"], site["scenes"], site["root"] / "out-driver"
+    spec = {"model_id": site["model"].id, "scenes": [str(scenes)], "out": str(out), "tile": 32, "overlap": 8,
+            "batch_size": 4, "probabilities": True, "write_on": "driver"}  # fmt: skip
+    created = client.post("/v1/predictions", json=spec)
+    assert created.status_code == 201, created.text
+    job = wait_for(client, created.json()["id"])
+    assert job["state"] == "completed", job["error"]
+    assert [r["state"] for r in job["scenes"]] == ["completed", "completed", "failed"]
+    assert job["progress"]["write_on"] == "driver"
+    local = site["root"] / "local-driver"
+    for name in ("a", "b"):
+        predict_scene(site["net"], scenes / f"{name}.tif", local / f"{name}.tif", band_indexes=[1, 2, 3, 4],
+                      mean=MEAN, std=STD, num_classes=3, tile=32, overlap=8, batch_size=4,
+                      probabilities=local / f"{name}.probs.tif", tags={MODEL_TAG: site["model"].id})  # fmt: skip
+        for file in (f"{name}.tif", f"{name}.probs.tif"):
+            assert (out / file).read_bytes() == (local / file).read_bytes()
+
+
+def test_cancelling_a_running_job_stops_it_and_reports_no_half_written_scene(site, local_cluster):
+    """POST cancel while the actor is inside the scenes: the job ends cancelled, every scene reported
+    complete is complete on disk, and a resumed job finishes the rest, skipping those."""
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    client, root = site["client"], site["root"]
+    scenes, out = root / "many", root / "out-cancel"
+    scenes.mkdir()
+    for i in range(8):
+        write_scene(scenes / f"s{i}.tif", 320, 320, seed=10 + i, names=BANDS, x0=300000.0 + 160 * i)
+    spec = {"model_id": site["model"].id, "scenes": [str(scenes)], "out": str(out), "tile": 32, "overlap": 8,
+            "batch_size": 2, "workers": 1}  # fmt: skip
+    created = client.post("/v1/predictions", json=spec).json()
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:  # running, with windows predicted: the actor is inside a scene
+        job = client.get(f"/v1/predictions/{created['id']}").json()
+        if job["state"] != "pending" and (job["progress"].get("windows_done") or 0) > 0:
+            break
+        assert job["state"] in ("pending", "running"), job
+        time.sleep(0.3)
+    cancelled = client.post(f"/v1/predictions/{created['id']}/cancel")
+    assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled", cancelled.text
+    jobs = JobSubmissionClient(local_cluster.dashboard_url)
+    deadline = time.monotonic() + 60
+    while jobs.get_job_status(created["job_id"]) not in (JobStatus.STOPPED, JobStatus.FAILED, JobStatus.SUCCEEDED):
+        assert time.monotonic() < deadline, "the Ray job did not stop"
+        time.sleep(0.5)
+    time.sleep(3)  # the driver's actors go with it
+    job = client.get(f"/v1/predictions/{created['id']}").json()
+    assert job["state"] == "cancelled" and job["error"] == "cancelled by user"
+    profile = {"height": 320, "width": 320, "crs": rasterio.crs.CRS.from_epsg(32640)}
+    done = set()
+    for name in sorted(p.name for p in out.glob("s*.tif")):  # a mask under its final name is a whole scene
+        with rasterio.open(scenes / name) as src:
+            assert is_complete(SceneOutputs(out / name, None), profile | {"transform": src.transform}, job["model_id"])
+        done.add(name)
+    reported = {r["scene"].rsplit("/", 1)[-1] for r in job["scenes"] if r["state"] == "completed"}
+    assert reported <= done and len(done) < 8, (reported, done)  # stopped part-way; nothing reported unwritten
+
+    resumed = client.post(f"/v1/predictions/{created['id']}/resume")
+    assert resumed.status_code == 200, resumed.text
+    again = wait_for(client, created["id"])
+    assert again["state"] == "completed", again["error"]
+    states = {r["scene"].rsplit("/", 1)[-1]: r["state"] for r in again["scenes"]}
+    assert {n for n, s in states.items() if s == "skipped"} == done
+    assert {n for n, s in states.items() if s == "completed"} == {f"s{i}.tif" for i in range(8)} - done
+    assert not list(out.glob(".*"))  # what the stopped actor left half-written was redone and cleared
 
 
 @pytest.fixture()
