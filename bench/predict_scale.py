@@ -1,10 +1,12 @@
 """Batch prediction at scale: windows/s on 1 and 2 worker nodes of a local multi-node Ray cluster, and
 the in-process ``--local`` path on the same scenes as the control.
 
-A head (1 CPU: the job's driver, the read tasks) and worker nodes (1 CPU each, a ``predict_node``
-resource); the prediction job asks one model actor per worker node with that resource, so the 1-node
-run has one actor on w1 and the 2-node run one on w1 and one on w2. Jobs go through the product: the
-API (in this process) submits them as Ray Jobs, the figures are the job's own progress.
+A head (1 CPU: the job's driver) and worker nodes (1 CPU each, a ``predict_node`` resource); the
+prediction job asks one model actor per worker node with that resource, so the 1-node run has one
+actor on w1 and the 2-node run one on w1 and one on w2. Each actor reads, predicts, blends and writes
+whole scenes (``write_on: workers``; the nodes of this local cluster share one disk, so the output
+folder is shared). Jobs go through the product: the API (in this process) submits them as Ray Jobs,
+the figures are the job's own progress.
 
 Checks that what is measured happened, else exits non-zero: every scene completed in every run, the
 outputs of all three paths are the same pixels, and the 2-node run's windows came from both worker
@@ -115,7 +117,7 @@ def run_job(client, model_id: str, scenes: Path, out: Path, workers: int, tile: 
         "windows": p["windows_done"],
         "seconds": p["seconds"],
         "windows_per_s": p["windows_per_s"],
-        "startup_s": round(p["startup_s"], 2),
+        "startup_s": round(p["startup_s"], 2) if p["startup_s"] is not None else None,
         "steady_windows_per_s": p["steady_windows_per_s"],
         "actors": p["actors"],
         "windows_by_node": p["nodes"],
@@ -193,14 +195,15 @@ def main() -> int:
 
     scaling = two["windows_per_s"] / one["windows_per_s"]
     overhead = one["windows_per_s"] / local["windows_per_s"]
-    steady_scaling = two["steady_windows_per_s"] / one["steady_windows_per_s"]
+    steady = (one["steady_windows_per_s"], two["steady_windows_per_s"])
+    steady_scaling = round(steady[1] / steady[0], 3) if all(steady) else None  # None: nothing after a first batch
     result = {
         "windows_per_s": {"local": local["windows_per_s"], "1": one["windows_per_s"], "2": two["windows_per_s"]},
         "scaling": round(scaling, 3),
         "one_node_vs_local": round(overhead, 3),
         "steady_windows_per_s": {"1": one["steady_windows_per_s"], "2": two["steady_windows_per_s"]},
-        "steady_scaling": round(steady_scaling, 3),
-        "steady_one_node_vs_local": round(one["steady_windows_per_s"] / local["windows_per_s"], 3),
+        "steady_scaling": steady_scaling,
+        "steady_one_node_vs_local": round(steady[0] / local["windows_per_s"], 3) if steady[0] else None,
         "goals": {"scaling >= 1.6": scaling >= 1.6, "one_node_vs_local >= 0.8": overhead >= 0.8},
         "runs": {"local": local, "1": one, "2": two},
         "setup": {
@@ -210,8 +213,8 @@ def main() -> int:
             "overlap": args.overlap,
             "batch_size": args.batch_size,
             "model": ARCH,
-            "cluster": "head 1 CPU + worker nodes of 1 CPU each "
-            "(one model actor per worker node, 1 torch thread); local: 1 torch thread in this process",
+            "cluster": "head 1 CPU + worker nodes of 1 CPU each (one model actor per worker node, 1 torch "
+            "thread, reading, blending and writing whole scenes); local: 1 torch thread in this process",
         },  # fmt: skip
         "load_average": {"before, after 1 node, after 2 nodes, after local": load},
         "note": "windows_per_s counts a job's whole pipeline (actors building the model included); "
@@ -222,7 +225,7 @@ def main() -> int:
     print(f"{'path':>8} {'windows/s':>10} {'steady':>8} {'windows':>8} {'seconds':>8}")
     print(f"{'local':>8} {local['windows_per_s']:>10.2f} {'':>8} {local['windows']:>8} {local['seconds']:>8}")
     for name, run in (("1 node", one), ("2 nodes", two)):
-        row = f"{name:>8} {run['windows_per_s']:>10.2f} {run['steady_windows_per_s']:>8.2f}"
+        row = f"{name:>8} {run['windows_per_s']:>10.2f} {run['steady_windows_per_s'] or float('nan'):>8.2f}"
         print(f"{row} {run['windows']:>8} {run['seconds']:>8}")
     print(f"scaling {scaling:.2f} (goal 1.6), 1 node / local {overhead:.2f} (goal 0.8); load {load}")
     for problem in problems:
