@@ -3,7 +3,8 @@
 The actor reads, predicts, blends and writes a whole scene, so its files must be the in-process
 path's; a scene that cannot be read fails alone with its reason and leaves nothing behind; with
 ``write_on="driver"`` the blended scene comes back to be written by the driver, the same pixels; a mask
-that the driver cannot see (an output folder not shared by the nodes) fails its scene, saying so.
+that the driver cannot see (an output folder not shared by the nodes) or cannot write fails its
+scene, saying so.
 """
 
 from __future__ import annotations
@@ -119,5 +120,10 @@ def test_a_mask_the_driver_cannot_see_fails_its_scene_naming_the_shared_folder(m
     _finish(plan, {k: np.asarray([v], dtype=object) for k, v in row.items()}, 0, record, TAGS, "workers")
     assert plan.state == "failed" and "node n2" in plan.error and "shared" in plan.error
     assert "write_on: driver" in plan.error
+    (tmp_path / "blocked").write_text("a file where the output folder should be")
+    plan = _plans(scenes, tmp_path / "blocked" / "out")[0]
+    actor = ScenePredictor(record, [SceneTask.of(plan)], batch_size=4, tags=TAGS, write_on="driver")
+    _finish(plan, actor({"scene": np.asarray([0])}), 0, record, TAGS, "driver")  # fails alone, not the job
+    assert plan.state == "failed" and plan.error.startswith(f"cannot write {plan.outputs.mask}")
     with pytest.raises(ValueError, match="write_on"):
         ClusterOptions(write_on="nowhere")

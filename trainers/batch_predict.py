@@ -409,13 +409,16 @@ def _finish(
         return
     assert plan.header is not None
     if write_on == "driver":
-        writer = SceneWriter(plan.outputs, plan.header.profile, len(record.classes), tags)
+        writer = None
         try:
+            writer = SceneWriter(plan.outputs, plan.header.profile, len(record.classes), tags)
             writer(0, batch["labels"][j], batch["probs"][j] if "probs" in batch else None)
             writer.commit()
-        except BaseException:
-            writer.abort()
-            raise
+        except Exception as exc:  # noqa: BLE001 - a scene that cannot be written fails alone, as one not read
+            if writer is not None:
+                writer.abort()
+            plan.state, plan.error = "failed", f"cannot write {plan.outputs.mask}: {exc}"
+            return
     elif not is_complete(plan.outputs, plan.header.profile, record.model_id):
         plan.state = "failed"
         plan.error = NOT_SHARED.format(node=batch["node"][j], path=plan.outputs.mask)
