@@ -1,14 +1,22 @@
 """Searchers on a real tabular benchmark: who finds the fastest-accurate architecture in fewest trials.
 
 For every latency device of the table (``lat_*`` columns), with the hard reward and the target set to
-that device's median latency, every registered searcher runs ``--trials`` trials for ``--seeds`` seeds
-(in-process, :func:`run_search`). Reported per device and searcher:
+that device's median latency, every registered searcher and every variant of :data:`VARIANTS`
+(``ppo_nomodel``: PPO without its reward model; ``tpe_screened``: TPE behind the same model screening
+any searcher can use) runs ``--trials`` trials for ``--seeds`` seeds (in-process, :func:`run_search`;
+each result carries the latency constraint, as a trial that measures latency before training knows
+it). Reported per device and searcher:
 
 - ``best_at``: mean over seeds of the best feasible accuracy (latency strictly under the target) after
   50, 100, 200 and 500 trials;
 - ``trials_to_target_median``: median over seeds of the trials needed to come within 0.5 pp of the best
   feasible accuracy in the whole table (``null`` when the median seed never got there);
-- ``hit_share``: share of seeds that got there; ``infeasible_share``: share of proposals over the target.
+- ``hit_share``: share of seeds that got there; ``infeasible_share``: share of proposals over the target;
+- ``fallback_share``: share of trials proposed by the dedup fallback rather than the searcher
+  (``trace.stats["explored"]``), and ``stats``: the dedup counts summed over seeds.
+
+``--proposal-cost`` times one PPO proposal after 500 observations (pool acquisition, GP scoring and
+the policy's log-probabilities) and the hyper-parameter refit that each policy update adds.
 
 Then a few seeds go through the Ray Tune adapter (a real local Ray, concurrency > 1) and the same
 seeds through the in-process loop with as many proposals outstanding, to show they behave alike.
@@ -34,7 +42,11 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import numpy as np
+# one BLAS thread per process, set before numpy loads it (the pool's workers are forked from here)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -48,6 +60,12 @@ CHECKPOINTS = (50, 100, 200, 500)
 WITHIN_PP = 0.5
 
 _TABLE = None
+
+#: bench-only names: (registered searcher, its options, behind the Screened wrapper)
+VARIANTS: dict[str, tuple[str, dict, bool]] = {
+    "ppo_nomodel": ("ppo", {"pool_draws": 0}, False),
+    "tpe_screened": ("tpe", {}, True),
+}
 
 
 def _init_worker(table_path: str) -> None:
@@ -91,15 +109,24 @@ def hit_time(trace, optimum: float) -> float:
     return float(np.argmax(good) + 1) if good.any() else float("inf")
 
 
+def make_searcher(name: str, table, seed: int, options: dict):
+    """A registered searcher or a :data:`VARIANTS` entry, with ``options[name]`` over the variant's own."""
+    from search_spaces.searchers import Screened, create_searcher
+
+    base, own, screened = VARIANTS.get(name, (name, {}, False))
+    searcher = create_searcher(base, table, seed=seed, **{**own, **options.get(name, {})})
+    return Screened(searcher) if screened else searcher
+
+
 def run_one(job: tuple) -> dict:
     """One (device, searcher, seed) search in a worker process."""
     device, searcher, seed, trials, acc_col, outstanding, options = job
-    from search_spaces.searchers import create_searcher, run_search
+    from search_spaces.searchers import run_search
 
     target, optimum = target_accuracy(_TABLE, device, acc_col)
     start = time.perf_counter()
     trace = run_search(
-        create_searcher(searcher, _TABLE, seed=seed, **options.get(searcher, {})),
+        make_searcher(searcher, _TABLE, seed, options),
         _TABLE,
         device=device,
         trials=trials,
@@ -115,13 +142,14 @@ def run_one(job: tuple) -> dict:
         "best": trace.best_feasible(),
         "hit": hit_time(trace, optimum),
         "infeasible": float(1.0 - trace.feasible.mean()),
+        "stats": dict(trace.stats),
         "seconds": time.perf_counter() - start,
     }
 
 
 # Seconds per 500-trial run seen on one core: the pool starts the slow searchers first, so a long TPE
 # run does not start last and leave the other workers idle at the end of the grid.
-_SLOW_FIRST = {"tpe": 0, "ppo": 1}
+_SLOW_FIRST = {"gp": 0, "tpe_screened": 1, "tpe": 2, "ppo": 3}
 
 
 def run_grid(table_path, devices, searchers, seeds, trials, acc_col, outstanding, workers, options) -> dict:
@@ -145,7 +173,7 @@ def tune_comparison(table, device, searchers, seeds, trials, concurrency, acc_co
     from ray.tune.search import ConcurrencyLimiter
 
     from search_spaces.rewards import compute_reward
-    from search_spaces.searchers import create_searcher, run_search
+    from search_spaces.searchers import run_search
     from search_spaces.searchers.tabular import SearchTrace
     from search_spaces.searchers.tune import TuneAdapter
 
@@ -170,7 +198,7 @@ def tune_comparison(table, device, searchers, seeds, trials, concurrency, acc_co
             for seed in seeds:
                 start = time.perf_counter()
                 adapter = TuneAdapter(
-                    create_searcher(name, table, seed=seed, **options.get(name, {})),
+                    make_searcher(name, table, seed, options),
                     to_config=lambda t: {"row": table.row(t)},
                 )
                 tuner = tune.Tuner(
@@ -191,7 +219,7 @@ def tune_comparison(table, device, searchers, seeds, trials, concurrency, acc_co
                 tuned.append((trace, time.perf_counter() - start))
                 local.append(
                     run_search(
-                        create_searcher(name, table, seed=seed, **options.get(name, {})),
+                        make_searcher(name, table, seed, options),
                         table,
                         device=device,
                         trials=trials,
@@ -219,6 +247,49 @@ def tune_comparison(table, device, searchers, seeds, trials, concurrency, acc_co
     finally:
         ray.shutdown()
     return out
+
+
+def proposal_cost(table, device: str, acc_col: str, observations: int = 500, repeats: int = 50) -> dict:
+    """Milliseconds per PPO proposal once ``observations`` architectures are observed, and the refit.
+
+    The search runs ``observations`` trials; then ``repeats`` proposals are made and withdrawn (the
+    model is extended by the last observation first, as in a search), and the refit of the model's
+    hyper-parameters that each policy update does is timed as well, with its cost per proposal.
+    """
+    import torch
+
+    from search_spaces.searchers import create_searcher, run_search
+
+    torch.set_num_threads(1)
+    target, _ = target_accuracy(table, device, acc_col)
+    ppo = create_searcher("ppo", table, seed=0)
+    run_search(ppo, table, device=device, trials=observations, target_ms=target, accuracy=acc_col)
+    assert ppo.model.ready(), "the reward model is not in use: nothing to time"
+    ppo.model._models()  # the extensions since the last refit, as the next proposal would do them
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        proposal = ppo.propose()
+        times.append(time.perf_counter() - start)
+        ppo.withdraw(proposal.id)
+    start = time.perf_counter()
+    ppo.model.refit()
+    refit = time.perf_counter() - start
+    start = time.perf_counter()
+    ppo.model.add(proposal.tokens, 0.0, 0.0)
+    ppo.model._models()
+    extend = time.perf_counter() - start
+    batch = ppo.hp["batch_size"]
+    return {
+        "device": device,
+        "observations": len(ppo.model),
+        "pool": {k: ppo.hp[k] for k in ("pool_draws", "pool_neighbours", "prior_weight")},
+        "proposal_ms_median": round(1e3 * float(np.median(times)), 2),
+        "proposal_ms_p90": round(1e3 * float(np.quantile(times, 0.9)), 2),
+        "extend_ms": round(1e3 * extend, 2),
+        "refit_ms": round(1e3 * refit, 1),
+        "refit_ms_per_proposal": round(1e3 * refit / batch, 2),
+    }
 
 
 def print_table(devices: dict) -> None:
@@ -293,6 +364,7 @@ def main(argv: list[str] | None = None) -> dict:
         help="keep the other searchers' results already in --out (same seeds/trials/table) and add these",
     )
     parser.add_argument("--tune-only", action="store_true", help="skip the grid, run only the Tune comparison")
+    parser.add_argument("--proposal-cost", action="store_true", help="also time a PPO proposal at 500 observations")
     parser.add_argument(
         "--combine",
         nargs="+",
@@ -307,7 +379,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     table = TableSpace.from_csv(args.table)
     devices = args.devices or table.devices
-    searchers = [] if args.tune_only else (args.searchers or list_searchers())
+    searchers = [] if args.tune_only else (args.searchers or [*list_searchers(), *VARIANTS])
     options = json.loads(args.options)
     start = time.perf_counter()
     grid = run_grid(
@@ -369,6 +441,10 @@ def main(argv: list[str] | None = None) -> dict:
                 args.trials,
             )
             rec["seconds_per_run"] = round(float(np.mean([r["seconds"] for r in runs])), 2)
+            rec["fallback_share"] = round(
+                float(np.mean([r["stats"].get("explored", 0) / args.trials for r in runs])), 4
+            )
+            rec["stats"] = {k: int(sum(r["stats"].get(k, 0) for r in runs)) for k in runs[0]["stats"]}
             rec["seeds"] = len(runs)
             report["devices"][device][name] = rec
         report["config"].setdefault("targets", {})[device] = {
@@ -404,6 +480,10 @@ def main(argv: list[str] | None = None) -> dict:
                 rec = comparison[name][how]
                 cells = " ".join(f"@{k}={v:.2f}" for k, v in rec["best_at"].items() if v is not None)
                 print(f"  {name:8} {how:10} {cells}  trials_to_target={rec['trials_to_target']}")
+
+    if args.proposal_cost:
+        report["proposal_cost"] = proposal_cost(table, devices[0], args.acc)
+        print(f"\nPPO proposal cost: {report['proposal_cost']}")
 
     report = stamp(report)
     if merged_runs:

@@ -203,7 +203,7 @@ class Stage2Spec(_Spec):
 
 
 class SearcherSpec(_Spec):
-    name: Literal["ppo", "random", "tpe", "regularized_evolution"] = "ppo"
+    name: Literal["ppo", "random", "tpe", "gp", "regularized_evolution"] = "ppo"
     options: dict[str, Any] = Field(
         default_factory=dict, description="The searcher's options (search_spaces/searchers/options.py)."
     )

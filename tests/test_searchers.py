@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from itertools import product
 
 import numpy as np
 import pandas as pd
@@ -13,6 +14,7 @@ import torch
 from search_spaces.errors import SpecError
 from search_spaces.searchers import (
     Deduplicated,
+    Screened,
     TableSpace,
     create_searcher,
     list_searchers,
@@ -22,12 +24,19 @@ from search_spaces.searchers import (
 torch.set_num_threads(1)
 
 SEARCHERS = list_searchers()
-# Small enough that the PPO controller updates within a test; every option is the searcher's own.
+# Every registered searcher behind the model-screening wrapper too: the same contract holds for them.
+WRAPPED = [f"{name}+screened" for name in SEARCHERS]
+# Small enough that the PPO controller updates and the reward models are used within a test.
 FAST = {
-    "ppo": {"batch_size": 5, "lr": 1e-2, "ppo_epochs": 2},
+    "ppo": {"batch_size": 5, "lr": 1e-2, "ppo_epochs": 2, "model_min_points": 5},
     "regularized_evolution": {"population_size": 8, "sample_size": 3},
     "tpe": {"n_startup_trials": 5},
+    "gp": {"n_startup_trials": 5},
 }
+# GPSampler behind the screen (a GP screening a GP) takes 70-80 s in each of the two long tests, where
+# the wrapper asks it hundreds of times on a 30-architecture space; the other contract tests cover it.
+LONG_WRAPPED = [name for name in WRAPPED if name != "gp+screened"]
+SCREEN = {"pool": 4, "min_points": 5, "refit_every": 5, "min_quality": -1.0}
 
 
 class MaskedSpace:
@@ -67,8 +76,11 @@ def toy_reward(tokens) -> float:
     return float(tokens[0] + tokens[1] - 0.5 * tokens[3])
 
 
-def make(name, seed=0, space=None):
-    return create_searcher(name, space or MaskedSpace(), seed=seed, **FAST.get(name, {}))
+def make(name, seed=0, space=None, **options):
+    """A registered searcher by name, or one behind :class:`Screened` for ``<name>+screened``."""
+    base = name.removesuffix("+screened")
+    searcher = create_searcher(base, space or MaskedSpace(), seed=seed, **{**FAST.get(base, {}), **options})
+    return Screened(searcher, **SCREEN) if name.endswith("+screened") else searcher
 
 
 def drive(searcher, steps, outstanding=3, reward=toy_reward, rng_seed=0):
@@ -89,7 +101,7 @@ def drive(searcher, steps, outstanding=3, reward=toy_reward, rng_seed=0):
     return seen, in_flight
 
 
-@pytest.mark.parametrize("name", SEARCHERS)
+@pytest.mark.parametrize("name", SEARCHERS + WRAPPED)
 def test_proposals_are_valid_under_masks(name):
     space = MaskedSpace()
     seen, _ = drive(make(name, space=space), 60)
@@ -98,7 +110,7 @@ def test_proposals_are_valid_under_masks(name):
     assert len({p.id for p in seen}) == len(seen)
 
 
-@pytest.mark.parametrize("name", SEARCHERS)
+@pytest.mark.parametrize("name", SEARCHERS + WRAPPED)
 @pytest.mark.parametrize("dedupe", [False, True])
 def test_save_restore_gives_the_same_next_proposals(name, dedupe):
     searcher = make(name, seed=1)
@@ -123,7 +135,7 @@ def test_save_restore_gives_the_same_next_proposals(name, dedupe):
         other.observe(b.id, toy_reward(b.tokens))
 
 
-@pytest.mark.parametrize("name", SEARCHERS)
+@pytest.mark.parametrize("name", SEARCHERS + WRAPPED)
 def test_failed_and_nan_rewards_are_a_penalty_not_a_crash(name):
     searcher = make(name)
     rewards = iter([None, float("nan"), 1.0, float("inf"), None, 2.0] * 10)
@@ -133,13 +145,13 @@ def test_failed_and_nan_rewards_are_a_penalty_not_a_crash(name):
     if name == "ppo":
         assert searcher.updates >= 3
         assert all(torch.isfinite(p).all() for p in searcher.policy.parameters())
-    explicit = create_searcher(name, MaskedSpace(), seed=0, failure_reward=-5.0, **FAST.get(name, {}))
+    explicit = make(name, failure_reward=-5.0)
     p = explicit.propose()
     explicit.observe(p.id, None)
     assert explicit.failure_reward() == -5.0
 
 
-@pytest.mark.parametrize("name", SEARCHERS)
+@pytest.mark.parametrize("name", SEARCHERS + LONG_WRAPPED)
 def test_duplicates_are_never_sent_to_the_trainer(name):
     space = MaskedSpace()
     everything = space.all_canonical()
@@ -319,7 +331,7 @@ def test_table_space_masks_only_existing_rows(tmp_path):
         table.latency("tpu")
 
 
-@pytest.mark.parametrize("name", SEARCHERS)
+@pytest.mark.parametrize("name", SEARCHERS + LONG_WRAPPED)
 def test_run_search_over_a_table_with_outstanding_proposals(name):
     table = TableSpace(tiny_table())
     trace = run_search(make(name, space=table), table, device="cpu", trials=60, outstanding=4, seed=1)
@@ -453,30 +465,127 @@ def test_reward_model_ranks_unseen_architectures_and_knows_where_it_has_not_look
     assert (improvement >= 0).all() and improvement.max() > 0
 
 
-def test_ppo_screens_its_draws_with_the_reward_model_and_restores_it():
-    """With model_screen on, each proposal is the draw of highest expected improvement among the
-    candidates (the others wait at the front of the queue), and a restored searcher proposes the same."""
-    options = {"batch_size": 5, "ppo_epochs": 2, "model_screen": 6, "model_min_points": 10}
+def space_masks(space, tokens, width):
+    """The masks of a token sequence read off the space itself, padded to the controller's width."""
+    masks = np.zeros((len(tokens), width), dtype=bool)
+    for position in range(len(tokens)):
+        allowed = space.mask(position, list(tokens[:position]))
+        masks[position, : len(allowed)] = allowed
+    return masks
+
+
+@pytest.mark.parametrize("space", [Flat(), MaskedSpace()], ids=["flat", "masked"])
+def test_ppo_stores_the_policys_log_probability_of_the_proposal_it_sent(space):
+    """Every proposal, drawn by the policy or chosen from the pool by the model (neighbours the policy
+    never drew included), stores as its behaviour log-probability what the policy at the moment it was
+    sent gives those tokens, re-scored here with the controller under masks read off the space."""
+    options = {"batch_size": 5, "ppo_epochs": 2, "model_min_points": 5, "model_min_quality": -1.0}
+    ppo = create_searcher("ppo", space, seed=0, **options)
+    reward = additive if isinstance(space, Flat) else toy_reward
+    checked = from_pool = 0
+    for _ in range(40):
+        proposal = ppo.propose()
+        if proposal is None:
+            break
+        pooled = ppo.model.ready()
+        drawn = ppo._drawn[proposal.id]
+        assert tuple(drawn.tokens.tolist()) == proposal.tokens
+        tokens = torch.tensor([proposal.tokens])
+        masks = torch.from_numpy(space_masks(space, proposal.tokens, ppo.width)[None])
+        with torch.no_grad():
+            logp, _ = ppo.policy.evaluate(tokens, masks, 1.0, None)
+        assert np.allclose(drawn.logp, logp[0].numpy(), atol=1e-5)
+        assert np.array_equal(drawn.masks, masks[0].numpy())
+        checked, from_pool = checked + 1, from_pool + pooled
+        ppo.observe(proposal.id, reward(proposal.tokens))
+    assert checked >= 20 and from_pool >= 10 and ppo.updates >= 3
+
+
+def test_ppo_proposes_the_best_of_its_pool_by_the_acquisition_and_restores_it():
+    """With the model in use, the proposal maximises log EI + log P(feasible) + beta log pi over the pool
+    (policy draws and one-edit neighbours of the best seen), and a restored searcher proposes the same."""
+    options = {"batch_size": 5, "ppo_epochs": 2, "model_min_points": 10, "prior_weight": 0.5}
     ppo = create_searcher("ppo", Flat(), seed=0, **options)
-    drive(ppo, 30, outstanding=1, reward=additive)
-    assert ppo.model_fit is not None and ppo.model_fit[2] >= 0.2, ppo.model_fit
+    for _ in range(30):
+        p = ppo.propose()
+        ppo.observe(p.id, additive(p.tokens), constraint=p.tokens[0] - 1.5)  # token 0 above 1 breaks the target
+    assert ppo.model.ready() and ppo.model.constraint_fit_at is not None, ppo.model.fit_at
     state = ppo.state_dict()
+    rng_state = ppo.rng.bit_generator.state
+    pool = ppo._pool()
+    ppo.rng.bit_generator.state = rng_state
     proposal = ppo.propose()
-    model = ppo._screening_model()
-    best = max(r for _, r in ppo.observed)
-    others = np.stack([d.tokens for d in ppo._queue[:5]])
-    chosen = model.expected_improvement(np.array([proposal.tokens]), best)[0]
-    assert chosen >= model.expected_improvement(others, best).max()
+    tokens = np.array(list(pool.values()))
+    _, logp = ppo.policy_log_probs(tokens)
+    score = ppo.model.log_acquisition(tokens) + 0.5 * logp.sum(1)
+    assert proposal.tokens == tuple(tokens[int(np.argmax(score))])
+    best = ppo.model.tokens[int(np.argmax(ppo.model.rewards))]
+    unseen = {t for t in product(range(4), repeat=6) if sum(a != b for a, b in zip(t, best, strict=True)) == 1}
+    unseen = {t for t in unseen if ",".join(map(str, t)) not in ppo.seen}
+    assert unseen and unseen <= set(pool.values())  # every unseen neighbour of the best is a candidate
 
     restored = create_searcher("ppo", Flat(), seed=99, **options)
     restored.load_state_dict(state)
     assert restored.propose() == proposal
 
 
+def test_incremental_reward_model_equals_a_fresh_fit():
+    """One Cholesky row per observation gives the posterior a factorisation from scratch gives."""
+    from search_spaces.searchers.surrogate import HammingGP
+
+    rng = np.random.default_rng(1)
+    tokens = rng.integers(0, 4, size=(80, 6))
+    rewards = np.array([additive(t) for t in tokens])
+    grown = HammingGP().fit(tokens[:50], rewards[:50])
+    for t, r in zip(tokens[50:], rewards[50:], strict=True):
+        grown.extend(t, r)
+    fresh = HammingGP().fit(tokens, rewards, grown.theta, grown.noise)
+    query = rng.integers(0, 4, size=(40, 6))
+    for a, b in zip(grown.predict(query), fresh.predict(query), strict=True):
+        assert np.allclose(a, b, atol=1e-8)
+
+
+def test_screened_tells_the_inner_searcher_which_candidate_was_sent():
+    """Behind the wrapper TPE is asked for ``pool`` candidates per trial once the model is used; the
+    ones not sent are withdrawn (failed trials to Optuna, learnt from by nobody), the sent one gets
+    its reward, and nothing is left pending."""
+    import optuna
+
+    inner = create_searcher("tpe", Flat(), seed=0, n_startup_trials=5)
+    search = Screened(inner, pool=4, min_points=5, refit_every=5, min_quality=-1.0)
+    sent = []
+    for _ in range(30):
+        p = search.propose()
+        sent.append(p)
+        search.observe(p.id, additive(p.tokens))
+    assert search.model.ready() and not search.inner.pending and not search._inner_ids
+    trials = search.inner.study.trials
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    withdrawn = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    assert len(complete) == 30 and len(withdrawn) == 3 * (30 - 5)
+    assert [tuple(t.params[f"t{i}"] for i in range(6)) for t in complete] == [p.tokens for p in sent]
+    assert [t.value for t in complete] == pytest.approx([additive(p.tokens) for p in sent])
+
+
+def test_gp_searcher_gets_the_latency_constraint_of_each_trial():
+    """Optuna's GPSampler sees each result's latency constraint (``<= 0``: meets the target)."""
+    gp = make("gp", space=Flat())
+    for _ in range(12):
+        p = gp.propose()
+        gp.observe(p.id, additive(p.tokens), constraint=p.tokens[0] - 1.5)
+    complete = gp.study.trials
+    assert len(complete) == 12
+    for trial in complete:
+        assert trial.constraints == {"latency": trial.params["t0"] - 1.5}
+    table = TableSpace(tiny_table())
+    trace = run_search(make("gp", space=table), table, device="cpu", trials=12, seed=0)
+    assert len(trace.rows) == 12
+
+
 def test_ppo_without_a_reward_model_is_plain_ppo():
-    ppo = create_searcher("ppo", Flat(), seed=0, batch_size=5, model_screen=0)
+    ppo = create_searcher("ppo", Flat(), seed=0, batch_size=5, pool_draws=0)
     drive(ppo, 30, outstanding=1, reward=additive)
-    assert ppo.model_fit is None and ppo._screening_model() is None
+    assert ppo.model.fit_at is None and not ppo.model.ready() and len(ppo.model) == 30
 
 
 def test_ppo_restarts_a_stalled_controller_but_keeps_what_it_learnt():
@@ -489,7 +598,7 @@ def test_ppo_restarts_a_stalled_controller_but_keeps_what_it_learnt():
     seen, _ = drive(ppo, 20, outstanding=1, reward=lambda t: 0.0)  # never better than the first
     assert ppo.restarts == 2 and ppo.since_best == 4  # restarted at the 8th and the 16th stalled observation
     assert any(not torch.equal(w, p) for w, p in zip(weights, ppo.policy.parameters(), strict=True))
-    assert len(ppo.observed) == 21 and ppo.model_fit is not None  # the model still has every architecture
+    assert len(ppo.model) == 21 and ppo.model.fit_at is not None  # the model still has every architecture
     assert len({p.tokens for p in [first, *seen]}) == 21
     state = ppo.state_dict()
     restored = create_searcher("ppo", Flat(), seed=7, **options)

@@ -6,9 +6,13 @@ thin adapter (``tune.py``) put any of them behind Ray Tune. The contract, shared
 
 - ``propose()`` returns a :class:`Proposal` or ``None`` when the searcher waits for results (the
   caller asks again after the next ``observe``). Several proposals may be outstanding at once.
-- ``observe(proposal_id, reward)`` takes the reward of a proposal, in any order. ``None`` or NaN
-  means the trial failed; it becomes :meth:`Searcher.failure_reward` (a defined penalty), never an
-  exception.
+- ``observe(proposal_id, reward, constraint=None)`` takes the reward of a proposal, in any order.
+  ``None`` or NaN means the trial failed; it becomes :meth:`Searcher.failure_reward` (a defined
+  penalty), never an exception. ``constraint``, where the trial knows it (latency is measured before
+  training), is Optuna's convention: ``<= 0`` when the architecture meets the latency target
+  (``latency / target - 1``); searchers that model feasibility use it, the others ignore it.
+- ``withdraw(proposal_id)`` takes back a pending proposal that will not be evaluated (a wrapper
+  proposed another in its place): the searcher forgets it, it is neither a result nor a failure.
 - ``state_dict()`` / ``load_state_dict()`` carry the whole state (model weights, optimiser, random
   generators, pending proposals) as bytes, so a restored searcher makes the same next proposal.
 """
@@ -91,19 +95,31 @@ class Searcher(ABC):
         self._after_propose(proposal)
         return proposal
 
-    def observe(self, proposal_id: str, reward: float | None) -> None:
-        """Record the reward of a pending proposal; ``None``/NaN means the trial failed."""
+    def observe(self, proposal_id: str, reward: float | None, constraint: float | None = None) -> None:
+        """Record the reward of a pending proposal; ``None``/NaN means the trial failed.
+
+        ``constraint``: ``<= 0`` when the architecture meets the latency target, ``None`` when unknown.
+        """
+        tokens = self._take(proposal_id)
+        value = self.failure_reward() if is_failed(reward) else float(reward)  # type: ignore[arg-type]
+        if not is_failed(reward):
+            self._min_reward = value if self._min_reward is None else min(self._min_reward, value)
+        self.num_observed += 1
+        if constraint is not None and not math.isfinite(float(constraint)):
+            constraint = None
+        self._observe(proposal_id, tokens, value, failed=is_failed(reward), constraint=constraint)
+
+    def withdraw(self, proposal_id: str) -> None:
+        """Take back a pending proposal that will not be evaluated; the searcher forgets it."""
+        self._withdraw(proposal_id, self._take(proposal_id))
+
+    def _take(self, proposal_id: str) -> tuple[int, ...]:
         if proposal_id not in self.pending:
             raise SpecError(
                 f"proposal {proposal_id!r} is not pending for this {self.name} searcher "
                 f"({len(self.pending)} pending); observe each proposal once, with the id propose() gave"
             )
-        tokens = self.pending.pop(proposal_id)
-        value = self.failure_reward() if is_failed(reward) else float(reward)  # type: ignore[arg-type]
-        if not is_failed(reward):
-            self._min_reward = value if self._min_reward is None else min(self._min_reward, value)
-        self.num_observed += 1
-        self._observe(proposal_id, tokens, value, failed=is_failed(reward))
+        return self.pending.pop(proposal_id)
 
     def failure_reward(self) -> float:
         """The penalty a failed trial receives (see the class docstring)."""
@@ -153,8 +169,14 @@ class Searcher(ABC):
         """Tokens of the next proposal, or ``None`` to wait."""
 
     @abstractmethod
-    def _observe(self, proposal_id: str, tokens: tuple[int, ...], reward: float, failed: bool) -> None:
+    def _observe(
+        self, proposal_id: str, tokens: tuple[int, ...], reward: float, failed: bool, constraint: float | None = None
+    ) -> None:
         """Learn from one result; ``reward`` is already the penalty when ``failed``."""
+
+    def _withdraw(self, proposal_id: str, tokens: tuple[int, ...]) -> None:
+        """Hook: forget what was kept for a proposal that will not be evaluated."""
+        return None
 
     def _after_propose(self, proposal: Proposal) -> None:
         """Hook: remember per-proposal data under the id just assigned."""
@@ -169,7 +191,7 @@ class Searcher(ABC):
 
 _REGISTRY: dict[str, type[Searcher]] = {}
 #: modules whose searchers register on first use (they import torch and Optuna, which the API avoids)
-_BUILTIN_MODULES = ("uniform", "ppo", "tpe", "evolution")
+_BUILTIN_MODULES = ("uniform", "ppo", "tpe", "gp", "evolution")
 
 
 def _register_builtins() -> None:

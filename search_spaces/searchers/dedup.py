@@ -8,6 +8,7 @@ same reward when it arrives. After ``max_retries`` duplicates in a row (a policy
 it proposes the nearest unseen neighbour of the last duplicate (one, then two, ... mutations; uniform
 draws as the last resort), so the search keeps moving where the searcher was looking. The inner
 searcher does not learn from those (it did not propose them); ``stats["explored"]`` counts them.
+A duplicate is answered with the latency constraint of its first trial too, where that was known.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class Deduplicated:
         self.explore_tries = explore_tries
         self.rng = np.random.default_rng(None if inner.seed is None else inner.seed + 7919)
         self.cache: dict[str, float | None] = {}
+        self.constraints: dict[str, float] = {}  # canonical -> latency constraint, where the trial knew it
         self.running: dict[str, str] = {}  # canonical -> outer proposal id
         self.pending: dict[str, tuple[str, list[str]]] = {}  # outer id -> (canonical, inner ids fed with it)
         self.stats = {"cache_hits": 0, "linked": 0, "explored": 0}
@@ -50,8 +52,8 @@ class Deduplicated:
     def name(self) -> str:
         return self.inner.name
 
-    def _feed(self, inner_id: str, reward: float | None) -> None:
-        self.inner.observe(inner_id, reward)
+    def _feed(self, inner_id: str, reward: float | None, key: str) -> None:
+        self.inner.observe(inner_id, reward, self.constraints.get(key))
 
     def propose(self) -> Proposal | None:
         last = None
@@ -63,7 +65,7 @@ class Deduplicated:
             key = self.space.canonical(proposal.tokens)
             if key in self.cache:
                 self.stats["cache_hits"] += 1
-                self._feed(proposal.id, self.cache[key])
+                self._feed(proposal.id, self.cache[key], key)
             elif key in self.running:
                 self.stats["linked"] += 1
                 self.pending[self.running[key]][1].append(proposal.id)
@@ -91,14 +93,16 @@ class Deduplicated:
                 return proposal
         return None
 
-    def observe(self, proposal_id: str, reward: float | None) -> None:
+    def observe(self, proposal_id: str, reward: float | None, constraint: float | None = None) -> None:
         if proposal_id not in self.pending:
             raise SpecError(f"proposal {proposal_id!r} is not pending; observe each proposal once")
         key, inner_ids = self.pending.pop(proposal_id)
         del self.running[key]
         self.cache[key] = None if is_failed(reward) else float(reward)  # type: ignore[arg-type]
+        if constraint is not None:
+            self.constraints[key] = float(constraint)
         for inner_id in inner_ids:
-            self._feed(inner_id, reward)
+            self._feed(inner_id, reward, key)
 
     def state_dict(self) -> bytes:
         return pickle.dumps(
@@ -106,6 +110,7 @@ class Deduplicated:
                 "inner": self.inner.state_dict(),
                 "rng": self.rng.bit_generator.state,
                 "cache": self.cache,
+                "constraints": self.constraints,
                 "running": self.running,
                 "pending": self.pending,
                 "stats": self.stats,
@@ -119,6 +124,7 @@ class Deduplicated:
         self.inner.load_state_dict(state["inner"])
         self.rng.bit_generator.state = state["rng"]
         self.cache = state["cache"]
+        self.constraints = state.get("constraints", {})
         self.running = state["running"]
         self.pending = state["pending"]
         self.stats = state["stats"]

@@ -19,6 +19,7 @@ __all__ = [
     "RandomOptions",
     "PPOOptions",
     "TPEOptions",
+    "GPOptions",
     "EvolutionOptions",
     "OPTIONS",
     "options_model",
@@ -65,6 +66,13 @@ class TPEOptions(SearcherOptions):
     prior_weight: float = Field(1.0, gt=0)
 
 
+class GPOptions(SearcherOptions):
+    """Optuna's ``GPSampler`` arguments (passed through); the latency constraint is used where trials report it."""
+
+    n_startup_trials: int = Field(10, ge=0, description="Random trials before the model is used.")
+    deterministic_objective: bool = Field(False, description="Rewards have no noise (a tabular benchmark).")
+
+
 class PPOOptions(SearcherOptions):
     """The PPO controller's hyper-parameters (see :mod:`search_spaces.searchers.ppo` for what each does)."""
 
@@ -94,7 +102,9 @@ class PPOOptions(SearcherOptions):
     restart_after: int | None = Field(
         100, ge=1, description="Architectures without a better reward before a fresh controller."
     )
-    model_screen: int = Field(8, ge=0, description="Policy draws the reward model ranks per proposal (0: off).")
+    pool_draws: int = Field(64, ge=0, description="Policy draws in each proposal's pool (0: no reward model).")
+    pool_neighbours: int = Field(5, ge=0, description="Best architectures whose one-edit neighbours join the pool.")
+    prior_weight: float = Field(1.0, ge=0, description="Weight of log pi(x), the policy's prior, in the pool's score.")
     model_min_points: int = Field(10, ge=3)
     model_min_quality: float = 0.2
 
@@ -104,6 +114,7 @@ OPTIONS: dict[str, type[SearcherOptions]] = {
     "random": RandomOptions,
     "ppo": PPOOptions,
     "tpe": TPEOptions,
+    "gp": GPOptions,
     "regularized_evolution": EvolutionOptions,
 }
 

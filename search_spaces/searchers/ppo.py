@@ -1,32 +1,25 @@
-"""PPO over an autoregressive LSTM controller — the searcher of NAS-FPN, made asynchronous.
+"""PPO over an autoregressive LSTM controller, choosing each trial from a pool with a reward model.
 
-The controller reads the token sequence left to right and emits one masked softmax per position, so
-the masks of any :class:`TokenSpace` are respected exactly. Each proposal stores the log-probabilities
-it was drawn with; when ``batch_size`` rewards have arrived the policy takes ``ppo_epochs`` clipped
-steps on them. Because the stored probabilities belong to the policy that *drew* the proposal, rewards
-of stale proposals (drawn before the last update, finished after it) enter through the importance
-ratio ``pi_new / pi_old`` — the reason PPO is used here rather than plain REINFORCE.
+What the searcher is: a policy-gradient controller (an LSTM that emits one masked softmax per token
+position, so any :class:`TokenSpace`'s masks hold exactly) trained with clipped PPO on real rewards
+only, and used as the prior of a model-based acquisition. Until a Gaussian-process reward model ranks
+held-out architectures well (leave-one-out Spearman >= ``model_min_quality``) a proposal is a draw of
+the policy; afterwards it is the best of a pool (``pool_draws`` policy draws plus the one-edit
+neighbours of the ``pool_neighbours`` best architectures seen) by ``log EI + log P(feasible) +
+prior_weight * log pi`` (``ppo_pool.py``; feasibility from the latency constraint where trials report
+it). Every proposal stores its log-probability under the policy at the moment it was sent, computed
+for the tokens actually sent, so PPO's importance ratio ``pi_new / pi_old`` is taken to that policy
+for drawn and model-chosen proposals alike, and stale proposals (sent before an update, finished
+after it) enter through the same ratio. Self-imitation of the elite, risk-seeking advantages and
+restarts of a stalled controller shape what the policy learns; the model shapes only what is tried.
 
-Before each trial the searcher ranks ``model_screen`` (8) distinct unseen draws of its policy with a
-Gaussian-process reward model over every architecture it has learnt from (``surrogate.py``: Hamming
-kernel, hyper-parameters by marginal likelihood at each update) and proposes the one of highest expected
-improvement, as TPE ranks its candidates; the policy itself is trained on real rewards only. The model
-is used once it ranks held-out architectures with a leave-one-out Spearman of at least 0.2.
-
-The defaults are tuned for sample efficiency on the NAS-Bench-201 latency table (``bench/searchers.py``;
-the variants tried are in ``bench/results/history/searchers_ppo_*.json``): small batches (10) with a high
-Adam lr (1e-2) and 4 epochs, rank advantages and self-imitation of the 10 best architectures seen, and
-model screening (mean over the six devices of the median trials to target: 97.4 with it, 119 without),
-and a fresh controller after 100 architectures without a better reward (``restart_after``): it changes
-only the seeds that stall, and the share of seeds reaching the target went from 0.80-1.00 to 0.95-1.00
-per device (``history/searchers_ppo_restart-2026-11-26.json`` has the restart and screen variants
-tried with it). Training the controller on the model's imagined rewards instead (Dyna-style rounds)
-collapsed the policy early and missed the target in more seeds
-(``history/searchers_ppo_dyna_h100-2026-11-26.json``), so the model only screens.
-Sampling without replacement (``without_replacement``) made runs 2-3 times cheaper once the policy had
-converged but found worse architectures by 500 trials in those runs, so it is off by default.
-NAS-FPN's own settings (batch ~20, lr ~1e-4, a moving-average baseline, ``model_screen=0``) remain
-available as options.
+Defaults come from the NAS-Bench-201 latency table (``bench/searchers.py``; earlier variants are in
+``bench/results/history/searchers_ppo_*.json``): small batches (10), Adam lr 1e-2, 4 epochs, the best
+30 % of a batch trained on (risk-seeking), self-imitation of the 10 best, a fresh controller after 100
+architectures without a better reward. ``pool_draws=0`` turns the model off (plain PPO). Training the
+controller on the model's imagined rewards (Dyna-style) collapsed it early
+(``history/searchers_ppo_dyna_h100-2026-11-26.json``), so the model decides what is tried, never what is
+learnt. NAS-FPN's own settings (batch ~20, lr ~1e-4, a moving-average baseline) remain options.
 """
 
 from __future__ import annotations
@@ -39,11 +32,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from search_spaces.searchers.acquisition import RewardModel
 from search_spaces.searchers.base import Proposal, Searcher, register_searcher
 from search_spaces.searchers.controller import Controller, Drawn, masked_log_softmax, stack_samples
 from search_spaces.searchers.options import PPOOptions
-from search_spaces.searchers.screening import ModelScreening
-from search_spaces.searchers.surrogate import HammingGP
+from search_spaces.searchers.ppo_pool import PoolAcquisition
 from search_spaces.tokens import TokenSpace
 
 __all__ = ["PPOSearcher", "Controller"]
@@ -53,7 +46,7 @@ _Drawn = Drawn  # searcher states saved before the policy moved to controller.py
 
 
 @register_searcher("ppo", options=PPOOptions)
-class PPOSearcher(ModelScreening, Searcher):
+class PPOSearcher(PoolAcquisition, Searcher):
     """Autoregressive LSTM controller trained with clipped PPO; every hyper-parameter is an option.
 
     Options: ``controller`` (``"lstm"``; ``"factorised"``: one softmax per position with no
@@ -77,9 +70,11 @@ class PPOSearcher(ModelScreening, Searcher):
     (True: choices whose every continuation was already proposed are masked out while sampling, and the
     stored masks and log-probabilities are those of that restricted policy, so the importance ratios stay
     exact), ``restart_after`` (a fresh controller after this many new architectures without a better
-    reward; 100; None = never: see ``_restart``), ``model_screen`` (unseen policy draws ranked by the reward
-    model per proposal; 0 = off), ``model_min_points`` (architectures observed before the model is
-    fitted) and ``model_min_quality`` (the leave-one-out Spearman below which it is not used).
+    reward; 100; None = never: see ``_restart``), ``pool_draws`` (policy draws in each proposal's pool;
+    0 = no model, plain PPO), ``pool_neighbours`` (the best architectures seen whose one-edit
+    neighbours join the pool), ``prior_weight`` (beta on ``log pi`` in the score), ``model_min_points``
+    (architectures observed before the model is fitted) and ``model_min_quality`` (the leave-one-out
+    Spearman below which it is not used).
     """
 
     def __init__(
@@ -111,7 +106,9 @@ class PPOSearcher(ModelScreening, Searcher):
         resample_passes: int = 2,
         without_replacement: bool = False,
         restart_after: int | None = 100,
-        model_screen: int = 8,
+        pool_draws: int = 64,
+        pool_neighbours: int = 5,
+        prior_weight: float = 1.0,
         model_min_points: int = 10,
         model_min_quality: float = 0.2,
         **options: Any,
@@ -144,13 +141,16 @@ class PPOSearcher(ModelScreening, Searcher):
             resample_passes=resample_passes,
             without_replacement=without_replacement,
             restart_after=restart_after,
-            model_screen=model_screen,
+            pool_draws=pool_draws,
+            pool_neighbours=pool_neighbours,
+            prior_weight=prior_weight,
             model_min_points=model_min_points,
             model_min_quality=model_min_quality,
         )
-        if model_screen < 0 or model_min_points < 3:
+        if pool_draws < 0 or pool_neighbours < 0 or model_min_points < 3:
             raise ValueError(
-                f"model_screen must be >= 0 and model_min_points >= 3, not {model_screen} and {model_min_points}"
+                f"pool_draws and pool_neighbours must be >= 0 and model_min_points >= 3, not "
+                f"{pool_draws}, {pool_neighbours} and {model_min_points}"
             )
         if restart_after is not None and restart_after < 1:
             raise ValueError(f"restart_after must be >= 1 or None, not {restart_after!r}")
@@ -176,9 +176,7 @@ class PPOSearcher(ModelScreening, Searcher):
         self.best_reward = -math.inf
         self.since_best = 0  # architectures learnt from since the best reward last improved
         self.restarts = 0
-        self.observed: list[tuple[tuple[int, ...], float]] = []  # every architecture learnt from, once
-        self.model_fit: tuple[float, float, float] | None = None  # (theta, noise, LOO quality) at the last update
-        self._model: tuple[int, HammingGP] | None = None  # (observations fitted, model): a cache, not state
+        self.model = RewardModel(model_min_points, model_min_quality)  # every architecture learnt from, once
 
     def _new_policy(self) -> None:
         """A freshly initialised controller and optimiser, seeded from the searcher's RNG."""
@@ -197,7 +195,7 @@ class PPOSearcher(ModelScreening, Searcher):
         afresh, as restarts do in evolution strategies; what was proposed stays proposed (the cache
         answers repeats), so a new run explores rather than repeats, and the best found so far is the
         search's whatever the controller does next. The reward model keeps every observation, so the
-        fresh controller's draws are screened with all the search has learnt.
+        fresh controller's draws are scored with all the search has learnt.
         """
         self._new_policy()
         self.batch, self.history, self.elite, self._queue = [], [], [], []
@@ -210,11 +208,8 @@ class PPOSearcher(ModelScreening, Searcher):
     def _propose(self) -> tuple[int, ...] | None:
         if self.hp["max_pending"] is not None and len(self.pending) >= self.hp["max_pending"]:
             return None
-        model = self._screening_model()
-        if model is None:
-            self._last, key = self._draw_unseen(self.seen)
-        else:
-            self._last, key = self._screen(model)
+        chosen = self._pool_propose() if self.hp["pool_draws"] and self.model.ready() else None
+        self._last, key = chosen if chosen is not None else self._draw_unseen(self.seen)
         self.seen.add(key)
         self._mark_proposed(tuple(int(t) for t in self._last.tokens))
         return tuple(int(t) for t in self._last.tokens)
@@ -321,8 +316,12 @@ class PPOSearcher(ModelScreening, Searcher):
         assert self._last is not None
         self._drawn[proposal.id] = self._last
 
+    def _withdraw(self, proposal_id: str, tokens: tuple[int, ...]) -> None:
+        del self._drawn[proposal_id]
+        self.seen.discard(self.space.canonical(tokens))
+
     # -- learning ---------------------------------------------------------------------------------
-    def _observe(self, proposal_id: str, tokens: tuple[int, ...], reward: float, failed: bool) -> None:
+    def _observe(self, proposal_id, tokens, reward, failed, constraint=None) -> None:
         drawn = self._drawn.pop(proposal_id)
         key = self.space.canonical(tokens)
         if key in self.learned:
@@ -330,7 +329,7 @@ class PPOSearcher(ModelScreening, Searcher):
             # Learning again would only sharpen a converged policy (and cost an update per batch).
             return
         self.learned.add(key)
-        self.observed.append((tokens, reward))
+        self.model.add(tokens, reward, constraint)
         self.batch.append((drawn, reward))
         self._remember_elite(drawn, reward)
         if reward > self.best_reward:
@@ -414,7 +413,8 @@ class PPOSearcher(ModelScreening, Searcher):
         self.entropy_coef *= self.hp["entropy_decay"]
         self.updates += 1
         self._queue = []
-        self._choose_model()
+        if self.hp["pool_draws"]:
+            self.model.refit()
 
     def _loss(self, ppo_set, sil_set) -> torch.Tensor:
         """Clipped surrogate minus the entropy bonus, plus the self-imitation term; one controller pass.
@@ -469,8 +469,7 @@ class PPOSearcher(ModelScreening, Searcher):
             "best_reward": self.best_reward,
             "since_best": self.since_best,
             "restarts": self.restarts,
-            "observed": list(self.observed),
-            "model_fit": self.model_fit,
+            "model": self.model.state(),
         }
 
     def _set_state(self, state: Any) -> None:
@@ -491,6 +490,6 @@ class PPOSearcher(ModelScreening, Searcher):
         self.best_reward = state.get("best_reward", -math.inf)
         self.since_best = state.get("since_best", 0)
         self.restarts = state.get("restarts", 0)
-        self.observed = list(state.get("observed", []))
-        self.model_fit = state.get("model_fit")
-        self._model = None
+        self.model = RewardModel(self.hp["model_min_points"], self.hp["model_min_quality"])
+        if "model" in state:
+            self.model.load(state["model"])

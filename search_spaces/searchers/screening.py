@@ -1,75 +1,104 @@
-"""Model screening: rank a searcher's own candidates with a Gaussian-process reward model.
+"""Model screening for any searcher: ask it for several candidates, send the one the reward model likes best.
 
-:class:`ModelScreening` is mixed into a searcher that draws candidates from a queue (PPO): before each
-trial it takes ``model_screen`` distinct unseen draws, scores them by expected improvement under a
-:class:`~search_spaces.searchers.surrogate.HammingGP` fitted to every architecture learnt from, and
-proposes the best; the others go back to the front of the queue. The host provides ``hp``
-(``model_screen``, ``model_min_points``, ``model_min_quality``), ``observed`` (tokens, reward) pairs,
-``seen`` canonical keys, ``_queue``, ``_draw_unseen(seen)`` and the ``model_fit``/``_model`` slots, and
-calls :meth:`_choose_model` when it updates.
+:class:`Screened` wraps a searcher and is itself one, so the tabular loop, the dedup wrapper and the Ray
+Tune adapter use it as they use any other. Once its :class:`~.acquisition.RewardModel` (a Gaussian
+process over every architecture observed) ranks held-out architectures well, each proposal asks the
+inner searcher for ``pool`` candidates, scores them by ``log EI + log P(feasible)`` and sends the best;
+the others are withdrawn (:meth:`~.base.Searcher.withdraw`), so the inner searcher is told exactly
+which of its proposals was evaluated and learns from that one's reward alone. Before then, and when a
+searcher has nothing more to offer, proposals pass through unchanged. The model's hyper-parameters are
+chosen every ``refit_every`` observations; in between it grows by one Cholesky row per observation.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from search_spaces.searchers.controller import Drawn
-from search_spaces.searchers.surrogate import HammingGP
+from search_spaces.errors import SpecError
+from search_spaces.searchers.acquisition import RewardModel
+from search_spaces.searchers.base import Proposal, Searcher
 
-__all__ = ["ModelScreening"]
+__all__ = ["Screened"]
 
 
-class ModelScreening:
-    """Expected-improvement screening of a searcher's draws (see the module docstring)."""
+class Screened(Searcher):
+    """A searcher wrapper (see the module docstring); ``name`` is the inner one's plus ``+screened``."""
 
-    def _screen(self, model: HammingGP) -> tuple[Drawn, str]:
-        """Of ``model_screen`` distinct unseen draws of the policy, the one of highest expected improvement.
+    def __init__(
+        self,
+        inner: Searcher,
+        *,
+        pool: int = 8,
+        min_points: int = 10,
+        min_quality: float = 0.2,
+        refit_every: int = 10,
+    ):
+        if not isinstance(inner, Searcher) or isinstance(inner, Screened):
+            raise SpecError("Screened wraps one searcher (not a deduplicated or screened one); wrap it once")
+        if pool < 1 or refit_every < 1:
+            raise SpecError(f"pool and refit_every must be >= 1, not {pool} and {refit_every}")
+        super().__init__(inner.space, inner.seed, failure_reward=inner._failure_reward)
+        self.inner = inner
+        self.name = f"{inner.name}+screened"
+        self.pool, self.refit_every = pool, refit_every
+        self.model = RewardModel(min_points, min_quality)
+        self.learned: set[str] = set()  # canonical keys in the model (a duplicate is learnt from once)
+        self.refitted_at = 0
+        self._inner_ids: dict[str, str] = {}  # outer proposal id -> the inner searcher's
+        self._chosen: Proposal | None = None
 
-        The reward model only ranks what the policy proposes: the policy keeps its own distribution
-        (and its exploration), trained on real rewards alone, while trials go to the draws the model
-        expects most from, as TPE ranks its candidates by density ratio. The draws not chosen return
-        to the front of the queue and are ranked again at the next proposal.
-        """
-        candidates: list[tuple[Drawn, str]] = []
-        taken = set(self.seen)
-        for _ in range(self.hp["model_screen"]):
-            drawn, key = self._draw_unseen(taken)
-            if key in taken:
-                break  # the space (or the policy's support) has no more unseen architectures
-            taken.add(key)
-            candidates.append((drawn, key))
+    def _propose(self) -> tuple[int, ...] | None:
+        if not self.model.ready():
+            self._chosen = self.inner.propose()
+            return None if self._chosen is None else self._chosen.tokens
+        candidates = []
+        for _ in range(self.pool):
+            proposal = self.inner.propose()
+            if proposal is None:
+                break
+            candidates.append(proposal)
         if not candidates:
-            return drawn, key
-        best = max(r for _, r in self.observed)
-        scores = model.expected_improvement(np.stack([d.tokens for d, _ in candidates]), best)
-        choice = int(np.argmax(scores))
-        self._queue = [d for i, (d, _) in enumerate(candidates) if i != choice] + self._queue
-        return candidates[choice]
-
-    def _screening_model(self) -> HammingGP | None:
-        """The reward model over every architecture learnt from, when screening is on and it ranks well.
-
-        Hyper-parameters (and the leave-one-out quality that gates the model) are chosen at each update
-        (``_update``); between updates the model is refitted with them as rewards arrive, once per new
-        observation (one Cholesky factorisation).
-        """
-        if not self.hp["model_screen"] or self.model_fit is None:
             return None
-        theta, noise, quality = self.model_fit
-        if quality < self.hp["model_min_quality"]:
-            return None
-        if self._model is None or self._model[0] != len(self.observed):
-            self._model = (len(self.observed), HammingGP().fit(*self._observations(), theta, noise))
-        return self._model[1]
+        scores = self.model.log_acquisition(np.array([c.tokens for c in candidates]))
+        best = int(np.argmax(scores))
+        for i, candidate in enumerate(candidates):
+            if i != best:
+                self.inner.withdraw(candidate.id)
+        self._chosen = candidates[best]
+        return self._chosen.tokens
 
-    def _choose_model(self) -> None:
-        """Pick the reward model's hyper-parameters by marginal likelihood and measure how well it ranks."""
-        if not self.hp["model_screen"] or len(self.observed) < self.hp["model_min_points"]:
+    def _after_propose(self, proposal: Proposal) -> None:
+        assert self._chosen is not None
+        self._inner_ids[proposal.id] = self._chosen.id
+
+    def _observe(self, proposal_id, tokens, reward, failed, constraint=None) -> None:
+        self.inner.observe(self._inner_ids.pop(proposal_id), None if failed else reward, constraint)
+        key = self.space.canonical(tokens)
+        if key in self.learned:
             return
-        model = HammingGP().fit(*self._observations())
-        self.model_fit = (float(model.theta), float(model.noise), float(model.quality))
-        self._model = (len(self.observed), model)
+        self.learned.add(key)
+        self.model.add(tokens, reward, constraint)
+        if len(self.model) >= self.model.min_points and len(self.model) - self.refitted_at >= self.refit_every:
+            self.model.refit()
+            self.refitted_at = len(self.model)
 
-    def _observations(self) -> tuple[np.ndarray, np.ndarray]:
-        """Every architecture learnt from as tokens [n, K], and their rewards [n]: the model's data."""
-        return np.array([t for t, _ in self.observed]), np.array([r for _, r in self.observed])
+    def _withdraw(self, proposal_id: str, tokens: tuple[int, ...]) -> None:
+        self.inner.withdraw(self._inner_ids.pop(proposal_id))
+
+    def _get_state(self) -> Any:
+        return {
+            "inner": self.inner.state_dict(),
+            "model": self.model.state(),
+            "learned": set(self.learned),
+            "refitted_at": self.refitted_at,
+            "inner_ids": dict(self._inner_ids),
+        }
+
+    def _set_state(self, state: Any) -> None:
+        self.inner.load_state_dict(state["inner"])
+        self.model.load(state["model"])
+        self.learned = set(state["learned"])
+        self.refitted_at = state["refitted_at"]
+        self._inner_ids = dict(state["inner_ids"])

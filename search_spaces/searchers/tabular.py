@@ -155,7 +155,10 @@ def run_search(
     """Run ``trials`` trials of ``searcher`` over ``table``; ``target_ms`` defaults to the median latency.
 
     ``outstanding`` proposals are kept in flight and one of them, chosen at random, completes at each
-    step, so searchers see rewards late and out of order as under Ray Tune.
+    step, so searchers see rewards late and out of order as under Ray Tune. Each result carries the
+    latency constraint ``latency / target - 1`` (``<= 0``: meets the target), as a trial that measures
+    latency before training knows it. ``trace.stats`` has the wrapper's counts (``explored``: proposals
+    from the dedup fallback, not the searcher).
     """
     if outstanding < 1:
         raise SpecError(f"outstanding must be >= 1, got {outstanding}")
@@ -177,7 +180,8 @@ def run_search(
         proposal = in_flight.pop(int(rng.integers(len(in_flight))))
         row = table.row(proposal.tokens)
         value = compute_reward(reward, acc[row], lat[row], target, **(reward_params or {}))
-        search.observe(proposal.id, value)
+        # latency is measured before training (as stage 1 does): the searcher hears the constraint too
+        search.observe(proposal.id, value, constraint=float(lat[row]) / target - 1.0)
         trace.rows.append(row)
         trace.accuracy.append(float(acc[row]))
         trace.latency.append(float(lat[row]))

@@ -46,7 +46,9 @@ class TuneAdapter(TuneSearcher):
     ``to_config(tokens)`` turns a proposal into the trial's config (the driver passes
     ``lambda t: {"arch": space.decode(t).to_dict()}``); the suggested config is
     ``{"tokens": [...], **to_config(tokens)}``. ``reward_fn(result)`` reads the reward from the last
-    reported result (``None`` = failed). Trials that error are observed as failed.
+    reported result (``None`` = failed). Trials that error are observed as failed. ``constraint_fn(result)``,
+    when given, reads the latency constraint (``<= 0``: meets the target; ``None``: unknown) that
+    searchers modelling feasibility use.
     """
 
     def __init__(
@@ -55,6 +57,7 @@ class TuneAdapter(TuneSearcher):
         to_config: Callable[[Sequence[int]], dict[str, Any]],
         reward_fn: Callable[[dict[str, Any]], float | None] = reward_from_result,
         *,
+        constraint_fn: Callable[[dict[str, Any]], float | None] | None = None,
         metric: str = "reward",
         mode: str = "max",
         dedupe: bool = True,
@@ -65,6 +68,7 @@ class TuneAdapter(TuneSearcher):
         self.inner = Deduplicated(searcher) if dedupe and isinstance(searcher, Searcher) else searcher
         self.to_config = to_config
         self.reward_fn = reward_fn
+        self.constraint_fn = constraint_fn
         self.trials: dict[str, str] = {}  # Tune trial id -> proposal id
         self.tokens: dict[str, list[int]] = {}  # proposal id -> tokens, while in flight
         self.replay: list[str] = []  # proposals to hand out again after a resume
@@ -107,7 +111,8 @@ class TuneAdapter(TuneSearcher):
             return
         self.tokens.pop(proposal_id, None)
         reward = None if error or not result else self.reward_fn(result)
-        self.inner.observe(proposal_id, reward)
+        constraint = None if not result or self.constraint_fn is None else self.constraint_fn(result)
+        self.inner.observe(proposal_id, reward, constraint)
 
     # -- persistence ------------------------------------------------------------------------------
     def get_state(self) -> dict[str, Any]:
