@@ -16,7 +16,7 @@ import rasterio.shutil
 import torch
 from test_batch_predict import truncate, write_scene  # tests/ is on the path (see conftest's plugins)
 
-from trainers.batch_predict import ClusterOptions, ModelRecord, ScenePredictor, SceneTask, _finish
+from trainers.batch_predict import ClusterOptions, ModelRecord, ScenePredictor, SceneTask, finish_scene, settle_unseen
 from trainers.predict import predict_scene
 from trainers.scene_output import MODEL_TAG
 from trainers.scenes import plan_scenes
@@ -91,7 +91,7 @@ def test_the_actor_writes_the_in_process_paths_files_and_fails_an_unreadable_sce
         assert (local / probs).read_bytes() == (tmp_path / "out" / probs).read_bytes()
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.probs.tif", "a.tif", "b.probs.tif", "b.tif"]
     for plan, row in zip(plans, rows, strict=True):  # what the driver records
-        _finish(plan, {k: np.asarray([v], dtype=object) for k, v in row.items()}, 0, record, TAGS, "workers")
+        finish_scene(plan, {k: np.asarray([v], dtype=object) for k, v in row.items()}, 0, record, TAGS, "workers")
     assert [p.state for p in plans] == ["completed", "completed", "failed"]
 
 
@@ -107,7 +107,7 @@ def test_written_on_the_driver_is_the_same_pixels(model, scenes, tmp_path):
     for i, plan in enumerate(on_driver):
         batch = actor({"scene": np.asarray([i])})
         assert batch["labels"].dtype == np.uint8 and batch["probs"].dtype == np.uint8
-        _finish(plan, batch, 0, record, TAGS, "driver")
+        finish_scene(plan, batch, 0, record, TAGS, "driver")
     assert [p.state for p in on_driver] == ["completed", "completed", "failed"]
     for name in ("a.tif", "b.tif", "a.probs.tif", "b.probs.tif"):  # the same bytes, not only the same pixels
         assert (tmp_path / "driver" / name).read_bytes() == (tmp_path / "workers" / name).read_bytes()
@@ -117,13 +117,18 @@ def test_a_mask_the_driver_cannot_see_fails_its_scene_naming_the_shared_folder(m
     _, record = model
     plan = _plans(scenes, tmp_path / "elsewhere")[0]  # as if an actor had written it on another node's disk
     row = {"scene": 0, "windows": 20, "seconds": 1.0, "node": "n2", "error": ""}
-    _finish(plan, {k: np.asarray([v], dtype=object) for k, v in row.items()}, 0, record, TAGS, "workers")
-    assert plan.state == "failed" and "node n2" in plan.error and "shared" in plan.error
+    assert not finish_scene(plan, {k: np.asarray([v], dtype=object) for k, v in row.items()}, 0, record, TAGS,
+                            "workers")  # fmt: skip
+    unseen = {0: (plan, "n2")}
+    settle_unseen(unseen, "m1")  # not seen yet: looked for again later
+    assert plan.state == "running" and unseen
+    settle_unseen(unseen, "m1", wait_s=0.5)
+    assert plan.state == "failed" and not unseen and "node n2" in plan.error and "shared" in plan.error
     assert "write_on: driver" in plan.error
     (tmp_path / "blocked").write_text("a file where the output folder should be")
     plan = _plans(scenes, tmp_path / "blocked" / "out")[0]
     actor = ScenePredictor(record, [SceneTask.of(plan)], batch_size=4, tags=TAGS, write_on="driver")
-    _finish(plan, actor({"scene": np.asarray([0])}), 0, record, TAGS, "driver")  # fails alone, not the job
+    finish_scene(plan, actor({"scene": np.asarray([0])}), 0, record, TAGS, "driver")  # fails alone, not the job
     assert plan.state == "failed" and plan.error.startswith(f"cannot write {plan.outputs.mask}")
     with pytest.raises(ValueError, match="write_on"):
         ClusterOptions(write_on="nowhere")

@@ -25,7 +25,7 @@ two worker nodes ran at 1.23× one node, and one node at 0.43× the in-process p
 **The output folder must be shared** (``write_on="workers"``, the default): actors write under ``out``
 on their own node, so ``out`` must be one folder that every node sees at the same path (NFS, a
 mounted bucket, a volume shared by the pods; on one machine any folder is). A mask that an actor
-wrote where the driver cannot see it fails its scene, saying so. ``write_on="driver"`` needs no shared
+wrote and the driver still cannot see a minute later fails its scene, saying so. ``write_on="driver"`` needs no shared
 folder: actors still read, predict and blend, and send the scene's blended mask (uint8, one byte a
 pixel, and the probabilities ×255 as uint8 when asked) to the driver, which writes it. That is less
 than even float16 window probabilities would be, and unlike them it leaves the pixels equal to the
@@ -66,7 +66,7 @@ from .tiling import SceneGrid
 
 __all__ = [
     "WRITE_ON", "ModelRecord", "ClusterOptions", "SceneTask", "WindowModel", "ScenePredictor",
-    "predict_on_cluster", "NOT_SHARED",
+    "predict_on_cluster", "finish_scene", "settle_unseen", "NOT_SHARED",
 ]  # fmt: skip
 
 #: Where a scene's outputs are written: by the actor that predicted it (the default; a shared output
@@ -100,6 +100,7 @@ class ClusterOptions:
     device: str = "auto"  # auto | cpu | cuda
     resources: dict[str, float] = field(default_factory=dict)  # custom Ray resources per actor
     write_on: str = "workers"  # workers (a shared output folder) | driver
+    visible_within_s: float = 60.0  # how long a mask an actor wrote may take to appear to the driver
 
     def __post_init__(self) -> None:
         if self.write_on not in WRITE_ON:
@@ -369,15 +370,18 @@ def predict_on_cluster(
         **({"resources": dict(options.resources)} if options.resources else {}),
     )
     finished: set[int] = set()
+    unseen: dict[int, tuple[ScenePlan, str]] = {}
     start, wall_start = time.monotonic(), time.time()
     try:
         for batch in _batches(ds, every_s):
             for j in range(len(batch["scene"]) if batch is not None else 0):
                 s = int(batch["scene"][j])  # type: ignore[index]
                 finished.add(s)
-                _finish(todo[s], batch, j, record, tags, options.write_on)  # type: ignore[arg-type]
                 node = str(batch["node"][j])  # type: ignore[index]
+                if not finish_scene(todo[s], batch, j, record, tags, options.write_on):  # type: ignore[arg-type]
+                    unseen[s] = (todo[s], node)
                 stats["nodes"][node] = stats["nodes"].get(node, 0) + int(batch["windows"][j])  # type: ignore[index]
+            settle_unseen(unseen, record.model_id)
             running, first = ray.get(tally.read.remote())
             for s in running:
                 if s not in finished:
@@ -389,6 +393,7 @@ def predict_on_cluster(
             stats["seconds"] = time.monotonic() - start
             if progress:
                 progress(dict(stats))
+        settle_unseen(unseen, record.model_id, options.visible_within_s)
     finally:
         for plan in todo:  # stopped part-way: a scene not reported is not done
             if plan.state == "running":
@@ -399,14 +404,17 @@ def predict_on_cluster(
     return stats
 
 
-def _finish(
+def finish_scene(
     plan: ScenePlan, batch: dict[str, np.ndarray], j: int, record: ModelRecord, tags: dict[str, str], write_on: str
-) -> None:
-    """Record a scene an actor finished: written on the driver when asked, checked visible here, or failed."""
+) -> bool:
+    """Record a scene an actor finished: written here (``write_on="driver"``), seen here, or failed.
+
+    False when an actor wrote the scene and its mask is not visible here (yet): see :func:`settle_unseen`.
+    """
     error = str(batch["error"][j])
     if error:
         plan.state, plan.error = "failed", error
-        return
+        return True
     assert plan.header is not None
     if write_on == "driver":
         writer = None
@@ -418,9 +426,32 @@ def _finish(
             if writer is not None:
                 writer.abort()
             plan.state, plan.error = "failed", f"cannot write {plan.outputs.mask}: {exc}"
-            return
+            return True
     elif not is_complete(plan.outputs, plan.header.profile, record.model_id):
-        plan.state = "failed"
-        plan.error = NOT_SHARED.format(node=batch["node"][j], path=plan.outputs.mask)
-        return
+        plan.state = "running"  # written on a node; see settle_unseen
+        return False
     plan.state, plan.error = "completed", None
+    return True
+
+
+def settle_unseen(unseen: dict[int, tuple[ScenePlan, str]], model_id: str, wait_s: float = 0.0) -> None:
+    """Scenes an actor wrote whose mask the driver did not see yet: ``completed`` as soon as it is seen.
+
+    A shared folder can show a new file late (an NFS client caches that a name was absent for up to a
+    minute), so only after ``wait_s`` more seconds is a scene still unseen ``failed`` (:data:`NOT_SHARED`);
+    with ``wait_s=0`` those stay in ``unseen``, to be looked for again.
+    """
+    deadline = time.monotonic() + wait_s
+    while unseen:
+        for s, (plan, _) in list(unseen.items()):
+            assert plan.header is not None
+            if is_complete(plan.outputs, plan.header.profile, model_id):
+                plan.state, plan.error = "completed", None
+                del unseen[s]
+        if not unseen or time.monotonic() >= deadline:
+            break
+        time.sleep(1.0)
+    if wait_s > 0:
+        for plan, node in unseen.values():
+            plan.state, plan.error = "failed", NOT_SHARED.format(node=node, path=plan.outputs.mask)
+        unseen.clear()
