@@ -1,7 +1,7 @@
-"""The typed boundary: pydantic specs for what users submit and what the API returns.
+"""The typed boundary, inbound: pydantic specs for what users submit (bodies and queries).
 
-A bad spec is a 422 naming the field before anything is stored. Database rows are never returned
-directly: each resource has a ``*Public`` schema.
+A bad spec is a 422 naming the field before anything is stored. What the API returns is in
+:mod:`service.public`.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from search_spaces.latency.profiles import check_profile_name
 from search_spaces.searchers.options import check_options
 
 __all__ = [
+    "UtcDateTime",
     "DatasetRef",
     "SearchSpaceSpec",
     "LatencySpec",
@@ -26,18 +27,9 @@ __all__ = [
     "Stage2Spec",
     "SearcherSpec",
     "ExperimentSpec",
-    "ExperimentPublic",
-    "ExperimentCreated",
-    "TrialPublic",
-    "LeaderboardRow",
-    "ModelPublic",
     "ResumeRequest",
     "PretrainingSpec",
-    "PretrainingPublic",
-    "BackbonePublic",
     "PredictionSpec",
-    "PredictionPublic",
-    "Leaderboard",
     "TrialPageQuery",
     "LeaderboardQuery",
     "MAX_OFFSET",
@@ -358,137 +350,8 @@ class PredictionSpec(_Spec):
         return value
 
 
-class PredictionPublic(BaseModel):
-    id: str
-    name: str
-    model_id: str
-    state: str
-    spec: dict[str, Any]
-    job_id: str | None
-    dashboard_url: str | None
-    dashboard_note: str | None = None
-    error: str | None
-    progress: dict[str, Any]
-    scenes: list[dict[str, Any]]
-    mosaic: str | None
-    created_at: UtcDateTime
-    updated_at: UtcDateTime
-
-
-class PretrainingPublic(BaseModel):
-    id: str
-    name: str
-    state: str
-    spec: dict[str, Any]
-    job_id: str | None
-    dashboard_url: str | None
-    error: str | None
-    step: int
-    loss_curve: list[dict[str, Any]]
-    knn: dict[str, Any] | None
-    artifact: str | None
-    created_at: UtcDateTime
-    updated_at: UtcDateTime
-
-
-class BackbonePublic(BaseModel):
-    id: str
-    name: str
-    backbone: str
-    in_chans: int
-    bands: list[str]
-    steps: int
-    created_at: UtcDateTime
-
-
 class ResumeRequest(_Spec):
     trials: int | None = Field(None, ge=1, le=10000, description="A new (larger) trial budget.")
-
-
-class ExperimentCreated(BaseModel):
-    id: str
-    state: str
-    job_id: str | None
-    dashboard_url: str | None
-    dashboard_note: str | None = None
-
-
-class ExperimentPublic(BaseModel):
-    id: str
-    name: str
-    state: str
-    spec: dict[str, Any]
-    job_id: str | None
-    dashboard_url: str | None
-    error: str | None
-    trials_done: int
-    trials_total: int
-    created_at: UtcDateTime
-    updated_at: UtcDateTime
-
-
-class TrialPublic(BaseModel):
-    id: str
-    experiment_id: str
-    stage: int
-    kind: str
-    state: str
-    arch_hash: str | None
-    arch: dict[str, Any] | None
-    epoch: int
-    miou: float | None
-    latency_ms: float | None
-    params: int | None
-    reward: float | None
-    error: str | None
-    node_id: str | None
-    history: list[dict[str, Any]]
-    created_at: UtcDateTime
-    updated_at: UtcDateTime
-
-
-class ModelPublic(BaseModel):
-    id: str
-    experiment_id: str
-    trial_id: str | None
-    kind: str
-    arch_hash: str | None
-    descriptor: dict[str, Any]
-    miou: float | None
-    latency_ms: float | None
-    latency_device: str | None
-    metrics: dict[str, Any]
-    training: dict[str, Any]
-    data: dict[str, Any]
-    artifacts: list[str]
-    created_at: UtcDateTime
-
-
-class LeaderboardRow(BaseModel):
-    rank: int
-    experiment_id: str
-    experiment_name: str
-    trial_id: str
-    kind: str
-    arch_hash: str | None
-    miou: float
-    latency_ms: float | None
-    latency_device: str | None
-    params: int | None
-    reward: float | None
-    pareto: bool
-    meets_target: bool | None = Field(
-        None, description="Latency at most the experiment's target·(1+margin); null when it set no target."
-    )
-    flags: list[str] = Field(
-        default_factory=list,
-        description="over_target: the latency breaks the target; latency_disagrees: stage 2's fresh "
-        "measurement is further from stage 1's than latency.recheck_tolerance.",
-    )
-
-
-class Leaderboard(BaseModel):
-    rows: list[LeaderboardRow]
 
 
 class TrialPageQuery(BaseModel):

@@ -91,8 +91,8 @@ def test_trial_page_json_is_what_pydantic_writes_for_the_same_rows(error):
 
     from pydantic import TypeAdapter
 
+    from service.public import TrialPublic
     from service.routes.experiments import trial_page_json
-    from service.specs import TrialPublic
     from service.store import PAGE_COLUMNS
 
     rows = []

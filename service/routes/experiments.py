@@ -10,16 +10,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, status
 from pydantic_core import to_json
 
+from ..public import ExperimentCreated, ExperimentPublic, TrialPublic
 from ..responses import CONFLICT, NO_CLUSTER, NOT_FOUND
-from ..specs import (
-    MAX_OFFSET,
-    ExperimentCreated,
-    ExperimentPublic,
-    ExperimentSpec,
-    ResumeRequest,
-    TrialPageQuery,
-    TrialPublic,
-)
+from ..specs import MAX_OFFSET, ExperimentSpec, ResumeRequest, TrialPageQuery
 from ..states import State
 from ..store import PAGE_COLUMNS, Experiment, Store
 from ..validation import check_backbone, check_dataset

@@ -9,7 +9,8 @@ from fastapi import APIRouter, Query, Request
 from search_spaces.feasibility import target_flags
 
 from ..auth import Principal
-from ..specs import Leaderboard, LeaderboardQuery, LeaderboardRow
+from ..public import Leaderboard, LeaderboardRow
+from ..specs import LeaderboardQuery
 from ..store import Store
 from .cached_reads import CachedRead, cached_read
 

@@ -9,8 +9,8 @@ from fastapi.responses import FileResponse
 
 from search_spaces.errors import NotFound
 
+from ..public import ModelPublic
 from ..responses import NOT_FOUND
-from ..specs import ModelPublic
 from ..store import Model, Store
 from .deps import get_store_dep
 

@@ -8,8 +8,9 @@ from fastapi import APIRouter, Depends, Query, Request, status
 
 from search_spaces.errors import Conflict
 
+from ..public import PredictionPublic
 from ..responses import CONFLICT, NO_CLUSTER, NOT_FOUND
-from ..specs import PredictionPublic, PredictionSpec
+from ..specs import PredictionSpec
 from ..states import TERMINAL, State
 from ..store import PredictionJob, Store
 from .deps import cancel_job, get_launcher, get_store_dep

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request, status
 
+from ..public import BackbonePublic, ExperimentCreated, PretrainingPublic
 from ..responses import CONFLICT, NO_CLUSTER, NOT_FOUND
-from ..specs import BackbonePublic, ExperimentCreated, PretrainingPublic, PretrainingSpec
+from ..specs import PretrainingSpec
 from ..states import State
 from ..store import PretrainingJob, Store
 from ..validation import check_pretraining_data

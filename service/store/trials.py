@@ -15,7 +15,7 @@ __all__ = ["PAGE_COLUMNS", "Trials"]
 
 _TRIAL_FIELDS = ("epoch", "miou", "latency_ms", "latency_device", "params", "reward", "error", "node_id")
 
-#: A trial page's columns, in the order the API answers them (``specs.TrialPublic``'s fields).
+#: A trial page's columns, in the order the API answers them (``public.TrialPublic``'s fields).
 PAGE_COLUMNS = (
     "id", "experiment_id", "stage", "kind", "state", "arch_hash", "arch", "epoch", "miou", "latency_ms",
     "params", "reward", "error", "node_id", "history", "created_at", "updated_at",
