@@ -69,6 +69,8 @@ class PretrainConfig:
     noise_std: float = 0.0  # per-view noise and band gain (csf.views): off in the paper
     gain_jitter: float = 0.0
     sensor_dropout: float = 0.0  # whole-sensor dropout per view (csf.views); off in the paper
+    cross_sensor: float = 0.0  # share of samples whose views see complementary sensors (csf.views)
+    dihedral: bool = False  # random turns and mirrors of each chip before its views (csf.views)
     checkpoint_every: int = 500
     report_every: int = 50  # steps between ray.train.report calls (each costs about 2 s: see pretrain)
     seed: int = 0
@@ -105,7 +107,8 @@ class PretrainConfig:
     def views(self) -> ViewConfig:
         return ViewConfig(crop=self.crop, p_max=self.p_max, ramp_steps=self.ramp_steps,
                           noise_std=self.noise_std, gain_jitter=self.gain_jitter,
-                          sensor_dropout=self.sensor_dropout)
+                          sensor_dropout=self.sensor_dropout, cross_sensor=self.cross_sensor,
+                          dihedral=self.dihedral)
 
 
 def sensor_groups(band_names: Sequence[str], sensors: dict[str, list[str]]) -> list[list[int]]:

@@ -17,6 +17,15 @@ convention the k-NN evaluation uses for a single sensor (:mod:`csf.knn`). With p
 alone, a view of a 41-band stack (37 hyperspectral bands) almost never shows one sensor by itself,
 so "RGB only" is a view the encoder never trained on; sensor dropout makes it a common one.
 
+``cross_sensor`` (off by default) goes further: for that share of the samples (ramped like ``p``)
+the two views see complementary sensor sets, view 1 a random non-empty proper subset of the sensors
+and view 2 exactly the ones view 1 lacks, so a match must come from what both sensor sets show of
+the ground (the RGB camera's view of a crown against its height and spectrum), never from a sensor
+the two views share.
+
+``dihedral`` (off by default) turns and mirrors each chip at random before both views are cut from
+it: overhead imagery has no up, so a small set of chips shows the encoder eight times as many.
+
 Two further view changes are options, off by default (the paper has neither): ``noise_std`` adds
 independent Gaussian noise to each view, and ``gain_jitter`` multiplies each band of each view by
 ``exp(N(0, gain_jitter))``. Both remove a shortcut the paper's two views leave open: the views are
@@ -35,7 +44,7 @@ import torch
 from search_spaces.errors import SpecError
 
 __all__ = ["ViewConfig", "dropout_probability", "channel_dropout", "random_crop", "sensor_jitter", "sensor_dropout",
-           "make_views"]
+           "sensor_split", "dihedral", "make_views"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +57,8 @@ class ViewConfig:
     noise_std: float = 0.0  # per-view Gaussian noise, in the units of the (normalised) input
     gain_jitter: float = 0.0  # per-view, per-band log-normal gain: std of the log
     sensor_dropout: float = 0.0  # per-view, per-sensor drop probability at the end of the ramp
+    cross_sensor: float = 0.0  # share of samples whose two views see complementary sensor sets
+    dihedral: bool = False  # turn and mirror each chip (the same for both views) before the crops
 
     def __post_init__(self) -> None:
         if self.crop < 8:
@@ -59,6 +70,8 @@ class ViewConfig:
         if not 0.0 <= self.sensor_dropout < 1.0:
             raise SpecError(f"sensor_dropout must be in [0, 1), got {self.sensor_dropout}",
                             field="sensor_dropout")
+        if not 0.0 <= self.cross_sensor <= 1.0:
+            raise SpecError(f"cross_sensor must be in [0, 1], got {self.cross_sensor}", field="cross_sensor")
         for name in ("noise_std", "gain_jitter"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise SpecError(f"{name} must be in [0, 1], got {getattr(self, name)}", field=name)
@@ -91,6 +104,27 @@ def channel_dropout(x: torch.Tensor, p: float, generator: torch.Generator | None
     return x * scale[:, :, None, None]
 
 
+def _sensor_keep(n: int, sensors: int, p: float, generator: torch.Generator | None,
+                 device: torch.device) -> torch.Tensor:
+    """(n, sensors) keep flags: each sensor dropped with probability ``p``, never all of a row."""
+    keep = torch.rand((n, sensors), generator=generator, device=device) >= p
+    dead = ~keep.any(dim=1)
+    while bool(dead.any()):
+        keep[dead] = torch.rand((int(dead.sum()), sensors), generator=generator, device=device) >= p
+        dead = ~keep.any(dim=1)
+    return keep
+
+
+def _apply_sensor_keep(x: torch.Tensor, groups: Sequence[Sequence[int]], keep: torch.Tensor) -> torch.Tensor:
+    """Zero the dropped sensors' bands and scale each sample's kept bands by ``C / kept``."""
+    n, c = x.shape[:2]
+    band_keep = torch.zeros((n, c), dtype=torch.bool, device=keep.device)
+    for g, bands in enumerate(groups):
+        band_keep[:, list(bands)] = keep[:, g : g + 1]
+    scale = band_keep.to(x.dtype) * (c / band_keep.sum(dim=1, keepdim=True).to(x.dtype))
+    return x * scale.to(x.device)[:, :, None, None]
+
+
 def sensor_dropout(x: torch.Tensor, groups: Sequence[Sequence[int]], p: float,
                    generator: torch.Generator | None = None) -> torch.Tensor:
     """Zero each sensor (a group of band indices) of each sample with probability ``p``, never all.
@@ -99,18 +133,41 @@ def sensor_dropout(x: torch.Tensor, groups: Sequence[Sequence[int]], p: float,
     """
     if p <= 0.0 or len(groups) < 2:
         return x
-    n, c = x.shape[:2]
     device = generator.device if generator is not None else x.device
-    keep = torch.rand((n, len(groups)), generator=generator, device=device) >= p
-    dead = ~keep.any(dim=1)
-    while bool(dead.any()):
-        keep[dead] = torch.rand((int(dead.sum()), len(groups)), generator=generator, device=device) >= p
-        dead = ~keep.any(dim=1)
-    band_keep = torch.zeros((n, c), dtype=torch.bool, device=device)
-    for g, bands in enumerate(groups):
-        band_keep[:, list(bands)] = keep[:, g : g + 1]
-    scale = band_keep.to(x.dtype) * (c / band_keep.sum(dim=1, keepdim=True).to(x.dtype))
-    return x * scale.to(x.device)[:, :, None, None]
+    return _apply_sensor_keep(x, groups, _sensor_keep(len(x), len(groups), p, generator, device))
+
+
+def sensor_split(n: int, sensors: int, p_dropout: float, p_cross: float,
+                 generator: torch.Generator | None = None,
+                 device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Both views' (n, sensors) keep flags: independent whole-sensor dropout, or, for a share
+    ``p_cross`` of the samples, complementary sensor sets (view 1 a random non-empty proper subset,
+    view 2 exactly the sensors view 1 lacks), so the two views share no sensor."""
+    device = torch.device(device)
+    keep1 = _sensor_keep(n, sensors, p_dropout, generator, device)
+    keep2 = _sensor_keep(n, sensors, p_dropout, generator, device)
+    if p_cross > 0.0 and sensors >= 2:
+        cross = torch.rand(n, generator=generator, device=device) < p_cross
+        subset = _sensor_keep(n, sensors, 0.5, generator, device)
+        full = subset.all(dim=1)
+        while bool(full.any()):  # a proper subset: its complement must not be empty
+            subset[full] = _sensor_keep(int(full.sum()), sensors, 0.5, generator, device)
+            full = subset.all(dim=1)
+        keep1 = torch.where(cross[:, None], subset, keep1)
+        keep2 = torch.where(cross[:, None], ~subset, keep2)
+    return keep1, keep2
+
+
+def dihedral(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Each sample of ``x`` (N, C, H, W) turned by a random multiple of 90 degrees and maybe mirrored.
+
+    Overhead imagery has no up: the eight turns and mirrors of a chip show the same ground.
+    """
+    device = generator.device if generator is not None else torch.device("cpu")
+    turns = torch.randint(0, 4, (len(x),), generator=generator, device=device).tolist()
+    mirror = torch.randint(0, 2, (len(x),), generator=generator, device=device).tolist()
+    out = [torch.rot90(s, k, dims=(1, 2)) for s, k in zip(x, turns, strict=True)]
+    return torch.stack([s.flip(2) if m else s for s, m in zip(out, mirror, strict=True)])
 
 
 def random_crop(x: torch.Tensor, size: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -150,14 +207,24 @@ def make_views(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Two views of each chip in ``x``: own crop, own sensor jitter, own sensor and band dropout.
 
-    ``groups`` are the band indices of each sensor (for ``sensor_dropout``).
+    ``groups`` are the band indices of each sensor (for ``sensor_dropout`` and ``cross_sensor``).
     """
     p = dropout_probability(step, config)
-    ramp = p / config.p_max if config.p_max > 0 else min(1.0, max(0, step) / max(1, config.ramp_steps))
+    ramp = 1.0 if config.ramp_steps == 0 else min(1.0, max(0, step) / config.ramp_steps)
+    if config.dihedral:
+        x = dihedral(x, generator)
+    keeps = None
+    if len(groups) >= 2 and config.cross_sensor > 0:
+        device = generator.device if generator is not None else x.device
+        keeps = sensor_split(len(x), len(groups), config.sensor_dropout * ramp, config.cross_sensor * ramp,
+                             generator, device)
     views = []
-    for _ in range(2):
+    for i in range(2):
         view = random_crop(x, config.crop, generator)
         view = sensor_jitter(view, config.noise_std, config.gain_jitter, generator)
-        view = sensor_dropout(view, groups, config.sensor_dropout * ramp, generator)
+        if keeps is not None:
+            view = _apply_sensor_keep(view, groups, keeps[i])
+        else:
+            view = sensor_dropout(view, groups, config.sensor_dropout * ramp, generator)
         views.append(channel_dropout(view, p, generator))
     return views[0], views[1]

@@ -54,6 +54,8 @@ def csf_config(spec: PretrainingSpec, name: str) -> dict[str, Any]:
         "noise_std": spec.noise_std,
         "gain_jitter": spec.gain_jitter,
         "sensor_dropout": spec.sensor_dropout,
+        "cross_sensor": spec.cross_sensor,
+        "dihedral": spec.dihedral,
         "checkpoint_every": spec.checkpoint_every,
         "seed": spec.seed,
     }

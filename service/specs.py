@@ -286,6 +286,10 @@ class PretrainingSpec(_Spec):
                                "0 = the paper's views.")
     sensor_dropout: float = Field(0.5, ge=0, lt=1, description="Probability of dropping each whole sensor from "
                                   "a view (ramped like band dropout; never all; none with one sensor); 0 = the paper.")
+    cross_sensor: float = Field(0.0, ge=0, le=1, description="Share of samples whose two views see "
+                                "complementary sensor sets (ramped; needs two or more sensors); 0 = the paper.")
+    dihedral: bool = Field(False, description="Turn and mirror each chip at random (the same for both views) "
+                           "before its views are made; false = the paper.")
     checkpoint_every: int = Field(500, ge=1)
     seed: int = Field(0, ge=0)
     knn: bool = Field(True, description="Evaluate k-NN (random init vs CSF) when done.")

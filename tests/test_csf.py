@@ -24,11 +24,13 @@ from csf.multisensor import write_multisensor_dataset
 from csf.views import (
     ViewConfig,
     channel_dropout,
+    dihedral,
     dropout_probability,
     make_views,
     random_crop,
     sensor_dropout,
     sensor_jitter,
+    sensor_split,
 )
 from search_spaces.errors import DataError, SpecError
 
@@ -152,6 +154,57 @@ def test_sensor_dropout_drops_whole_sensors_and_scales_like_the_knn_single_senso
     assert sensor_dropout(x, groups, 0.0, g) is x and sensor_dropout(x, [list(range(9))], 0.5, g) is x
     with pytest.raises(SpecError, match="sensor_dropout"):
         ViewConfig(sensor_dropout=1.0)
+
+
+def test_cross_sensor_views_share_no_sensor():
+    """With ``cross_sensor`` a sample's two views see complementary, non-empty sensor sets: the RGB
+    camera on one side must match what the height model and the spectrometer show on the other."""
+    g = torch.Generator().manual_seed(0)
+    keep1, keep2 = sensor_split(5000, 3, 0.5, 1.0, g)
+    assert (keep1 ^ keep2).all() and keep1.any(dim=1).all() and keep2.any(dim=1).all()
+    share_single = (keep1.sum(dim=1) == 1).float().mean().item()
+    assert share_single == pytest.approx(0.5, abs=0.03)  # 3 of the 6 proper subsets hold one sensor
+    keep1, keep2 = sensor_split(5000, 3, 0.5, 0.3, g)  # a share of the samples only
+    crossed = (keep1 ^ keep2).all(dim=1).float().mean().item()
+    independent_complement = 6 / 49  # two independent never-empty draws that happen to be complements
+    assert crossed == pytest.approx(0.3 + 0.7 * independent_complement, abs=0.03)
+    groups = [[0, 1, 2], [3, 4, 5, 6, 7], [8]]
+    cfg = ViewConfig(crop=8, p_max=0.0, ramp_steps=0, cross_sensor=1.0)
+    v1, v2 = make_views(torch.ones(500, 9, 8, 8), 0, cfg, g, groups)
+    k1, k2 = v1[:, :, 0, 0] != 0, v2[:, :, 0, 0] != 0
+    assert (k1 ^ k2).all()  # every band is in exactly one view
+    assert torch.allclose(v1[:, :, 0, 0][k1], (9 / k1.sum(dim=1))[:, None].expand_as(k1)[k1])
+    with pytest.raises(SpecError, match="cross_sensor"):
+        ViewConfig(cross_sensor=1.5)
+
+
+def test_dihedral_turns_and_mirrors_each_chip_as_a_whole():
+    """Each chip becomes one of its eight turns and mirrors, all bands alike; over many chips all
+    eight appear; both views are cut from the turned chip."""
+    g = torch.Generator().manual_seed(0)
+    chip = torch.arange(2 * 4 * 4, dtype=torch.float32).view(2, 4, 4)
+    variants = [torch.rot90(chip, k, dims=(1, 2)) for k in range(4)]
+    variants += [v.flip(2) for v in variants]
+    out = dihedral(chip.expand(400, 2, 4, 4), g)
+    seen = {next(i for i, v in enumerate(variants) if torch.equal(o, v)) for o in out}
+    assert seen == set(range(8))
+    cfg = ViewConfig(crop=8, p_max=0.0, ramp_steps=0, dihedral=True)
+    x = torch.arange(8 * 8, dtype=torch.float32).view(1, 1, 8, 8).expand(64, 1, 8, 8)
+    v1, v2 = make_views(x, 0, cfg, g)
+    assert torch.equal(v1, v2)  # whole-chip crops: the same turn for both views
+    assert not all(torch.equal(v, x[0]) for v in v1)
+
+
+def test_pretraining_spec_carries_the_view_options_to_the_trainer():
+    from csf.train import PretrainConfig
+    from service.pretrain_driver import csf_config
+    from service.specs import PretrainingSpec
+
+    spec = PretrainingSpec.model_validate({"name": "p", "data": {"kind": "multisensor", "path": "/data/ms"},
+                                           "cross_sensor": 0.5, "dihedral": True, "sensor_dropout": 0.3})
+    config = csf_config(spec, "p")
+    views = PretrainConfig.from_dict({k: v for k, v in config.items() if k not in ("name", "num_workers")}).views()
+    assert (views.cross_sensor, views.dihedral, views.sensor_dropout) == (0.5, True, 0.3)
 
 
 def test_sensor_jitter_gives_each_view_its_own_noise_and_gains():
