@@ -6,6 +6,7 @@ Errors a user can fix are printed as one line and exit with status 1; no traceba
 from __future__ import annotations
 
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -215,6 +216,13 @@ def leaderboard(
     )
 
 
+class WriteOn(StrEnum):
+    """Who writes a cluster prediction's scenes (``PredictionSpec.write_on``)."""
+
+    workers = "workers"
+    driver = "driver"
+
+
 @app.command()
 @friendly
 def predict(
@@ -224,7 +232,12 @@ def predict(
         ...,
         "--out",
         help="Folder for one mask COG per scene and mosaic.vrt over them; on the cluster the model actors "
-        "write there, so it must be a folder every node sees at this path (shared: NFS, a mounted bucket).",
+        "write there, so it must be a folder every node sees at this path (shared: NFS, a mounted bucket) "
+        "unless --write-on driver.",
+    ),
+    write_on: WriteOn = typer.Option(
+        "workers", "--write-on", help="Who writes each scene on the cluster: the model actors (needs a shared "
+        "--out) or the job's driver (actors send it each blended scene as uint8).",
     ),
     local: bool = typer.Option(False, "--local", help="Predict in this process instead of as a Ray job."),
     probabilities: bool = typer.Option(False, "--probabilities", help="Also write class probabilities (x255)."),
@@ -239,8 +252,7 @@ def predict(
 
     Scenes whose outputs are already complete from this model are skipped; a scene that cannot be read
     fails alone and is named at the end. On the cluster each model actor writes the scenes it predicts,
-    so --out must be shared by every node (without a shared folder, submit the job through the API
-    with write_on: driver).
+    so --out must be shared by every node; without a shared folder, use --write-on driver.
     """
     from .predict_cli import follow_prediction, predict_local
 
@@ -272,6 +284,7 @@ def predict(
         "tile": tile,
         "overlap": overlap,
         "probabilities": probabilities,
+        "write_on": write_on.value,
     }
     if batch_size:
         spec["batch_size"] = batch_size
