@@ -103,7 +103,7 @@ class PPOOptions(SearcherOptions):
         100, ge=1, description="Architectures without a better reward before a fresh controller."
     )
     pool_draws: int = Field(64, ge=0, description="Policy draws in each proposal's pool (0: no reward model).")
-    pool_neighbours: int = Field(5, ge=0, description="Best architectures whose one-edit neighbours join the pool.")
+    pool_neighbours: int = Field(10, ge=0, description="Best architectures whose one-edit neighbours join the pool.")
     prior_weight: float = Field(1.0, ge=0, description="Weight of log pi(x), the policy's prior, in the pool's score.")
     model_min_points: int = Field(10, ge=3)
     model_min_quality: float = 0.2

@@ -107,7 +107,7 @@ class PPOSearcher(PoolAcquisition, Searcher):
         without_replacement: bool = False,
         restart_after: int | None = 100,
         pool_draws: int = 64,
-        pool_neighbours: int = 5,
+        pool_neighbours: int = 10,
         prior_weight: float = 1.0,
         model_min_points: int = 10,
         model_min_quality: float = 0.2,
