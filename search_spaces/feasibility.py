@@ -16,7 +16,8 @@ from typing import Any
 
 from search_spaces.errors import SpecError
 
-__all__ = ["within_target", "is_infeasible", "LatencyCheck", "recheck", "target_flags"]
+__all__ = ["within_target", "is_infeasible", "latency_constraint", "result_constraint", "LatencyCheck", "recheck",
+           "target_flags"]
 
 
 def _bad(value: float | None) -> bool:
@@ -46,6 +47,22 @@ def is_infeasible(latency_ms: float | None, target_ms: float, margin: float = 0.
     """
     _check_margin(margin)
     return not _bad(latency_ms) and not within_target(latency_ms, target_ms, margin)
+
+
+def latency_constraint(latency_ms: float | None, target_ms: float, margin: float = 0.0) -> float | None:
+    """The rule as a number for searchers that model feasibility: ``lat / (T · (1 + margin)) - 1``.
+
+    ``<= 0`` exactly when :func:`within_target`; ``None`` for a missing or non-finite latency.
+    """
+    _check_margin(margin)
+    if _bad(latency_ms):
+        return None
+    return float(latency_ms) / (target_ms * (1.0 + margin)) - 1.0  # type: ignore[arg-type]
+
+
+def result_constraint(result: dict[str, Any], target_ms: float, margin: float = 0.0) -> float | None:
+    """:func:`latency_constraint` of a stage-1 trial's reported result (its ``latency_ms``)."""
+    return latency_constraint(result.get("latency_ms"), target_ms, margin)
 
 
 @dataclass(frozen=True)

@@ -245,7 +245,10 @@ def run_stage1(
 
     space = NasFpnSpace(search_space_config(spec, backbone_name))
     state_path = Path(storage) / f"experiment-{experiment_id}.searcher.pkl"
-    adapter, replayed = searcher_adapter(space, spec.searcher.name, spec.seed, spec.searcher.options, state_path)
+    adapter, replayed = searcher_adapter(
+        space, spec.searcher.name, spec.seed, spec.searcher.options, state_path,
+        target_ms=context.latency.target_ms, margin=context.latency.margin,
+    )
     if replayed is not None:
         log.info("resumed searcher state from %s; %d in-flight proposals re-run first", state_path, replayed)
     store.interrupt_open_trials(experiment_id, "interrupted when its driver stopped; re-run on resume")

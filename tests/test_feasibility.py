@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 from fastapi.testclient import TestClient
 
-from search_spaces.feasibility import is_infeasible, recheck, target_flags, within_target
+from search_spaces.feasibility import is_infeasible, latency_constraint, recheck, target_flags, within_target
 from service.app import create_app
 from service.driver import early_stopping, stage2_candidates
 from service.settings import Settings
@@ -29,6 +29,25 @@ def test_one_rule_with_the_margin_as_a_declared_tolerance():
         assert is_infeasible(lat, 12.0, 0.1) == (not within_target(lat, 12.0, 0.1))
     assert not is_infeasible(None, 12.0, 0.1)
 
+
+
+def test_searchers_hear_the_same_rule_as_a_constraint_from_every_stage_one_result(tmp_path):
+    """``lat / (T (1 + m)) - 1 <= 0`` exactly when the rule keeps the latency; the experiment's searcher
+    adapter reads it from each trial's result when the spec sets a target, and not otherwise."""
+    from search_spaces.nasfpn import NasFpnSpace
+    from search_spaces.searchers.tune import TuneAdapter
+    from trainers.search import searcher_adapter
+
+    for lat in (11.0, 12.0, 12.19, 13.2, 13.21, 30.0):
+        assert (latency_constraint(lat, 12.0, 0.1) <= 0) == within_target(lat, 12.0, 0.1)
+    assert latency_constraint(None, 12.0) is None and latency_constraint(float("inf"), 12.0) is None
+    space = NasFpnSpace(ExperimentSpec.model_validate(
+        {"name": "c", "dataset": {"path": "/data/x"}}).search_space.model_dump())
+    adapter, _ = searcher_adapter(space, "random", 0, {}, tmp_path / "none.pkl", target_ms=12.0, margin=0.1)
+    assert isinstance(adapter, TuneAdapter)
+    assert adapter.constraint_fn({"latency_ms": 6.6}) == pytest.approx(-0.5)
+    assert adapter.constraint_fn({"miou": 0.5}) is None
+    assert searcher_adapter(space, "random", 0, {}, tmp_path / "none.pkl")[0].constraint_fn is None
 
 def test_the_fresh_measurement_is_checked_by_the_rule_and_against_stage_one():
     # the issue's run: stage 1 kept 12.36 ms under T = 12, m = 0.1; stage 2 measured 14.05 ms

@@ -13,6 +13,7 @@ torch or Ray at import time: the driver imports this module.
 from __future__ import annotations
 
 import math
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -128,15 +129,25 @@ def concurrency(wanted: int, resources: dict[str, float]) -> int:
     return max(1, min(wanted, fits))
 
 
-def searcher_adapter(space, name: str, seed: int, options: dict[str, Any], state_path: Path):
+def searcher_adapter(
+    space, name: str, seed: int, options: dict[str, Any], state_path: Path,
+    target_ms: float | None = None, margin: float = 0.0,
+):
     """(Tune adapter, number of proposals re-run first or None): the searcher ``name`` over ``space``
     behind :class:`~search_spaces.searchers.tune.TuneAdapter`, restored from ``state_path`` when a
-    previous driver saved it there; the proposals that were in flight then are queued again."""
+    previous driver saved it there; the proposals that were in flight then are queued again.
+
+    With a latency target, every finished trial also tells the searcher its latency constraint
+    (:func:`search_spaces.feasibility.result_constraint`): PPO's pool and Optuna's GP model which
+    architectures keep the target from it."""
+    from search_spaces.feasibility import result_constraint
     from search_spaces.searchers import create_searcher
     from search_spaces.searchers.tune import TuneAdapter
 
     searcher = create_searcher(name, space, seed=seed, **options)
-    adapter = TuneAdapter(searcher, to_config=lambda tokens: {"arch": space.decode(tokens).to_dict()})
+    constraint = None if target_ms is None else partial(result_constraint, target_ms=target_ms, margin=margin)
+    adapter = TuneAdapter(searcher, to_config=lambda tokens: {"arch": space.decode(tokens).to_dict()},
+                          constraint_fn=constraint)
     if not state_path.exists():
         return adapter, None
     adapter.restore(str(state_path))
