@@ -247,7 +247,7 @@ def run_stage1(
     state_path = Path(storage) / f"experiment-{experiment_id}.searcher.pkl"
     adapter, replayed = searcher_adapter(
         space, spec.searcher.name, spec.seed, spec.searcher.options, state_path,
-        target_ms=context.latency.target_ms, margin=context.latency.margin,
+        target_ms=context.latency.target_ms, margin=context.latency.margin, screen=spec.searcher.screen,
     )
     if replayed is not None:
         log.info("resumed searcher state from %s; %d in-flight proposals re-run first", state_path, replayed)

@@ -199,6 +199,11 @@ class SearcherSpec(_Spec):
     options: dict[str, Any] = Field(
         default_factory=dict, description="The searcher's options (search_spaces/searchers/options.py)."
     )
+    screen: int = Field(
+        0, ge=0, le=256, description="Model screening for any searcher: each trial goes to the best of this many "
+        "of the searcher's proposals by a Gaussian-process reward model (expected improvement x P(meets the "
+        "latency target)); 0 = off. PPO ranks a pool of its own already (options.pool_draws).",
+    )
 
     @field_validator("options")
     @classmethod

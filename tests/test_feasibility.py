@@ -31,7 +31,7 @@ def test_one_rule_with_the_margin_as_a_declared_tolerance():
 
 
 
-def test_searchers_hear_the_same_rule_as_a_constraint_from_every_stage_one_result(tmp_path):
+def test_searchers_hear_the_same_rule_as_a_constraint_and_any_searcher_can_be_screened(tmp_path):
     """``lat / (T (1 + m)) - 1 <= 0`` exactly when the rule keeps the latency; the experiment's searcher
     adapter reads it from each trial's result when the spec sets a target, and not otherwise."""
     from search_spaces.nasfpn import NasFpnSpace
@@ -48,6 +48,11 @@ def test_searchers_hear_the_same_rule_as_a_constraint_from_every_stage_one_resul
     assert adapter.constraint_fn({"latency_ms": 6.6}) == pytest.approx(-0.5)
     assert adapter.constraint_fn({"miou": 0.5}) is None
     assert searcher_adapter(space, "random", 0, {}, tmp_path / "none.pkl")[0].constraint_fn is None
+    spec = ExperimentSpec.model_validate(
+        {"name": "s", "dataset": {"path": "/data/x"}, "searcher": {"name": "tpe", "screen": 16}})
+    screened, _ = searcher_adapter(space, spec.searcher.name, 0, spec.searcher.options, tmp_path / "none.pkl",
+                                   target_ms=12.0, screen=spec.searcher.screen)
+    assert screened.inner.name == "tpe+screened" and screened.inner.inner.pool == 16
 
 def test_the_fresh_measurement_is_checked_by_the_rule_and_against_stage_one():
     # the issue's run: stage 1 kept 12.36 ms under T = 12, m = 0.1; stage 2 measured 14.05 ms

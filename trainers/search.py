@@ -131,7 +131,7 @@ def concurrency(wanted: int, resources: dict[str, float]) -> int:
 
 def searcher_adapter(
     space, name: str, seed: int, options: dict[str, Any], state_path: Path,
-    target_ms: float | None = None, margin: float = 0.0,
+    target_ms: float | None = None, margin: float = 0.0, screen: int = 0,
 ):
     """(Tune adapter, number of proposals re-run first or None): the searcher ``name`` over ``space``
     behind :class:`~search_spaces.searchers.tune.TuneAdapter`, restored from ``state_path`` when a
@@ -139,12 +139,17 @@ def searcher_adapter(
 
     With a latency target, every finished trial also tells the searcher its latency constraint
     (:func:`search_spaces.feasibility.result_constraint`): PPO's pool and Optuna's GP model which
-    architectures keep the target from it."""
+    architectures keep the target from it. ``screen > 0`` wraps the searcher in
+    :class:`~search_spaces.searchers.screening.Screened` with a pool of that many of its proposals."""
     from search_spaces.feasibility import result_constraint
     from search_spaces.searchers import create_searcher
     from search_spaces.searchers.tune import TuneAdapter
 
     searcher = create_searcher(name, space, seed=seed, **options)
+    if screen:
+        from search_spaces.searchers.screening import Screened
+
+        searcher = Screened(searcher, pool=screen)
     constraint = None if target_ms is None else partial(result_constraint, target_ms=target_ms, margin=margin)
     adapter = TuneAdapter(searcher, to_config=lambda tokens: {"arch": space.decode(tokens).to_dict()},
                           constraint_fn=constraint)
