@@ -15,20 +15,13 @@ import rasterio
 import rasterio.shutil
 import torch
 from test_batch_predict import truncate, write_scene  # tests/ is on the path (see conftest's plugins)
+from test_prediction_job import ARCH, BANDS, MEAN, STD  # the same small registered model
 
 from trainers.batch_predict import ClusterOptions, ModelRecord, ScenePredictor, SceneTask, finish_scene, settle_unseen
 from trainers.predict import predict_scene
 from trainers.scene_output import MODEL_TAG
 from trainers.scenes import plan_scenes
 
-ARCH = {
-    "backbone": "mobilenetv3_small_050",
-    "levels": [2, 3, 4, 5],
-    "channels": 8,
-    "cells": [[0, 1, 3, "sum"], [2, 4, 4, "global_attention"]],
-}
-BANDS = ["blue", "green", "red", "nir"]
-MEAN, STD = [1500.0] * 4, [800.0] * 4
 TAGS = {MODEL_TAG: "m1"}
 
 
