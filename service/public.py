@@ -25,37 +25,33 @@ __all__ = [
 ]
 
 
-class PredictionPublic(BaseModel):
+class _JobPublic(BaseModel):
+    """What every resource run as a Ray Job (experiment, pretraining, prediction) shows."""
+
     id: str
     name: str
-    model_id: str
     state: str
     spec: dict[str, Any]
     job_id: str | None
     dashboard_url: str | None
-    dashboard_note: str | None = None
     error: str | None
-    progress: dict[str, Any]
-    scenes: list[dict[str, Any]]
-    mosaic: str | None
     created_at: UtcDateTime
     updated_at: UtcDateTime
 
 
-class PretrainingPublic(BaseModel):
-    id: str
-    name: str
-    state: str
-    spec: dict[str, Any]
-    job_id: str | None
-    dashboard_url: str | None
-    error: str | None
+class PredictionPublic(_JobPublic):
+    model_id: str
+    dashboard_note: str | None = None
+    progress: dict[str, Any]
+    scenes: list[dict[str, Any]]
+    mosaic: str | None
+
+
+class PretrainingPublic(_JobPublic):
     step: int
     loss_curve: list[dict[str, Any]]
     knn: dict[str, Any] | None
     artifact: str | None
-    created_at: UtcDateTime
-    updated_at: UtcDateTime
 
 
 class BackbonePublic(BaseModel):
@@ -76,18 +72,9 @@ class ExperimentCreated(BaseModel):
     dashboard_note: str | None = None
 
 
-class ExperimentPublic(BaseModel):
-    id: str
-    name: str
-    state: str
-    spec: dict[str, Any]
-    job_id: str | None
-    dashboard_url: str | None
-    error: str | None
+class ExperimentPublic(_JobPublic):
     trials_done: int
     trials_total: int
-    created_at: UtcDateTime
-    updated_at: UtcDateTime
 
 
 class TrialPublic(BaseModel):
