@@ -186,22 +186,30 @@ def test_experiment_on_an_unfinished_or_mismatched_backbone_is_refused(api, demo
         api.submit({"name": "x", "dataset": {"path": str(demo_dataset)}, "backbone": {"csf": "nope"}})
 
 
-def test_a_target_relative_to_the_space_is_the_median_of_its_draws_and_binds(api, demo_dataset):
-    """`target_ratio: 1, relative_to: space`: the driver measures 8 uniform draws of the search space on
-    the experiment's meter and stores their median as target_ms; stage 1 prunes by it."""
-    spec = {
-        "name": "space-target",
-        "dataset": {"path": str(demo_dataset)},
+def _relative_target_spec(name: str, dataset, ratio: float, relative_to: str | None, baselines: list[str]) -> dict:
+    """A 3-trial random search with a hard target of ``ratio`` x a reference measured when it starts
+    (``relative_to``: ``space``, or None for the spec's default, the UNet); no stage 2."""
+    latency = {"device": "cpu-1threads", "reward": "hard", "target_ratio": ratio, "margin": 0, "max_seconds": 5}
+    if relative_to is not None:
+        latency["relative_to"] = relative_to
+    return {
+        "name": name,
+        "dataset": {"path": str(dataset)},
         "backbone": "mobilenetv3_small_050",
         "search_space": {"num_cells": [2, 3], "channels": [8, 16]},
         "searcher": "random",
         "budget": {"trials": 3},
         "stage1": {"epochs": 1, "batch_size": 8, "early_stopping": "none"},
-        "latency": {"device": "cpu-1threads", "reward": "hard", "target_ratio": 1.0, "relative_to": "space",
-                    "margin": 0, "max_seconds": 5},
+        "latency": latency,
         "stage2": {"top_k": 0},
-        "baselines": [],
+        "baselines": baselines,
     }
+
+
+def test_a_target_relative_to_the_space_is_the_median_of_its_draws_and_binds(api, demo_dataset):
+    """`target_ratio: 1, relative_to: space`: the driver measures 8 uniform draws of the search space on
+    the experiment's meter and stores their median as target_ms; stage 1 prunes by it."""
+    spec = _relative_target_spec("space-target", demo_dataset, 1.0, "space", baselines=[])
     exp = wait_for(api, api.submit(spec)["id"])
     assert exp["state"] == "completed", exp["error"]
     target = exp["spec"]["latency"]["target_ms"]
@@ -213,18 +221,7 @@ def test_a_target_relative_to_the_space_is_the_median_of_its_draws_and_binds(api
 def test_a_target_relative_to_the_unet_is_measured_by_the_meter_and_stored(api, demo_dataset):
     """`target_ratio: 0.5, relative_to: unet`: the driver measures the UNet on the experiment's meter,
     stores 0.5 x that as target_ms, and stage 1 prunes by it; the UNet trial reads the same number."""
-    spec = {
-        "name": "relative-target",
-        "dataset": {"path": str(demo_dataset)},
-        "backbone": "mobilenetv3_small_050",
-        "search_space": {"num_cells": [2, 3], "channels": [8, 16]},
-        "searcher": "random",
-        "budget": {"trials": 3},
-        "stage1": {"epochs": 1, "batch_size": 8, "early_stopping": "none"},
-        "latency": {"device": "cpu-1threads", "reward": "hard", "target_ratio": 0.5, "margin": 0, "max_seconds": 5},
-        "stage2": {"top_k": 0},
-        "baselines": ["unet"],
-    }
+    spec = _relative_target_spec("relative-target", demo_dataset, 0.5, None, baselines=["unet"])
     exp = wait_for(api, api.submit(spec)["id"])
     assert exp["state"] == "completed", exp["error"]
     target = exp["spec"]["latency"]["target_ms"]
