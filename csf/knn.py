@@ -1,7 +1,9 @@
 """k-NN evaluation of encoders, as CSF's Table 1: how well do embeddings group chips by class?
 
 Embedding: the global-average-pooled last stage. PCA to at most 2,048 dimensions (fewer when there
-are fewer chips or features), Euclidean distances, for each k in (10, 25, 50, 100):
+are fewer chips or features), Euclidean distances (``metric="euclidean"``, the default) or cosine
+distances (``metric="cosine"``: each embedding L2-normalised first, the usual k-NN protocol for
+contrastive features, whose loss sees only their direction), for each k in (10, 25, 50, 100):
 
 - ``same_class``: the mean share of a chip's k nearest other chips that have its dominant class;
 - ``accuracy``: leave-one-out majority vote of those k neighbours (ties go to the class whose
@@ -30,9 +32,23 @@ import torch
 from .data import ChipSet, load_chips
 from .encoder import CSFEncoder, build_encoder, load_csf_backbone, load_init_weights
 
-__all__ = ["KS", "embed", "pca_reduce", "knn_scores", "evaluate_knn", "evaluate_artifact", "seed_spread"]
+__all__ = [
+    "KS", "DISTANCES", "for_metric", "embed", "pca_reduce", "knn_scores", "evaluate_knn", "evaluate_artifact",
+    "seed_spread",
+]
 
 KS = (10, 25, 50, 100)
+DISTANCES = ("euclidean", "cosine")  # k-NN metrics
+
+
+def for_metric(embeddings: np.ndarray, metric: str) -> np.ndarray:
+    """Embeddings whose Euclidean distances are ``metric``'s: as they are, or L2-normalised (cosine)."""
+    if metric not in DISTANCES:
+        raise ValueError(f"k-NN metric must be one of {list(DISTANCES)}, not {metric!r}")
+    if metric == "euclidean":
+        return embeddings
+    norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
+    return embeddings / np.maximum(norms, 1e-12)
 
 
 @torch.no_grad()
@@ -110,12 +126,14 @@ def evaluate_knn(
     ks: Sequence[int] = KS,
     max_dim: int = 2048,
     device: torch.device | str | None = None,
+    metric: str = "euclidean",
 ) -> dict[str, dict[str, dict[int, dict[str, float]]]]:
     """``{encoder: {subset: {k: scores}}}`` for every encoder and band subset.
 
     ``subsets`` maps a name to band names (default: each sensor alone, plus ``"all"`` when there is
-    more than one sensor; with one sensor just ``"all"``).
+    more than one sensor; with one sensor just ``"all"``); ``metric``: see the module note.
     """
+    for_metric(np.zeros((1, 1)), metric)
     if chips.labels is None:
         raise ValueError("k-NN needs chip labels")
     if subsets is None:
@@ -131,7 +149,8 @@ def evaluate_knn(
                 raise ValueError(f"bands {missing} not in the chips; available: {chips.band_names}")
             keep = [chips.band_names.index(b) for b in bands]
             emb = embed(encoder, images, keep_bands=keep, device=device)
-            results[name][subset] = knn_scores(pca_reduce(emb, max_dim), chips.labels, ks, chips.groups)
+            emb = pca_reduce(for_metric(emb, metric), max_dim)
+            results[name][subset] = knn_scores(emb, chips.labels, ks, chips.groups)
     return results
 
 
@@ -142,14 +161,15 @@ def evaluate_artifact(
     ks: Sequence[int] = KS,
     seeds: int = 1,
     device: torch.device | str | None = None,
+    metric: str = "euclidean",
 ) -> dict[str, Any]:
     """k-NN of a finished job's encoder against random init (and a supervised init file, if given).
 
     ``data`` is a chip-source spec (:func:`csf.data.load_chips`) or loaded chips whose bands are the
     encoder's, in its order; chips are normalised with the statistics stored in the artifact. Random
-    init is evaluated for ``seeds`` seeds (0..seeds-1). Returns ``{init: {subset: {k: {"same_class",
-    "accuracy", "k_used"}}}}`` for ``random`` (seed 0), ``csf`` and ``supervised``, plus
-    ``random_spread`` (:func:`seed_spread`) when ``seeds >= 2``.
+    init is evaluated for ``seeds`` seeds (0..seeds-1); ``metric``: the k-NN distance. Returns
+    ``{init: {subset: {k: {"same_class", "accuracy", "k_used"}}}}`` for ``random`` (seed 0), ``csf``
+    and ``supervised``, plus ``random_spread`` (:func:`seed_spread`) when ``seeds >= 2``.
     """
     from search_spaces.errors import DataError
 
@@ -169,7 +189,8 @@ def evaluate_artifact(
     csf = build_encoder(name, meta["in_chans"], meta["stages"] or (-1,))
     csf.body.load_state_dict(state, strict=True)
     encoders["csf"] = csf
-    results: dict[str, Any] = evaluate_knn(encoders, chips, meta["mean"], meta["std"], ks=ks, device=device)
+    results: dict[str, Any] = evaluate_knn(encoders, chips, meta["mean"], meta["std"], ks=ks, device=device,
+                                               metric=metric)
     randoms = [results.pop(f"random_seed{seed}") for seed in range(max(1, seeds))]
     if seeds >= 2:
         results["random_spread"] = seed_spread(randoms)

@@ -82,7 +82,7 @@ class _Progress:
 
 def knn_report(spec: PretrainingSpec, artifact: str) -> dict[str, Any]:
     """k-NN of random init (``knn_seeds`` seeds) and of the CSF encoder, on ``knn_data`` (else the
-    pretraining chips), with the chips it used; ``{}`` when those chips carry no labels."""
+    pretraining chips), with the chips it used and the k-NN distance; ``{}`` when those chips carry no labels."""
     from csf.data import load_chips
     from csf.knn import evaluate_artifact
 
@@ -90,13 +90,14 @@ def knn_report(spec: PretrainingSpec, artifact: str) -> dict[str, Any]:
     chips = load_chips(chip_source(ref))
     if chips.labels is None:
         return {}
-    results = evaluate_artifact(artifact, chips, seeds=spec.knn_seeds)
+    results = evaluate_artifact(artifact, chips, seeds=spec.knn_seeds, metric=spec.knn_metric)
     spread = results.pop("random_spread", None)
     return {
         # JSON keys are strings: {encoder: {subset: {k: {same_class, accuracy}}}}
         **{e: {s: {str(k): v for k, v in by_k.items()} for s, by_k in subs.items()} for e, subs in results.items()},
         **({"random_spread": spread} if spread is not None else {}),
-        "chips": {"path": ref.path, "count": int(len(chips.labels)), "held_out": spec.knn_data is not None},
+        "chips": {"path": ref.path, "count": int(len(chips.labels)), "held_out": spec.knn_data is not None,
+                  "metric": spec.knn_metric},
     }
 
 

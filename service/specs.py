@@ -303,6 +303,10 @@ class PretrainingSpec(_Spec):
         description="Labelled chips of the same sensors and bands to evaluate k-NN on, so pretraining and "
         "evaluation never share chips (split by place, e.g. by plot); default: the pretraining chips.",
     )
+    knn_metric: Literal["euclidean", "cosine"] = Field(
+        "euclidean", description="k-NN distance: euclidean, or cosine (embeddings L2-normalised first, the usual "
+        "protocol for contrastive features, whose loss sees only their direction).",
+    )
     knn_seeds: int = Field(
         3, ge=1, le=10, description="Random-init encoders (seeds 0..n-1) k-NN evaluates: their spread is the "
         "noise CSF's gain is read against.",

@@ -18,7 +18,7 @@ from csf.encoder import (
     load_csf_backbone,
     load_init_weights,
 )
-from csf.knn import evaluate_knn, knn_scores, pca_reduce
+from csf.knn import evaluate_knn, for_metric, knn_scores, pca_reduce
 from csf.loss import contrastive_loss, layer_loss
 from csf.multisensor import write_multisensor_dataset
 from csf.views import (
@@ -277,6 +277,19 @@ def test_knn_scores_perfect_and_random():
     noise = knn_scores(rng.normal(size=(120, 8)), labels, ks=(10,))
     assert noise[10]["same_class"] < 0.5
     assert knn_scores(clustered, labels, ks=(500,))[500]["k_used"] == 119
+
+
+def test_cosine_knn_reads_directions_and_ignores_each_chips_scale():
+    rng = np.random.default_rng(1)
+    labels = np.repeat(np.arange(3), 40)
+    directions = np.eye(6)[labels] + rng.normal(size=(120, 6)) * 0.2
+    scaled = directions * 10.0 ** rng.uniform(-3, 3, size=(120, 1))  # norms over six orders of magnitude
+    cosine = knn_scores(pca_reduce(for_metric(scaled, "cosine")), labels, ks=(10,))[10]
+    euclidean = knn_scores(pca_reduce(for_metric(scaled, "euclidean")), labels, ks=(10,))[10]
+    assert cosine["same_class"] == 1.0 and euclidean["same_class"] < 0.9
+    assert np.array_equal(for_metric(scaled, "euclidean"), scaled)
+    with pytest.raises(ValueError, match="euclidean"):
+        for_metric(scaled, "manhattan")
 
 
 # -- data

@@ -138,6 +138,7 @@ def test_csf_pretraining_gives_a_backbone_an_experiment_can_use(api, demo_datase
             "data": {"kind": "geotiff", "path": str(demo_dataset)},
             "knn_data": {"kind": "geotiff", "path": str(held_out)},
             "knn_seeds": 2,
+            "knn_metric": "cosine",
             "backbone": "mobilenetv3_small_050",
             "steps": 6,
             "batch_size": 4,
@@ -151,7 +152,7 @@ def test_csf_pretraining_gives_a_backbone_an_experiment_can_use(api, demo_datase
     assert job["state"] == "completed", job["error"]
     assert job["step"] == 6 and len(job["loss_curve"]) == 6
     assert set(job["knn"]) == {"random", "csf", "random_spread", "chips"}
-    assert job["knn"]["chips"] == {"path": str(held_out), "count": 12, "held_out": True}
+    assert job["knn"]["chips"] == {"path": str(held_out), "count": 12, "held_out": True, "metric": "cosine"}
     spread = job["knn"]["random_spread"]["all"]["10"]["accuracy"]
     assert spread["min"] <= job["knn"]["random"]["all"]["10"]["accuracy"] <= spread["max"]
     (backbone,) = [b for b in api.backbones() if b["id"] == created["id"]]

@@ -314,7 +314,7 @@ function knnTable(knn) {
   const spreadCols = spread ? [...metrics] : [];
   const spreadOf = (r, m) => (((spread || {})[r.subset] || {})[r.k] || {})[m];
   const caption = chips && typeof chips === "object"
-    ? `<caption>${esc(chips.count)} labelled chips from <span class="mono">${esc(chips.path)}</span>: ${chips.held_out ? "held out from pretraining" : "the pretraining chips themselves (name knn_data to hold some out)"}</caption>`
+    ? `<caption>${esc(chips.count)} labelled chips from <span class="mono">${esc(chips.path)}</span>: ${chips.held_out ? "held out from pretraining" : "the pretraining chips themselves (name knn_data to hold some out)"}${chips.metric ? `; ${esc(chips.metric)} distance` : ""}</caption>`
     : "";
   return `<table class="grid" id="knn-table">${caption}<thead><tr><th>bands</th><th>k</th>${cols.map(([e, m]) => `<th>${esc(e)} ${esc(m)}</th>`).join("")}${spreadCols.map((m) => `<th>random max−min ${esc(m)}</th>`).join("")}</tr></thead><tbody>` +
     [...rows.values()].map((r) => `<tr><td>${esc(r.subset)}</td><td>${esc(r.k)}</td>${cols.map(([e, m]) => `<td class="num">${num(r.values[`${e}\u0000${m}`])}</td>`).join("")}${spreadCols.map((m) => `<td class="num">${spreadOf(r, m) ? num(spreadOf(r, m).spread) : "—"}</td>`).join("")}</tr>`).join("") +
