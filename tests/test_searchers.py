@@ -591,7 +591,7 @@ def test_ppo_without_a_reward_model_is_plain_ppo():
 def test_ppo_restarts_a_stalled_controller_but_keeps_what_it_learnt():
     """After ``restart_after`` architectures without a better reward, the controller starts afresh; the
     reward model keeps every observation, nothing proposed is proposed again, and the state restores."""
-    options = {"batch_size": 5, "ppo_epochs": 2, "restart_after": 8, "model_min_points": 5}
+    options = {"batch_size": 5, "ppo_epochs": 2, "restart_after": 8, "model_min_points": 5, "restart_model": False}
     ppo = create_searcher("ppo", Flat(), seed=0, **options)
     first = drive(ppo, 1, outstanding=1, reward=lambda t: 1.0)[0][0]
     weights = [p.detach().clone() for p in ppo.policy.parameters()]
@@ -638,3 +638,90 @@ def test_surrogate_rank_correlation_shares_ranks_between_ties():
 
     assert spearman(np.array([0.0, 0.0, 0.0, 1.0]), np.array([-1.0, -1.0, -1.0, 2.0])) == pytest.approx(1.0)
     assert spearman(np.ones(4), np.arange(4.0)) == 0.0
+
+
+def test_ppo_explore_sends_plain_policy_draws_while_the_model_is_ready_and_restores():
+    """``explore=1``: with the model ready no proposal comes from the pool; each is a draw of the policy
+    whose stored log-probability is the controller's re-score. ``explore`` between 0 and 1 mixes the two
+    with the searcher's seeded RNG, so a restored searcher continues identically."""
+    options = {"batch_size": 5, "ppo_epochs": 2, "model_min_points": 5, "model_min_quality": -1.0}
+    ppo = create_searcher("ppo", Flat(), seed=0, explore=1.0, **options)
+
+    def no_pool():
+        raise AssertionError("explore=1 must not choose from the pool")
+
+    ppo._pool = no_pool
+    ready = 0
+    for _ in range(30):
+        proposal = ppo.propose()
+        drawn = ppo._drawn[proposal.id]
+        masks = torch.from_numpy(space_masks(Flat(), proposal.tokens, ppo.width)[None])
+        with torch.no_grad():
+            logp, _ = ppo.policy.evaluate(torch.tensor([proposal.tokens]), masks, 1.0, None)
+        assert np.allclose(drawn.logp, logp[0].numpy(), atol=1e-5)
+        ready += ppo.model.ready()
+        ppo.observe(proposal.id, additive(proposal.tokens))
+    assert ready >= 20 and ppo.updates >= 5
+
+    mixed = {**options, "explore": 0.5, "pool_random": 8}
+    ppo = create_searcher("ppo", Flat(), seed=3, **mixed)
+    calls = []
+    pool = ppo._pool
+    ppo._pool = lambda: calls.append(1) or pool()
+    drive(ppo, 20, outstanding=1, reward=additive)
+    state = ppo.state_dict()
+    restored = create_searcher("ppo", Flat(), seed=7, **mixed)
+    restored.load_state_dict(state)
+    for _ in range(15):
+        a, b = ppo.propose(), restored.propose()
+        assert a == b
+        ppo.observe(a.id, additive(a.tokens))
+        restored.observe(b.id, additive(b.tokens))
+    assert 5 <= len(calls) <= 25  # about half of the proposals made with the model ready
+
+
+def test_ppo_pool_random_adds_uniform_candidates_and_pool_options_are_checked():
+    options = {"batch_size": 5, "ppo_epochs": 2, "model_min_points": 5, "model_min_quality": -1.0}
+    ppo = create_searcher("ppo", Flat(), seed=0, pool_draws=1, pool_neighbours=0, pool_random=30, **options)
+    drive(ppo, 12, outstanding=1, reward=additive)
+    assert len(ppo._pool()) >= 25  # one policy draw plus (almost surely distinct) uniform architectures
+    for bad in ({"explore": 1.5}, {"explore": -0.1}, {"pool_random": -1}):
+        with pytest.raises(SpecError, match=next(iter(bad))):
+            create_searcher("ppo", Flat(), **bad)
+    from search_spaces.searchers.ppo import PPOSearcher
+
+    with pytest.raises(ValueError, match="explore must be a share"):
+        PPOSearcher(Flat(), explore=2.0)
+    with pytest.raises(ValueError, match="pool_random"):
+        PPOSearcher(Flat(), pool_random=-3)
+
+
+def test_ppo_restart_model_starts_the_reward_model_afresh_at_a_restart_and_restores():
+    """``restart_model``: at a controller restart the reward model forgets the stalled basin and holds
+    only what was observed since; nothing proposed is proposed again, and a restored searcher agrees."""
+    options = {"batch_size": 5, "ppo_epochs": 2, "restart_after": 8, "model_min_points": 5, "restart_model": True}
+    ppo = create_searcher("ppo", Flat(), seed=0, **options)
+    first = drive(ppo, 1, outstanding=1, reward=lambda t: 1.0)[0][0]
+    seen, _ = drive(ppo, 20, outstanding=1, reward=lambda t: 0.0)
+    assert ppo.restarts == 2 and ppo.since_best == 4
+    assert len(ppo.model) == 4  # the four observed after the second restart
+    assert len({p.tokens for p in [first, *seen]}) == 21
+    restored = create_searcher("ppo", Flat(), seed=7, **options)
+    restored.load_state_dict(ppo.state_dict())
+    assert len(restored.model) == 4 and restored.propose() == ppo.propose()
+
+
+def test_ei_xi_raises_the_incumbent_of_the_pool_acquisition():
+    from search_spaces.searchers.surrogate import log_expected_improvement
+
+    options = {"batch_size": 5, "ppo_epochs": 2, "model_min_points": 5, "model_min_quality": -1.0, "ei_xi": 0.3}
+    ppo = create_searcher("ppo", Flat(), seed=0, **options)
+    drive(ppo, 15, outstanding=1, reward=additive)
+    tokens = np.array(list(ppo._pool().values()))
+    reward_gp, _ = ppo.model._models()
+    mean, std = reward_gp.predict(tokens)
+    expected = log_expected_improvement(mean, std, ppo.model.best_feasible() + 0.3)
+    assert np.allclose(ppo.model.log_acquisition(tokens, 0.3), expected)
+    assert not np.allclose(ppo.model.log_acquisition(tokens), expected)
+    with pytest.raises(SpecError, match="ei_xi"):
+        create_searcher("ppo", Flat(), ei_xi=-1.0)

@@ -121,10 +121,12 @@ class RewardModel:
         feasible = [r for r, c in zip(self.rewards, self.constraints, strict=True) if c is None or c <= 0]
         return max(feasible) if feasible else None
 
-    def log_acquisition(self, tokens: np.ndarray) -> np.ndarray:
+    def log_acquisition(self, tokens: np.ndarray, xi: float = 0.0) -> np.ndarray:
         """``log EI(x) + log P(constraint(x) <= 0)`` at each row of ``tokens`` [m, K] (see the module doc).
 
         With no feasible observation yet, EI has no incumbent and only the feasibility term ranks.
+        ``xi`` (>= 0, in reward units) raises the incumbent EI measures improvement over: the larger,
+        the more EI favours where the model is unsure over small predicted gains near the best.
         """
         reward_gp, constraint_gp = self._models()
         tokens = np.asarray(tokens, dtype=np.int64)
@@ -132,7 +134,7 @@ class RewardModel:
         best = self.best_feasible()
         if best is not None:
             mean, std = reward_gp.predict(tokens)
-            score += log_expected_improvement(mean, std, best)
+            score += log_expected_improvement(mean, std, best + xi)
         if constraint_gp is not None:
             mean, std = constraint_gp.predict(tokens)
             score += log_ndtr(-mean / std)

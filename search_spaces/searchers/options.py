@@ -105,6 +105,12 @@ class PPOOptions(SearcherOptions):
     pool_draws: int = Field(64, ge=0, description="Policy draws in each proposal's pool (0: no reward model).")
     pool_neighbours: int = Field(10, ge=0, description="Best architectures whose one-edit neighbours join the pool.")
     prior_weight: float = Field(1.0, ge=0, description="Weight of log pi(x), the policy's prior, in the pool's score.")
+    explore: float = Field(
+        0.0, ge=0, le=1, description="Share of proposals that are plain policy draws while the model is ready."
+    )
+    pool_random: int = Field(0, ge=0, description="Uniform architectures of the space added to each pool.")
+    ei_xi: float = Field(0.0, ge=0, description="Margin over the best reward that EI measures improvement from.")
+    restart_model: bool = Field(True, description="A controller restart starts the reward model afresh too.")
     model_min_points: int = Field(10, ge=3)
     model_min_quality: float = 0.2
 

@@ -36,7 +36,7 @@ from search_spaces.searchers.acquisition import RewardModel
 from search_spaces.searchers.base import Proposal, Searcher, register_searcher
 from search_spaces.searchers.controller import Controller, Drawn, masked_log_softmax, stack_samples
 from search_spaces.searchers.options import PPOOptions
-from search_spaces.searchers.ppo_pool import PoolAcquisition
+from search_spaces.searchers.ppo_pool import PoolAcquisition, check_pool_options
 from search_spaces.tokens import TokenSpace
 
 __all__ = ["PPOSearcher", "Controller"]
@@ -72,9 +72,9 @@ class PPOSearcher(PoolAcquisition, Searcher):
     exact), ``restart_after`` (a fresh controller after this many new architectures without a better
     reward; 100; None = never: see ``_restart``), ``pool_draws`` (policy draws in each proposal's pool;
     0 = no model, plain PPO), ``pool_neighbours`` (the best architectures seen whose one-edit
-    neighbours join the pool), ``prior_weight`` (beta on ``log pi`` in the score), ``model_min_points``
-    (architectures observed before the model is fitted) and ``model_min_quality`` (the leave-one-out
-    Spearman below which it is not used).
+    neighbours join the pool), ``prior_weight`` (beta on ``log pi`` in the score), ``explore``, ``pool_random``,
+    ``ei_xi`` and ``restart_model`` (see ``ppo_pool.py``), ``model_min_points`` (architectures observed
+    before the model is fitted) and ``model_min_quality`` (the leave-one-out Spearman below which it is not used).
     """
 
     def __init__(
@@ -109,6 +109,10 @@ class PPOSearcher(PoolAcquisition, Searcher):
         pool_draws: int = 64,
         pool_neighbours: int = 10,
         prior_weight: float = 1.0,
+        explore: float = 0.0,
+        pool_random: int = 0,
+        ei_xi: float = 0.0,
+        restart_model: bool = True,
         model_min_points: int = 10,
         model_min_quality: float = 0.2,
         **options: Any,
@@ -144,14 +148,14 @@ class PPOSearcher(PoolAcquisition, Searcher):
             pool_draws=pool_draws,
             pool_neighbours=pool_neighbours,
             prior_weight=prior_weight,
+            explore=explore,
+            pool_random=pool_random,
+            ei_xi=ei_xi,
+            restart_model=restart_model,
             model_min_points=model_min_points,
             model_min_quality=model_min_quality,
         )
-        if pool_draws < 0 or pool_neighbours < 0 or model_min_points < 3:
-            raise ValueError(
-                f"pool_draws and pool_neighbours must be >= 0 and model_min_points >= 3, not "
-                f"{pool_draws}, {pool_neighbours} and {model_min_points}"
-            )
+        check_pool_options(self.hp)
         if restart_after is not None and restart_after < 1:
             raise ValueError(f"restart_after must be >= 1 or None, not {restart_after!r}")
         if controller not in ("lstm", "factorised"):
@@ -172,10 +176,9 @@ class PPOSearcher(PoolAcquisition, Searcher):
         self.baseline: float | None = None
         self.reward_var: float = 1.0
         self.entropy_coef = entropy_coef
-        self.updates = 0
+        self.updates = self.restarts = 0
         self.best_reward = -math.inf
         self.since_best = 0  # architectures learnt from since the best reward last improved
-        self.restarts = 0
         self.model = RewardModel(model_min_points, model_min_quality)  # every architecture learnt from, once
 
     def _new_policy(self) -> None:
@@ -194,10 +197,11 @@ class PPOSearcher(PoolAcquisition, Searcher):
         without a better reward, the controller, its optimiser, its baseline and its elite start
         afresh, as restarts do in evolution strategies; what was proposed stays proposed (the cache
         answers repeats), so a new run explores rather than repeats, and the best found so far is the
-        search's whatever the controller does next. The reward model keeps every observation, so the
-        fresh controller's draws are scored with all the search has learnt.
+        search's whatever the controller does next. With ``restart_model`` (the default) the reward
+        model starts afresh too (``ppo_pool.py``); without it, it keeps every observation.
         """
         self._new_policy()
+        self._restart_model()
         self.batch, self.history, self.elite, self._queue = [], [], [], []
         self.baseline, self.reward_var = None, 1.0
         self.entropy_coef = self.hp["entropy_coef"]
@@ -208,7 +212,7 @@ class PPOSearcher(PoolAcquisition, Searcher):
     def _propose(self) -> tuple[int, ...] | None:
         if self.hp["max_pending"] is not None and len(self.pending) >= self.hp["max_pending"]:
             return None
-        chosen = self._pool_propose() if self.hp["pool_draws"] and self.model.ready() else None
+        chosen = self._pool_propose() if self._use_pool() else None
         self._last, key = chosen if chosen is not None else self._draw_unseen(self.seen)
         self.seen.add(key)
         self._mark_proposed(tuple(int(t) for t in self._last.tokens))

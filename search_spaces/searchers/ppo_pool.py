@@ -15,7 +15,24 @@ the masks the policy samples under, and stored as the proposal's behaviour log-p
 importance ratio ``pi_new / pi_old`` then starts from the policy that was current when the proposal was
 sent, whether the policy drew it or it is a neighbour the policy never drew.
 
-The host provides ``hp`` (``pool_draws``, ``pool_neighbours``, ``prior_weight``), ``model``, ``seen``,
+Two options widen what is tried. ``explore`` (0 to 1, default 0): the share of proposals, while the
+model is ready, that are plain draws of the policy instead of the pool's argmax (chosen with the
+searcher's seeded RNG, so a run and a restored searcher repeat it); plain draws keep PPO's samples
+on-policy and diverse. ``pool_random`` (default 0): uniform architectures of the space (each position
+uniform among its allowed choices) added to the pool, so EI can reach far from the policy and the best
+seen where the model is unsure; ``log pi`` still weighs on them through ``prior_weight``. ``ei_xi``
+(default 0, reward units) raises EI's incumbent, trading predicted gains near the best for uncertainty.
+``restart_model`` (default True): when the controller restarts (``restart_after``), the reward model
+starts afresh too, from the observations after the restart only, as a stalled trust region restarts in
+TuRBO (Eriksson et al. 2019); what was proposed stays proposed, and the best found stays the search's.
+A model fitted on a stalled basin keeps ranking that basin's neighbours first; a fresh one lets the
+restarted search settle where it now finds good architectures. On the NAS-Bench-201 latency table
+(``bench/searchers.py``, seeds 0-9) it turned the seeds that missed the target in 500 trials on pixel3
+(2 of 10) and fpga (1) into hits and changed no hit before the first restart; ``explore=0.25`` (slower on
+five devices), ``pool_random=64`` with ``prior_weight=0.3`` (and ``ei_xi``) did not raise the hit share.
+
+The host provides ``hp`` (``pool_draws``, ``pool_neighbours``, ``prior_weight``, ``explore``,
+``pool_random``, ``ei_xi``, ``restart_model``, ``model_min_points``, ``model_min_quality``), ``model``, ``seen``,
 ``policy``, ``space``, ``rng``, ``_sample(count)`` and ``_masks_for(prefixes)``.
 """
 
@@ -24,17 +41,43 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from search_spaces.searchers.acquisition import one_edit_neighbours
+from search_spaces.searchers.acquisition import RewardModel, one_edit_neighbours
 from search_spaces.searchers.controller import Drawn
+from search_spaces.tokens import sample_uniform
 
-__all__ = ["PoolAcquisition"]
+__all__ = ["PoolAcquisition", "check_pool_options"]
+
+
+def check_pool_options(hp: dict) -> None:
+    """Raise ``ValueError`` for pool options out of range (``hp``: the searcher's hyper-parameters)."""
+    if hp["pool_draws"] < 0 or hp["pool_neighbours"] < 0 or hp["pool_random"] < 0 or hp["model_min_points"] < 3:
+        raise ValueError(
+            f"pool_draws, pool_neighbours and pool_random must be >= 0 and model_min_points >= 3, not "
+            f"{hp['pool_draws']}, {hp['pool_neighbours']}, {hp['pool_random']} and {hp['model_min_points']}"
+        )
+    if not 0.0 <= hp["explore"] <= 1.0:
+        raise ValueError(f"explore must be a share in [0, 1], not {hp['explore']!r}")
+    if hp["prior_weight"] < 0 or hp["ei_xi"] < 0:
+        raise ValueError(f"prior_weight and ei_xi must be >= 0, not {hp['prior_weight']!r} and {hp['ei_xi']!r}")
 
 
 class PoolAcquisition:
     """Chooses each proposal from a pool by the acquisition plus the policy's log-probability."""
 
+    def _use_pool(self) -> bool:
+        """Whether this proposal comes from the pool: the model is on and ready, and (with ``explore``) the
+        seeded draw did not ask for a plain policy draw. No RNG is used when ``explore`` is 0."""
+        if not self.hp["pool_draws"] or not self.model.ready():
+            return False
+        return not (self.hp["explore"] > 0 and self.rng.random() < self.hp["explore"])
+
+    def _restart_model(self) -> None:
+        """With ``restart_model``, a fresh reward model (called when the controller restarts)."""
+        if self.hp["restart_model"]:
+            self.model = RewardModel(self.hp["model_min_points"], self.hp["model_min_quality"])
+
     def _pool(self) -> dict[str, tuple[int, ...]]:
-        """Unseen candidates by canonical key: the policy's draws, then the neighbours of the best seen."""
+        """Unseen candidates by key: the policy's draws, the neighbours of the best seen, then uniform ones."""
         candidates: dict[str, tuple[int, ...]] = {}
 
         def offer(tokens: tuple[int, ...]) -> None:
@@ -48,6 +91,8 @@ class PoolAcquisition:
         for index in order:
             for tokens in one_edit_neighbours(self.space, self.model.tokens[int(index)], self.rng):
                 offer(tokens)
+        for _ in range(self.hp["pool_random"]):
+            offer(tuple(int(t) for t in sample_uniform(self.space, self.rng)))
         return candidates
 
     @torch.no_grad()
@@ -72,6 +117,6 @@ class PoolAcquisition:
         keys = list(candidates)
         tokens = np.array([candidates[k] for k in keys], dtype=np.int64)
         masks, logp = self.policy_log_probs(tokens)
-        score = self.model.log_acquisition(tokens) + self.hp["prior_weight"] * logp.sum(1)
+        score = self.model.log_acquisition(tokens, self.hp["ei_xi"]) + self.hp["prior_weight"] * logp.sum(1)
         best = int(np.argmax(score))
         return Drawn(tokens[best], masks[best], logp[best].astype(np.float32)), keys[best]
