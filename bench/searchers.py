@@ -327,10 +327,10 @@ def combine(paths: list[str], out: str) -> dict:
         for key in ("table", "accuracy", "trials", "reward", "target", "within_pp"):
             if report["config"].setdefault(key, cfg.get(key)) != cfg.get(key):
                 raise SystemExit(f"--combine: {path} has {key}={cfg.get(key)!r}, not {report['config'][key]!r}")
-        report["config"]["combined_from"].append(
+        report["config"]["combined_from"] += cfg.get("combined_from") or [  # a joined file: its own parts
             {k: cfg.get(k) for k in ("seeds", "options", "grid_seconds", "workers", "outstanding")}
             | {"searchers": sorted({n for v in part["devices"].values() for n in v})}
-        )
+        ]
         report["config"].setdefault("targets", {}).update(cfg.get("targets", {}))
         for device, by_searcher in part["devices"].items():
             for name, rec in by_searcher.items():
