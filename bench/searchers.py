@@ -16,7 +16,10 @@ it). Reported per device and searcher:
   (``trace.stats["explored"]``), and ``stats``: the dedup counts summed over seeds.
 
 ``--proposal-cost`` times one PPO proposal after 500 observations (pool acquisition, GP scoring and
-the policy's log-probabilities) and the hyper-parameter refit that each policy update adds.
+the policy's log-probabilities) and the hyper-parameter refit that each policy update adds; the timed
+searcher keeps its reward model across controller restarts (``restart_model=False``), so the model
+holds all 500 observations, the largest it can get in a 500-trial search. ``--proposal-cost-only
+--merge`` times it alone and adds it to ``--out``.
 
 Then a few seeds go through the Ray Tune adapter (a real local Ray, concurrency > 1) and the same
 seeds through the in-process loop with as many proposals outstanding, to show they behave alike.
@@ -262,7 +265,7 @@ def proposal_cost(table, device: str, acc_col: str, observations: int = 500, rep
 
     torch.set_num_threads(1)
     target, _ = target_accuracy(table, device, acc_col)
-    ppo = create_searcher("ppo", table, seed=0)
+    ppo = create_searcher("ppo", table, seed=0, restart_model=False)  # the model keeps every observation
     run_search(ppo, table, device=device, trials=observations, target_ms=target, accuracy=acc_col)
     assert ppo.model.ready(), "the reward model is not in use: nothing to time"
     ppo.model._models()  # the extensions since the last refit, as the next proposal would do them
@@ -320,8 +323,9 @@ def combine(paths: list[str], out: str) -> dict:
         part = json.loads(Path(path).read_text())
         runs += runs_of(part)
         cfg = part["config"]
-        if "tune" in part:
-            report["tune"] = part["tune"]
+        for key in ("tune", "proposal_cost"):  # the last file that has one
+            if key in part:
+                report[key] = part[key]
         if not any(part["devices"].values()):
             continue
         for key in ("table", "accuracy", "trials", "reward", "target", "within_pp"):
@@ -365,6 +369,8 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--tune-only", action="store_true", help="skip the grid, run only the Tune comparison")
     parser.add_argument("--proposal-cost", action="store_true", help="also time a PPO proposal at 500 observations")
+    parser.add_argument("--proposal-cost-only", action="store_true",
+                        help="skip the grid, only time a PPO proposal (with --merge: add it to --out)")
     parser.add_argument(
         "--combine",
         nargs="+",
@@ -379,7 +385,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     table = TableSpace.from_csv(args.table)
     devices = args.devices or table.devices
-    searchers = [] if args.tune_only else (args.searchers or [*list_searchers(), *VARIANTS])
+    skip_grid = args.tune_only or args.proposal_cost_only
+    searchers = [] if skip_grid else (args.searchers or [*list_searchers(), *VARIANTS])
     options = json.loads(args.options)
     start = time.perf_counter()
     grid = run_grid(
@@ -427,8 +434,9 @@ def main(argv: list[str] | None = None) -> dict:
             "previous": previous["config"].get("grid_seconds"),
             "this run": report["config"]["grid_seconds"],
         }
-        if "tune" in previous:
-            report["tune"] = previous["tune"]
+        for key in ("tune", "proposal_cost"):
+            if key in previous:
+                report[key] = previous[key]
     for device in devices:
         target, optimum = target_accuracy(table, device, args.acc)
         report["devices"].setdefault(device, {})
@@ -481,7 +489,7 @@ def main(argv: list[str] | None = None) -> dict:
                 cells = " ".join(f"@{k}={v:.2f}" for k, v in rec["best_at"].items() if v is not None)
                 print(f"  {name:8} {how:10} {cells}  trials_to_target={rec['trials_to_target']}")
 
-    if args.proposal_cost:
+    if args.proposal_cost or args.proposal_cost_only:
         report["proposal_cost"] = proposal_cost(table, devices[0], args.acc)
         print(f"\nPPO proposal cost: {report['proposal_cost']}")
 
