@@ -425,7 +425,7 @@ def main(argv: list[str] | None = None) -> dict:
         if not same:
             raise SystemExit(f"--merge: {args.out} was run with other trials/table/accuracy; rerun everything")
         report["devices"] = {
-            d: {n: {"seeds": previous["config"]["seeds"], **rec} for n, rec in v.items()}
+            d: {n: {"seeds": previous["config"].get("seeds"), **rec} for n, rec in v.items()}
             for d, v in previous["devices"].items()
         }
         report["config"]["options"] = {**previous["config"].get("options", {}), **options}
