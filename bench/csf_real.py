@@ -139,19 +139,14 @@ def goals(knn: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     return rows, met
 
 
-def other_metric(jobs: list[dict[str, Any]], knn_data: Path, metric: str, seeds: int) -> dict[str, Any]:
-    """The k-NN table and goal cells of the jobs' encoders under ``metric``, on the same chips."""
-    from csf.data import load_chips
-    from csf.knn import evaluate_artifact
-    from service.pretrain_driver import chip_source
-    from service.specs import PretrainingData
+def other_metric(jobs: list[dict[str, Any]], metric: str) -> dict[str, Any]:
+    """The k-NN table and goal cells of the jobs' encoders under ``metric``: the jobs' own k-NN report
+    (same chips, same random seeds), with only the distance changed."""
+    from service.pretrain_driver import knn_report
+    from service.specs import PretrainingSpec
 
-    chips = load_chips(chip_source(PretrainingData(kind=_kind(knn_data), path=str(knn_data))))
-    runs = []
-    for job in jobs:
-        result = evaluate_artifact(job["artifact"], chips, seeds=seeds, metric=metric)
-        runs.append({e: ({s: {str(k): v for k, v in by.items()} for s, by in subs.items()}
-                         if e != "random_spread" else subs) for e, subs in result.items()})
+    runs = [knn_report(PretrainingSpec.model_validate({**job["spec"], "knn_metric": metric}), job["artifact"])
+            for job in jobs]
     knn = csf_over_seeds(runs)
     table, met = goals(knn)
     return {"metric": metric, "knn": {k: knn[k] for k in ("random", "csf")}, "random_spread": knn["random_spread"],
@@ -250,7 +245,7 @@ def main() -> int:
     metric = spec.get("knn_metric", "euclidean")
     other = "cosine" if metric == "euclidean" else "euclidean"
     done = [job for job in jobs if job["state"] == "completed"]
-    other_table = other_metric(done, knn_data, other, args.random_seeds) if knn and args.random_seeds >= 2 else {}
+    other_table = other_metric(done, other) if knn and args.random_seeds >= 2 else {}
     result = stamp({
         "profile": args.profile,
         "spec": {k: v for k, v in spec.items() if k not in ("data", "knn_data", "seed")},

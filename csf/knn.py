@@ -41,10 +41,14 @@ KS = (10, 25, 50, 100)
 DISTANCES = ("euclidean", "cosine")  # k-NN metrics
 
 
-def for_metric(embeddings: np.ndarray, metric: str) -> np.ndarray:
-    """Embeddings whose Euclidean distances are ``metric``'s: as they are, or L2-normalised (cosine)."""
+def _check_metric(metric: str) -> None:
     if metric not in DISTANCES:
         raise ValueError(f"k-NN metric must be one of {list(DISTANCES)}, not {metric!r}")
+
+
+def for_metric(embeddings: np.ndarray, metric: str) -> np.ndarray:
+    """Embeddings whose Euclidean distances are ``metric``'s: as they are, or L2-normalised (cosine)."""
+    _check_metric(metric)
     if metric == "euclidean":
         return embeddings
     norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
@@ -133,7 +137,7 @@ def evaluate_knn(
     ``subsets`` maps a name to band names (default: each sensor alone, plus ``"all"`` when there is
     more than one sensor; with one sensor just ``"all"``); ``metric``: see the module note.
     """
-    for_metric(np.zeros((1, 1)), metric)
+    _check_metric(metric)
     if chips.labels is None:
         raise ValueError("k-NN needs chip labels")
     if subsets is None:
