@@ -16,10 +16,8 @@ it). Reported per device and searcher:
   (``trace.stats["explored"]``), and ``stats``: the dedup counts summed over seeds.
 
 ``--proposal-cost`` times one PPO proposal after 500 observations (pool acquisition, GP scoring and
-the policy's log-probabilities) and the hyper-parameter refit that each policy update adds; the timed
-searcher keeps its reward model across controller restarts (``restart_model=False``), so the model
-holds all 500 observations, the largest it can get in a 500-trial search. ``--proposal-cost-only
---merge`` times it alone and adds it to ``--out``.
+the policy's log-probabilities) and the refit each policy update adds, with ``restart_model=False`` so
+the model holds all 500; ``--proposal-cost-only --merge`` times it alone and adds it to ``--out``.
 
 Then a few seeds go through the Ray Tune adapter (a real local Ray, concurrency > 1) and the same
 seeds through the in-process loop with as many proposals outstanding, to show they behave alike.
@@ -323,9 +321,7 @@ def combine(paths: list[str], out: str) -> dict:
         part = json.loads(Path(path).read_text())
         runs += runs_of(part)
         cfg = part["config"]
-        for key in ("tune", "proposal_cost"):  # the last file that has one
-            if key in part:
-                report[key] = part[key]
+        report.update({k: part[k] for k in ("tune", "proposal_cost") if k in part})  # the last file's
         if not any(part["devices"].values()):
             continue
         for key in ("table", "accuracy", "trials", "reward", "target", "within_pp"):
@@ -369,8 +365,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--tune-only", action="store_true", help="skip the grid, run only the Tune comparison")
     parser.add_argument("--proposal-cost", action="store_true", help="also time a PPO proposal at 500 observations")
-    parser.add_argument("--proposal-cost-only", action="store_true",
-                        help="skip the grid, only time a PPO proposal (with --merge: add it to --out)")
+    parser.add_argument("--proposal-cost-only", action="store_true", help="skip the grid; with --merge, add to --out")
     parser.add_argument(
         "--combine",
         nargs="+",
@@ -434,9 +429,7 @@ def main(argv: list[str] | None = None) -> dict:
             "previous": previous["config"].get("grid_seconds"),
             "this run": report["config"]["grid_seconds"],
         }
-        for key in ("tune", "proposal_cost"):
-            if key in previous:
-                report[key] = previous[key]
+        report.update({k: previous[k] for k in ("tune", "proposal_cost") if k in previous})
     for device in devices:
         target, optimum = target_accuracy(table, device, args.acc)
         report["devices"].setdefault(device, {})
