@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from search_spaces.errors import DataError, GeonasError, SpecError
+from search_spaces.feasibility import latency_constraint
 from search_spaces.rewards import compute_reward
 from search_spaces.searchers.base import Searcher
 from search_spaces.searchers.dedup import Deduplicated
@@ -156,9 +157,9 @@ def run_search(
 
     ``outstanding`` proposals are kept in flight and one of them, chosen at random, completes at each
     step, so searchers see rewards late and out of order as under Ray Tune. Each result carries the
-    latency constraint ``latency / target - 1`` (``<= 0``: meets the target), as a trial that measures
-    latency before training knows it. ``trace.stats`` has the wrapper's counts (``explored``: proposals
-    from the dedup fallback, not the searcher).
+    latency constraint (``feasibility.latency_constraint``: ``latency / target - 1``, ``<= 0`` meets the
+    target), as a trial that measures latency before training knows it. ``trace.stats`` has the
+    wrapper's counts (``explored``: proposals from the dedup fallback, not the searcher).
     """
     if outstanding < 1:
         raise SpecError(f"outstanding must be >= 1, got {outstanding}")
@@ -181,7 +182,7 @@ def run_search(
         row = table.row(proposal.tokens)
         value = compute_reward(reward, acc[row], lat[row], target, **(reward_params or {}))
         # latency is measured before training (as stage 1 does): the searcher hears the constraint too
-        search.observe(proposal.id, value, constraint=float(lat[row]) / target - 1.0)
+        search.observe(proposal.id, value, constraint=latency_constraint(float(lat[row]), target))
         trace.rows.append(row)
         trace.accuracy.append(float(acc[row]))
         trace.latency.append(float(lat[row]))
