@@ -59,6 +59,7 @@ class _Progress:
             "seconds": round(seconds, 3),
             "windows_per_s": round(windows / seconds, 3) if seconds > 0 else None,
             "startup_s": self.stats.get("first_batch_s"),
+            "all_actors_started_s": self.stats.get("all_started_s"),
             "steady_windows_per_s": _steady_rate(self.stats),
             "actors": self.stats.get("actors"),
             "gpus_per_actor": self.stats.get("gpus_per_actor"),
@@ -73,11 +74,13 @@ class _Progress:
 
 
 def _steady_rate(stats: dict[str, Any]) -> float | None:
-    """Windows/s after the first batch came back: the rate without the pipeline's start-up."""
-    if "first_batch_s" not in stats:
+    """Windows/s once every model actor had predicted its first batch: the pool's rate without its
+    start-up (actors importing torch and building the model, not all at once)."""
+    start = "all_started" if "all_started_s" in stats else "first_batch"
+    if f"{start}_s" not in stats:
         return None
-    seconds = float(stats.get("seconds", 0.0)) - stats["first_batch_s"]
-    windows = int(stats.get("windows", 0)) - int(stats["first_batch_windows"])
+    seconds = float(stats.get("seconds", 0.0)) - stats[f"{start}_s"]
+    windows = int(stats.get("windows", 0)) - int(stats[f"{start}_windows"])
     return round(windows / seconds, 3) if seconds > 0 and windows > 0 else None
 
 

@@ -125,3 +125,22 @@ def test_a_mask_the_driver_cannot_see_fails_its_scene_naming_the_shared_folder(m
     assert plan.state == "failed" and plan.error.startswith(f"cannot write {plan.outputs.mask}")
     with pytest.raises(ValueError, match="write_on"):
         ClusterOptions(write_on="nowhere")
+
+
+def test_the_steady_rate_starts_once_every_actor_has_predicted():
+    """A pool's windows/s leaves out its start-up: the second actor's model build is not steady time."""
+    from service.predict_driver import _steady_rate
+    from trainers.batch_predict import _note_starts, _Tally
+
+    tally = _Tally()
+    tally.add("actor-a", 0, 4, 4, 101.0)  # a's first batch, 1 s after the job began
+    tally.add("actor-a", 0, 8, 4, 102.0)
+    tally.add("actor-b", 1, 4, 4, 106.0)  # b's first batch: 12 windows done by all, 7 s in
+    stats: dict = {}
+    _note_starts(stats, tally.read()[1], wall_start=99.0, workers=2)
+    assert (stats["first_batch_s"], stats["first_batch_windows"]) == (2.0, 4)
+    assert (stats["all_started_s"], stats["all_started_windows"]) == (7.0, 12)
+    stats |= {"seconds": 17.0, "windows": 52}
+    assert _steady_rate(stats) == 4.0  # (52 - 12) windows in (17 - 7) s
+    one = {"first_batch_s": 2.0, "first_batch_windows": 4, "seconds": 17.0, "windows": 52}
+    assert _steady_rate(one) == 3.2  # before every actor had started: from the first batch

@@ -9,8 +9,10 @@ two worker nodes ran at 1.23× one node, and one node at 0.43× the in-process p
 (``bench/results/predict_scale.json`` of 9c876ae). Now:
 
 1. the driver plans the scenes and gives the actor pool one row per scene, the largest scenes first
-   (the tail of a job is then a small scene), with one call in flight per actor, so an actor that is
-   free takes the next scene and none hoards a queue;
+   (the tail of a job is then a small scene), with two calls in flight per actor: the next scene
+   waits at the actor, so it starts the moment the last one is written instead of after a round
+   trip through the driver's executor (a gap per scene that cost up to a tenth of a 1-CPU actor's
+   time), and no actor hoards more than one scene that another could take at the end;
 2. each actor (:class:`ScenePredictor`) builds the model once (:class:`WindowModel`), then for each
    scene reads its windows with rasterio, runs the model over them in batches of ``batch_size``,
    blends them with :class:`~trainers.blend.StripBlender` and writes the COG with
@@ -19,8 +21,9 @@ two worker nodes ran at 1.23× one node, and one node at 0.43× the in-process p
 3. it returns a small summary (scene, windows, seconds, node, error); the driver tracks progress,
    checks that each mask an actor wrote is complete where the driver stands, then writes the VRT
    mosaic and the job's result. Actors also tell a tiny counter actor (:class:`_Tally`) how many
-   windows of their scene are done after every batch, so the windows/s on the API move during a
-   scene and not only at its end.
+   windows of their scene are done (every :data:`REPORT_EVERY_S`, not every batch: each report
+   wakes two processes that share the CPUs with the model), so the windows/s on the API move during
+   a scene and not only at its end.
 
 **The output folder must be shared** (``write_on="workers"``, the default): actors write under ``out``
 on their own node, so ``out`` must be one folder that every node sees at the same path (NFS, a
@@ -72,6 +75,9 @@ __all__ = [
 #: Where a scene's outputs are written: by the actor that predicted it (the default; a shared output
 #: folder) or by the job's driver (any folder the driver can write).
 WRITE_ON = ("workers", "driver")
+
+#: How often an actor tells the tally how far its scene is (its first batch is always told at once).
+REPORT_EVERY_S = 0.5
 
 NOT_SHARED = (
     "its mask was written on node {node}, but the job's driver does not see it at {path}: the output "
@@ -189,7 +195,10 @@ class ScenePredictor:
         self.mean = np.asarray(record.mean, np.float32)[:, None, None]
         self.std = np.asarray(record.std, np.float32)[:, None, None]
         ray = sys.modules.get("ray")  # imported in an actor; never imported here for a test in this process
-        self.node = ray.get_runtime_context().get_node_id() if ray is not None and ray.is_initialized() else "local"
+        context = ray.get_runtime_context() if ray is not None and ray.is_initialized() else None
+        self.node = context.get_node_id() if context is not None else "local"
+        self.key = (context.get_actor_id() if context is not None else None) or f"pid-{os.getpid()}"
+        self.reported = 0.0  # when the tally last heard from this actor (0: never)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         rows = [self.scene(int(s)) for s in batch["scene"]]
@@ -245,10 +254,15 @@ class ScenePredictor:
                 probs = self.model(np.stack([image for image, _ in read]))
                 for (y, x), p, (_, present) in zip(chunk, probs, read, strict=True):
                     blender.add(y, x, p, present)
-                if self.tally is not None:
-                    self.tally.add.remote(index, blender.windows_done, len(chunk), time.time())
+                self._report(index, blender.windows_done, len(chunk))
             blender.finish()
         return blender.windows_done
+
+    def _report(self, scene: int, windows: int, batch: int) -> None:
+        now = time.monotonic()
+        if self.tally is not None and (not self.reported or now - self.reported >= REPORT_EVERY_S):
+            self.reported = now
+            self.tally.add.remote(self.key, scene, windows, batch, time.time())
 
     def _read(self, src, task: SceneTask, y: int, x: int, tile: int) -> tuple[np.ndarray, np.ndarray]:
         try:
@@ -268,19 +282,21 @@ def _column(arrays: list[np.ndarray]) -> np.ndarray:
 
 
 class _Tally:
-    """Windows done so far per running scene, as the actors report them (a tiny actor, no CPU)."""
+    """Windows done so far per scene, as the actors report them (a tiny actor, no CPU), and when each
+    actor's first batch came: ``started`` maps an actor to (wall time, windows done by then by all)."""
 
     def __init__(self) -> None:
         self.done: dict[int, int] = {}
-        self.first: tuple[float, int] | None = None  # (wall time, windows) of the first batch predicted
+        self.started: dict[str, tuple[float, int]] = {}
 
-    def add(self, scene: int, windows: int, batch: int, at: float) -> None:
+    def add(self, actor: str, scene: int, windows: int, batch: int, at: float) -> None:
+        before = sum(self.done.values())
         self.done[scene] = windows
-        if self.first is None:
-            self.first = (at, batch)
+        if actor not in self.started:
+            self.started[actor] = (at, before + batch)
 
-    def read(self) -> tuple[dict[int, int], tuple[float, int] | None]:
-        return self.done, self.first
+    def read(self) -> tuple[dict[int, int], dict[str, tuple[float, int]]]:
+        return self.done, self.started
 
 
 def _actor_resources(options: ClusterOptions) -> tuple[int, float, float]:
@@ -355,7 +371,7 @@ def predict_on_cluster(
     ds = ds.map_batches(
         ScenePredictor,
         batch_size=1,
-        compute=ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1),
+        compute=ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=2),
         num_cpus=cpus,
         num_gpus=gpus,
         fn_constructor_kwargs={
@@ -382,14 +398,13 @@ def predict_on_cluster(
                     unseen[s] = (todo[s], node)
                 stats["nodes"][node] = stats["nodes"].get(node, 0) + int(batch["windows"][j])  # type: ignore[index]
             settle_unseen(unseen, record.model_id)
-            running, first = ray.get(tally.read.remote())
+            running, started = ray.get(tally.read.remote())
             for s in running:
                 if s not in finished:
                     todo[s].state = "running"
             stats["windows"] = sum(todo[s].windows for s in finished)
             stats["windows"] += sum(n for s, n in running.items() if s not in finished)
-            if first is not None and "first_batch_s" not in stats:
-                stats["first_batch_s"], stats["first_batch_windows"] = max(0.0, first[0] - wall_start), first[1]
+            _note_starts(stats, started, wall_start, workers)
             stats["seconds"] = time.monotonic() - start
             if progress:
                 progress(dict(stats))
@@ -402,6 +417,19 @@ def predict_on_cluster(
     stats["seconds"] = time.monotonic() - start
     stats["windows_per_s"] = stats["windows"] / max(stats["seconds"], 1e-9)
     return stats
+
+
+def _note_starts(stats: dict[str, Any], started: dict[str, tuple[float, int]], wall_start: float, workers: int) -> None:
+    """When the first actor's first batch came (``first_batch_*``), and when every actor's had
+    (``all_started_*``: from then on the whole pool predicts), as seconds since the job began and the
+    windows done by then."""
+    if not started:
+        return
+    times = sorted(started.values())
+    if "first_batch_s" not in stats:
+        stats["first_batch_s"], stats["first_batch_windows"] = max(0.0, times[0][0] - wall_start), times[0][1]
+    if len(times) >= workers and "all_started_s" not in stats:
+        stats["all_started_s"], stats["all_started_windows"] = max(0.0, times[-1][0] - wall_start), times[-1][1]
 
 
 def finish_scene(
