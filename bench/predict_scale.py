@@ -1,16 +1,19 @@
 """Batch prediction at scale: windows/s on 1 and 2 worker nodes of a local multi-node Ray cluster, and
 the in-process ``--local`` path on the same scenes as the control.
 
-A head (1 CPU: the job's driver) and worker nodes (1 CPU each, a ``predict_node`` resource); the
+A head (1 CPU: the job's driver) and two worker nodes (1 CPU each, a ``predict_node`` resource); the
 prediction job asks one model actor per worker node with that resource, so the 1-node run has one
-actor on w1 and the 2-node run one on w1 and one on w2. Each actor reads, predicts, blends and writes
+actor on a worker node and the 2-node run one on each. Each actor reads, predicts, blends and writes
 whole scenes (``write_on: workers``; the nodes of this local cluster share one disk, so the output
 folder is shared). Jobs go through the product: the API (in this process) submits them as Ray Jobs,
 the figures are the job's own progress.
 
-Checks that what is measured happened, else exits non-zero: every scene completed in every run, the
-outputs of all three paths are the same pixels, and the 2-node run's windows came from both worker
-nodes. Goals (reported, not enforced): 2 nodes >= 1.6 x 1 node; 1 node >= 0.8 x the local path.
+The machines this runs on are shared and noisy, so the three paths run in ``--repeats`` rounds,
+interleaved (each path in each position across rounds), and each figure is the median over rounds.
+
+Checks that what is measured happened, else exits non-zero: every scene completed in every run, every
+run wrote the pixels of the local path, the 1-node run used one worker node and the 2-node run both.
+Goals (reported, not enforced): 2 nodes >= 1.6 x 1 node; 1 node >= 0.8 x the local path.
 
     python bench/predict_scale.py            # writes bench/results/predict_scale.json
 """
@@ -118,6 +121,7 @@ def run_job(client, model_id: str, scenes: Path, out: Path, workers: int, tile: 
         "seconds": p["seconds"],
         "windows_per_s": p["windows_per_s"],
         "startup_s": round(p["startup_s"], 2) if p["startup_s"] is not None else None,
+        "all_actors_started_s": round(p["all_actors_started_s"], 2) if p.get("all_actors_started_s") else None,
         "steady_windows_per_s": p["steady_windows_per_s"],
         "actors": p["actors"],
         "windows_by_node": p["nodes"],
@@ -135,13 +139,20 @@ def same_pixels(a: Path, b: Path) -> bool:
     return True
 
 
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--scenes", type=int, default=12)
+    parser.add_argument("--scenes", type=int, default=48)
     parser.add_argument("--size", type=int, default=1024, help="Scene side in pixels.")
     parser.add_argument("--tile", type=int, default=256)
     parser.add_argument("--overlap", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=3, help="Rounds of the three paths, interleaved.")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "predict_scale.json"))
     args = parser.parse_args()
 
@@ -157,80 +168,104 @@ def main() -> int:
     load = [round(os.getloadavg()[0], 2)]
     (root / "cluster").mkdir()
     cluster = LocalRayCluster(root=root / "cluster")
+    rounds: list[dict[str, dict]] = []
+    problems = []
     try:
         scenes = write_scenes(root / "scenes", args.scenes, args.size)
         settings = Settings(home=root / "home", auth=False)
         cluster.start_head(num_cpus=1, resources={"node_head": 1})
-        cluster.add_node("w1", num_cpus=1, resources={"node_w1": 1, "predict_node": 1})
+        for name in ("w1", "w2"):
+            cluster.add_node(name, num_cpus=1, resources={f"node_{name}": 1, "predict_node": 1})
         env = cluster.client_env()
         os.environ.update(RAY_AUTH_MODE=env["RAY_AUTH_MODE"], RAY_AUTH_TOKEN=env["RAY_AUTH_TOKEN"])
         wait_for_jobs_api(cluster.dashboard_url)
         app = create_app(settings, launcher=JobLauncher(cluster.dashboard_url, settings))
         model, net = register_model(app.state.store, root)
         tiles = dict(tile=args.tile, overlap=args.overlap, batch=args.batch_size)
+        paths = ["1", "2", "local"]
         with TestClient(app) as client:
-            one = run_job(client, model.id, root / "scenes", root / "out-1", 1, **tiles)
-            load.append(round(os.getloadavg()[0], 2))
-            cluster.add_node("w2", num_cpus=1, resources={"node_w2": 1, "predict_node": 1})
-            two = run_job(client, model.id, root / "scenes", root / "out-2", 2, **tiles)
-            load.append(round(os.getloadavg()[0], 2))
-        nodes = cluster.node_ids()
-        local = run_local(net, scenes, root / "out-local", **tiles)
-        load.append(round(os.getloadavg()[0], 2))
+            for r in range(args.repeats):
+                runs: dict[str, dict] = {}
+                for path in paths[r % 3 :] + paths[: r % 3]:  # each path in each position across rounds
+                    out = root / f"out-{path}-{r}"
+                    if path == "local":
+                        runs[path] = run_local(net, scenes, out, **tiles)
+                    else:
+                        runs[path] = run_job(client, model.id, root / "scenes", out, int(path), **tiles)
+                    load.append(round(os.getloadavg()[0], 2))
+                rounds.append(runs)
+                problems += [f"round {r}: {p}" for p in check_nodes(runs, cluster.node_ids())]
+                first = root / "out-local-0"  # every path of every round against the first local run
+                for path in paths:
+                    if not same_pixels(first, root / f"out-{path}-{r}"):
+                        problems.append(f"round {r}: the {path} path wrote other pixels than the local path")
+                    if r:
+                        shutil.rmtree(root / f"out-{path}-{r}", ignore_errors=True)
     finally:
         cluster.shutdown(grace_s=10)
-
-    problems = []
-    workers = {nodes.get("w1"), nodes.get("w2")}
-    if set(two["windows_by_node"]) != workers or None in workers:
-        problems.append(f"the 2-node run's windows came from {sorted(two['windows_by_node'])}, not w1 and w2 {workers}")
-    if set(one["windows_by_node"]) != {nodes.get("w1")}:
-        problems.append(f"the 1-node run's windows came from {sorted(one['windows_by_node'])}, not w1 alone")
-    per_worker = min(two["windows_by_node"].values()) if two["windows_by_node"] else 0
-    if per_worker < 40:
-        problems.append(f"a worker of the 2-node run predicted only {per_worker} windows (at least 40 wanted)")
-    if not (same_pixels(root / "out-local", root / "out-1") and same_pixels(root / "out-local", root / "out-2")):
-        problems.append("the three paths wrote different pixels")
     shutil.rmtree(root, ignore_errors=True)
 
-    scaling = two["windows_per_s"] / one["windows_per_s"]
-    overhead = one["windows_per_s"] / local["windows_per_s"]
-    steady = (one["steady_windows_per_s"], two["steady_windows_per_s"])
-    steady_scaling = round(steady[1] / steady[0], 3) if all(steady) else None  # None: nothing after a first batch
+    rate = {path: median([runs[path]["windows_per_s"] for runs in rounds]) for path in ("local", "1", "2")}
+    steady = {path: [runs[path]["steady_windows_per_s"] for runs in rounds] for path in ("1", "2")}
+    steady_rate = {path: median(v) if all(v) else None for path, v in steady.items()}  # None: nothing after a start
+    scaling, overhead = rate["2"] / rate["1"], rate["1"] / rate["local"]
     result = {
-        "windows_per_s": {"local": local["windows_per_s"], "1": one["windows_per_s"], "2": two["windows_per_s"]},
+        "windows_per_s": {path: round(v, 3) for path, v in rate.items()},
         "scaling": round(scaling, 3),
         "one_node_vs_local": round(overhead, 3),
-        "steady_windows_per_s": {"1": one["steady_windows_per_s"], "2": two["steady_windows_per_s"]},
-        "steady_scaling": steady_scaling,
-        "steady_one_node_vs_local": round(steady[0] / local["windows_per_s"], 3) if steady[0] else None,
+        "steady_windows_per_s": {p: round(v, 3) if v else None for p, v in steady_rate.items()},
+        "steady_scaling": round(steady_rate["2"] / steady_rate["1"], 3) if all(steady_rate.values()) else None,
+        "steady_one_node_vs_local": round(steady_rate["1"] / rate["local"], 3) if steady_rate["1"] else None,
         "goals": {"scaling >= 1.6": scaling >= 1.6, "one_node_vs_local >= 0.8": overhead >= 0.8},
-        "runs": {"local": local, "1": one, "2": two},
+        "per_round": [
+            {
+                "scaling": round(runs["2"]["windows_per_s"] / runs["1"]["windows_per_s"], 3),
+                "one_node_vs_local": round(runs["1"]["windows_per_s"] / runs["local"]["windows_per_s"], 3),
+            }
+            for runs in rounds
+        ],  # fmt: skip
+        "rounds": rounds,
         "setup": {
             "scenes": args.scenes,
             "size_px": args.size,
             "tile": args.tile,
             "overlap": args.overlap,
             "batch_size": args.batch_size,
+            "repeats": args.repeats,
             "model": ARCH,
-            "cluster": "head 1 CPU + worker nodes of 1 CPU each (one model actor per worker node, 1 torch "
+            "cluster": "head 1 CPU + 2 worker nodes of 1 CPU each (one model actor per worker node, 1 torch "
             "thread, reading, blending and writing whole scenes); local: 1 torch thread in this process",
         },  # fmt: skip
-        "load_average": {"before, after 1 node, after 2 nodes, after local": load},
-        "note": "windows_per_s counts a job's whole pipeline (actors building the model included); "
-        "steady_* leave out the time until the first batch came back",
+        "load_average": {"before, then after each run": load},
+        "note": "each figure is the median over the rounds (the three paths interleaved, each in each "
+        "position); windows_per_s counts a job's whole pipeline (actors starting included); steady_* "
+        "start once every actor of the job had predicted its first batch",
         "problems": problems,
     }
     Path(args.out).write_text(json.dumps(stamp(result), indent=2) + "\n")
-    print(f"{'path':>8} {'windows/s':>10} {'steady':>8} {'windows':>8} {'seconds':>8}")
-    print(f"{'local':>8} {local['windows_per_s']:>10.2f} {'':>8} {local['windows']:>8} {local['seconds']:>8}")
-    for name, run in (("1 node", one), ("2 nodes", two)):
-        row = f"{name:>8} {run['windows_per_s']:>10.2f} {run['steady_windows_per_s'] or float('nan'):>8.2f}"
-        print(f"{row} {run['windows']:>8} {run['seconds']:>8}")
+    print(f"{'path':>8} {'windows/s':>10} {'steady':>8}   per round (whole job / steady / start-up s)")
+    for name, path in (("local", "local"), ("1 node", "1"), ("2 nodes", "2")):
+        cells = [f"{runs[path]['windows_per_s']:.1f} / {runs[path].get('steady_windows_per_s') or float('nan'):.1f}"
+                 f" / {runs[path].get('all_actors_started_s') or float('nan'):.1f}" for runs in rounds]  # fmt: skip
+        print(f"{name:>8} {rate[path]:>10.2f} {steady_rate.get(path) or float('nan'):>8.2f}   {'; '.join(cells)}")
     print(f"scaling {scaling:.2f} (goal 1.6), 1 node / local {overhead:.2f} (goal 0.8); load {load}")
     for problem in problems:
         print(f"NOT MEASURED: {problem}", file=sys.stderr)
     return 1 if problems else 0
+
+
+def check_nodes(runs: dict[str, dict], nodes: dict[str, str]) -> list[str]:
+    """The runs used the worker nodes they were meant to, with enough windows each to be a measurement."""
+    problems = []
+    workers = {nodes.get("w1"), nodes.get("w2")}
+    if set(runs["2"]["windows_by_node"]) != workers or None in workers:
+        problems.append(f"the 2-node run's windows came from {sorted(runs['2']['windows_by_node'])}, not w1 and w2")
+    if len(runs["1"]["windows_by_node"]) != 1 or not set(runs["1"]["windows_by_node"]) <= workers:
+        problems.append(f"the 1-node run's windows came from {sorted(runs['1']['windows_by_node'])}, not one worker")
+    per_worker = min(runs["2"]["windows_by_node"].values()) if runs["2"]["windows_by_node"] else 0
+    if per_worker < 40:
+        problems.append(f"a worker of the 2-node run predicted only {per_worker} windows (at least 40 wanted)")
+    return problems
 
 
 if __name__ == "__main__":
