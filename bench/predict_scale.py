@@ -248,13 +248,7 @@ def main() -> int:
         if all(steady_rate.values())
         else None,
         "goals": {"scaling >= 1.6": scaling >= 1.6, "one_node_vs_local >= 0.8": overhead >= 0.8},
-        "per_round": [
-            {
-                "scaling": round(runs["2"]["windows_per_s"] / runs["1"]["windows_per_s"], 3),
-                "one_node_vs_local": round(runs["1"]["windows_per_s"] / runs["local"]["windows_per_s"], 3),
-            }
-            for runs in rounds
-        ],  # fmt: skip
+        "per_round": [ratios(runs) for runs in rounds],
         "rounds": rounds,
         "setup": {
             "scenes": args.scenes,
@@ -282,9 +276,26 @@ def main() -> int:
                  for runs in rounds]  # fmt: skip
         print(f"{name:>8} {rate[path]:>10.2f} {steady_rate.get(path) or float('nan'):>8.2f}   {'; '.join(cells)}")
     print(f"scaling {scaling:.2f} (goal 1.6), 1 node / local {overhead:.2f} (goal 0.8); load {load}")
+    for r, pair in enumerate(result["per_round"]):
+        print(f"round {r}: " + ", ".join(f"{k} {v}" for k, v in pair.items()))
     for problem in problems:
         print(f"NOT MEASURED: {problem}", file=sys.stderr)
     return 1 if problems else 0
+
+
+def ratios(runs: dict[str, dict]) -> dict[str, float | None]:
+    """One round's ratios, whole run and steady (a pair measured minutes apart, not across rounds)."""
+
+    def ratio(a: str, b: str, key: str) -> float | None:
+        x, y = runs[a].get(key), runs[b].get(key)
+        return round(x / y, 3) if x and y else None
+
+    return {
+        "scaling": ratio("2", "1", "windows_per_s"),
+        "one_node_vs_local": ratio("1", "local", "windows_per_s"),
+        "steady_scaling": ratio("2", "1", "steady_windows_per_s"),
+        "steady_one_node_vs_local": ratio("1", "local", "steady_windows_per_s"),
+    }
 
 
 def check_nodes(runs: dict[str, dict], nodes: dict[str, str]) -> list[str]:
