@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from statistics import median
 
 STARTED = time.monotonic()  # the in-process path's start-up counts from here
 ROOT = Path(__file__).resolve().parents[1]
@@ -166,12 +167,6 @@ def same_pixels(a: Path, b: Path) -> bool:
             if not np.array_equal(x.read(), y.read()):
                 return False
     return True
-
-
-def median(values: list[float]) -> float:
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
 def main() -> int:

@@ -11,8 +11,8 @@ two worker nodes ran at 1.23× one node, and one node at 0.43× the in-process p
 1. the driver plans the scenes and gives the actor pool one row per scene, the largest scenes first
    (the tail of a job is then a small scene), with two calls in flight per actor: the next scene
    waits at the actor, so it starts the moment the last one is written instead of after a round
-   trip through the driver's executor (a gap per scene that cost up to a tenth of a 1-CPU actor's
-   time), and no actor hoards more than one scene that another could take at the end;
+   trip through the driver's executor (with one call in flight a 1-CPU actor was busy 94 % of the
+   time, with two 97-100 %), and no actor hoards more than one scene that another could take at the end;
 2. each actor (:class:`ScenePredictor`) builds the model once (:class:`WindowModel`), then for each
    scene reads its windows with rasterio, runs the model over them in batches of ``batch_size``,
    blends them with :class:`~trainers.blend.StripBlender` and writes the COG with
@@ -290,10 +290,9 @@ class _Tally:
         self.started: dict[str, tuple[float, int]] = {}
 
     def add(self, actor: str, scene: int, windows: int, batch: int, at: float) -> None:
-        before = sum(self.done.values())
+        if actor not in self.started:  # its first batch: count what every actor had done before it
+            self.started[actor] = (at, sum(self.done.values()) + batch)
         self.done[scene] = windows
-        if actor not in self.started:
-            self.started[actor] = (at, before + batch)
 
     def read(self) -> tuple[dict[int, int], dict[str, tuple[float, int]]]:
         return self.done, self.started
