@@ -328,7 +328,7 @@ def combine(paths: list[str], out: str) -> dict:
             if report["config"].setdefault(key, cfg.get(key)) != cfg.get(key):
                 raise SystemExit(f"--combine: {path} has {key}={cfg.get(key)!r}, not {report['config'][key]!r}")
         report["config"]["combined_from"] += cfg.get("combined_from") or [  # a joined file: its own parts
-            {k: cfg.get(k) for k in ("seeds", "options", "grid_seconds", "workers", "outstanding")}
+            {k: cfg.get(k) for k in ("seeds", "first_seed", "options", "grid_seconds", "workers", "outstanding")}
             | {"searchers": sorted({n for v in part["devices"].values() for n in v})}
         ]
         report["config"].setdefault("targets", {}).update(cfg.get("targets", {}))
@@ -346,6 +346,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--table", default=str(DEFAULT_TABLE))
     parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="seeds run are first-seed .. first-seed+seeds-1 (screen options on seeds other than the reported 0..19)",
+    )
     parser.add_argument("--trials", type=int, default=500)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "searchers.json"))
     parser.add_argument("--acc", default="cifar10_test", help="accuracy column")
@@ -388,7 +394,7 @@ def main(argv: list[str] | None = None) -> dict:
         args.table,
         devices,
         searchers,
-        range(args.seeds),
+        range(args.first_seed, args.first_seed + args.seeds),
         args.trials,
         args.acc,
         args.outstanding,
@@ -404,6 +410,7 @@ def main(argv: list[str] | None = None) -> dict:
             "target": "median latency of the device",
             "within_pp": WITHIN_PP,
             "seeds": args.seeds,
+            "first_seed": args.first_seed,
             "trials": args.trials,
             "outstanding": args.outstanding,
             "options": options,
@@ -417,8 +424,10 @@ def main(argv: list[str] | None = None) -> dict:
         previous = json.loads(Path(args.out).read_text())
         merged_runs = runs_of(previous)
         same = all(previous["config"].get(k) == report["config"][k] for k in ("table", "accuracy", "trials"))
-        if not same:
-            raise SystemExit(f"--merge: {args.out} was run with other trials/table/accuracy; rerun everything")
+        if not same or previous["config"].get("first_seed", 0) != args.first_seed:
+            raise SystemExit(
+                f"--merge: {args.out} was run with other trials/table/accuracy/first seed; rerun everything"
+            )
         report["devices"] = {
             d: {n: {"seeds": previous["config"].get("seeds"), **rec} for n, rec in v.items()}
             for d, v in previous["devices"].items()
