@@ -3,11 +3,12 @@
 :func:`pretrain` is a plain function of a config dict, run on every worker of a ``TorchTrainer``
 (data parallel): each worker draws its batches from its own shard of the chips, makes two views of
 each, and the loss gathers every worker's features so that all samples of the global batch are
-negatives. Adam with a linear warm-up, gradient clipping, AMP (bfloat16, or float16 with a scaler)
-and channels-last on CUDA. Every step's metrics go to the caller through a queue (the loss curve);
-Ray Train hears of them every ``report_every`` steps, with a checkpoint every ``checkpoint_every``
-steps (and at the end). A ``ray.train.report`` waits on Ray Train's controller: reporting every
-step, a small CPU run took 2.0 s a step against 0.07 s (median gap between steps; resnet10t, 2 CPUs).
+negatives. Adam with a linear warm-up and a cosine decay (:mod:`csf.schedule`), gradient clipping,
+AMP (bfloat16, or float16 with a scaler) and channels-last on CUDA. Every step's metrics go to the
+caller through a queue (the loss curve); Ray Train hears of them every ``report_every`` steps, with
+a checkpoint every ``checkpoint_every`` steps (and at the end). A ``ray.train.report`` waits on Ray
+Train's controller: reporting every step, a small CPU run took 2.0 s a step against 0.07 s (median
+gap between steps; resnet10t, 2 CPUs).
 It resumes from the latest checkpoint Ray hands it: rerunning the same ``name`` under the same
 ``storage_path`` continues where a killed run stopped. The last checkpoint
 holds the encoder as safetensors (:mod:`csf.encoder`), which :func:`run_pretraining` copies to
@@ -39,6 +40,7 @@ from search_spaces.errors import DataError, GeonasError, SpecError
 from .data import load_chips
 from .encoder import CSFEncoder, EncoderMetadata, export_encoder
 from .loss import contrastive_loss
+from .schedule import LR_SCHEDULES, lr_factor
 from .views import ViewConfig, dropout_probability, make_views
 
 __all__ = ["PretrainConfig", "CSFStep", "pretrain", "run_pretraining", "sensor_groups", "ARTIFACT_NAME"]
@@ -59,6 +61,7 @@ class PretrainConfig:
     batch_size: int = 32  # per worker
     lr: float = 1e-3
     warmup_steps: int = 3000
+    lr_schedule: str = "cosine"  # after the warm-up: "cosine" decay to 0 at ``steps``, or "constant" (csf.schedule)
     grad_clip: float = 1.0
     temperature: float = 0.1
     projection: int = 0  # channels of a per-stage projection head (csf.encoder); 0 = none, as the paper
@@ -102,6 +105,9 @@ class PretrainConfig:
             raise SpecError("lr, temperature and grad_clip must be positive", field="lr")
         if self.warmup_steps < 0:
             raise SpecError(f"warmup_steps must be >= 0, got {self.warmup_steps}", field="warmup_steps")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise SpecError(f"lr_schedule must be one of {sorted(LR_SCHEDULES)}, got {self.lr_schedule!r}",
+                            field="lr_schedule")
         self.views()
 
     def views(self) -> ViewConfig:
@@ -136,10 +142,6 @@ def _step_seed(seed: int, rank: int, step: int) -> int:
     return int(np.random.SeedSequence([seed, rank, step]).generate_state(1, np.uint64)[0] >> 1)
 
 
-def _lr_factor(step: int, warmup: int) -> float:
-    return 1.0 if warmup == 0 else min(1.0, (step + 1) / warmup)
-
-
 class CSFStep:
     """One optimisation step of CSF on a batch of chips: views, forward, loss, clipped Adam step.
 
@@ -172,7 +174,7 @@ class CSFStep:
         x = torch.cat([v1, v2]).to(device, non_blocking=True)
         if device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
-        lr = cfg.lr * _lr_factor(step, cfg.warmup_steps)
+        lr = cfg.lr * lr_factor(cfg.lr_schedule, step, cfg.warmup_steps, cfg.steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         amp = self.amp_dtype is not None

@@ -45,6 +45,7 @@ def csf_config(spec: PretrainingSpec, name: str) -> dict[str, Any]:
         "batch_size": spec.batch_size,
         "lr": spec.lr,
         "warmup_steps": spec.warmup_steps,
+        "lr_schedule": spec.lr_schedule,
         "crop": spec.crop,
         "temperature": spec.temperature,
         "normalize": spec.similarity == "cosine",
