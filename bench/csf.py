@@ -44,7 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.provenance import stamp  # noqa: E402
 from csf.data import ChipSet  # noqa: E402
 from csf.encoder import CSFEncoder, build_encoder, load_init_weights  # noqa: E402
-from csf.knn import KS, evaluate_knn  # noqa: E402
+from csf.knn import DISTANCES, KS, evaluate_knn  # noqa: E402
+from csf.schedule import LR_SCHEDULES  # noqa: E402
 from csf.train import CSFStep, PretrainConfig, sensor_groups  # noqa: E402
 from trainers.metrics import ConfusionMatrix  # noqa: E402
 
@@ -82,7 +83,8 @@ def settings(args: argparse.Namespace) -> dict:
              grad_clip=1.0, normalize=args.similarity == "cosine", transfer_label_share=0.10, knn_tiles=[8],
              transfer_test_tiles=[8], ms_texture=args.ms_texture, ms_acquisition=args.ms_acquisition,
              noise_std=args.noise_std,
-             gain_jitter=args.gain_jitter, sensor_dropout=args.sensor_dropout, transfer_seeds=args.transfer_seeds)
+             gain_jitter=args.gain_jitter, sensor_dropout=args.sensor_dropout, transfer_seeds=args.transfer_seeds,
+             lr_schedule=args.lr_schedule, knn_metric=args.knn_metric)
     for key in ("backbone", "steps", "batch"):
         value = getattr(args, key)
         if value:
@@ -163,6 +165,7 @@ def pretrain_local(chips: ChipSet, s: dict, device: torch.device) -> tuple[CSFEn
         "grad_clip": s["grad_clip"], "temperature": s["temperature"], "crop": s["crop"],
         "p_max": s["p_max"], "ramp_steps": s["ramp_steps"], "seed": s["seed"], "normalize": s["normalize"],
         "noise_std": s["noise_std"], "gain_jitter": s["gain_jitter"], "sensor_dropout": s["sensor_dropout"],
+        "lr_schedule": s["lr_schedule"],
     })
     torch.manual_seed(s["seed"])
     encoder = build_encoder(s["backbone"], len(chips.band_names)).to(device)
@@ -315,6 +318,10 @@ def main() -> None:
                         help="per-view whole-sensor dropout (csf.views; 0.5 as the pretraining spec; 0 = paper; "
                         "no effect with one sensor)")
     parser.add_argument("--gain-jitter", type=float, default=0.0, help="per-view band gain (csf.views; 0 = paper)")
+    parser.add_argument("--lr-schedule", choices=sorted(LR_SCHEDULES), default=PretrainConfig.lr_schedule,
+                        help="after the warm-up (csf.schedule; default the pretraining spec's)")
+    parser.add_argument("--knn-metric", choices=list(DISTANCES), default="cosine",
+                        help="k-NN distance (csf.knn; cosine, the pretraining spec's default)")
     parser.add_argument("--transfer-seeds", type=int, default=3,
                         help="fine-tuning seeds per init: random init's spread over them is the noise CSF's gain "
                         "is read against")
@@ -381,7 +388,7 @@ def main() -> None:
 
 
 def _encoder_file(args: argparse.Namespace, s: dict, name: str) -> tuple[Path, str]:
-    skip = ("device", "threads", "knn_tiles", "transfer_test_tiles", "dubai_knn_chips")
+    skip = ("device", "threads", "knn_tiles", "transfer_test_tiles", "dubai_knn_chips", "knn_metric")
     key = json.dumps({k: v for k, v in s.items() if k not in skip and not k.startswith(("transfer", "throughput"))},
                      sort_keys=True)
     return args.work / f"csf-{name}.safetensors", key
@@ -428,7 +435,7 @@ def knn_section(chips: dict[str, ChipSet], s: dict, device: torch.device,
             sup = random_encoder(s, len(chips[pre].band_names))
             load_init_weights(sup, args.supervised_init)
             inits = {"random": inits["random"], "supervised": sup, "csf": encoder}
-        res = evaluate_knn(inits, chips[ev], mean, std, device=device)
+        res = evaluate_knn(inits, chips[ev], mean, std, device=device, metric=s["knn_metric"])
         for subset in next(iter(res.values())):
             key = name if subset == "all" else f"{name}/{subset}"
             knn[key] = {init: {str(k): {m: round(v[m], 4) for m in ("same_class", "accuracy")}

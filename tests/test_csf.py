@@ -207,6 +207,35 @@ def test_pretraining_spec_carries_the_view_options_to_the_trainer():
     assert (views.cross_sensor, views.dihedral, views.sensor_dropout) == (0.5, True, 0.3)
 
 
+def test_the_learning_rate_warms_up_then_decays_along_a_cosine_to_zero_or_holds():
+    from csf.schedule import lr_factor
+    from csf.train import PretrainConfig
+
+    cosine = [lr_factor("cosine", step, 10, 110) for step in range(110)]
+    assert cosine[:10] == pytest.approx([(s + 1) / 10 for s in range(10)])
+    assert cosine[10] == 1.0 and cosine[60] == pytest.approx(0.5) and cosine[-1] < 1e-3
+    assert all(a >= b for a, b in zip(cosine[10:-1], cosine[11:], strict=True))
+    assert [lr_factor("constant", step, 10, 110) for step in (9, 10, 109)] == [1.0, 1.0, 1.0]
+    assert lr_factor("cosine", 0, 0, 1) == 1.0  # no warm-up: the first step runs at the base rate
+    with pytest.raises(SpecError, match="lr_schedule must be one of") as info:
+        PretrainConfig.from_dict({"data": {"kind": "multisensor", "root": "x"}, "lr_schedule": "step"})
+    assert info.value.field == "lr_schedule"
+
+
+def test_pretraining_spec_carries_the_schedule_to_the_trainer_and_refuses_an_unknown_one():
+    from pydantic import ValidationError
+
+    from service.pretrain_driver import csf_config
+    from service.specs import PretrainingSpec
+
+    base = {"name": "p", "data": {"kind": "multisensor", "path": "/data/ms"}}
+    assert csf_config(PretrainingSpec.model_validate(base), "p")["lr_schedule"] == "cosine"
+    spec = PretrainingSpec.model_validate({**base, "lr_schedule": "constant"})
+    assert csf_config(spec, "p")["lr_schedule"] == "constant"
+    with pytest.raises(ValidationError, match="lr_schedule"):
+        PretrainingSpec.model_validate({**base, "lr_schedule": "linear"})
+
+
 def test_sensor_jitter_gives_each_view_its_own_noise_and_gains():
     g = torch.Generator().manual_seed(0)
     x = torch.full((20_000, 4, 2, 2), 2.0)
