@@ -320,8 +320,8 @@ def main() -> None:
     parser.add_argument("--gain-jitter", type=float, default=0.0, help="per-view band gain (csf.views; 0 = paper)")
     parser.add_argument("--lr-schedule", choices=sorted(LR_SCHEDULES), default=PretrainConfig.lr_schedule,
                         help="after the warm-up (csf.schedule; default the pretraining spec's)")
-    parser.add_argument("--knn-metric", choices=list(DISTANCES), default="cosine",
-                        help="k-NN distance (csf.knn; cosine, the pretraining spec's default)")
+    parser.add_argument("--knn-metric", choices=list(DISTANCES), default="euclidean",
+                        help="k-NN distance (csf.knn; euclidean, the pretraining spec's default)")
     parser.add_argument("--transfer-seeds", type=int, default=3,
                         help="fine-tuning seeds per init: random init's spread over them is the noise CSF's gain "
                         "is read against")

@@ -17,8 +17,8 @@ k-NN result, per sensor and all bands, k = 10, 25, 50, 100 (same-class share, ac
 Each of ``--csf-seeds`` (3) pretraining seeds is its own job. Goal (issue 20): at k = 10 and 25, on
 every sensor and on all bands, CSF's same-class share and accuracy (mean over its seeds) beat random
 init's mean by more than random init's own seed-to-seed spread (max - min). k-NN never takes a chip's
-neighbours from its own plot (``csf.knn``). The goal reads the spec's ``knn_metric`` (default cosine;
-``--set knn_metric='"euclidean"'``); the JSON's ``other_metric`` holds the same table and goal
+neighbours from its own plot (``csf.knn``). The goal reads the spec's ``knn_metric`` (default Euclidean;
+``--set knn_metric='"cosine"'``); the JSON's ``other_metric`` holds the same table and goal
 cells under the other distance, from the same encoders and chips (evaluated here, after the jobs).
 Exit 1 when the goal is not met; exit 2 when the run cannot say (the job failed, the evaluation
 chips were not held out, fewer than 2 random seeds, or the loss never fell).

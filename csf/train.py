@@ -3,12 +3,12 @@
 :func:`pretrain` is a plain function of a config dict, run on every worker of a ``TorchTrainer``
 (data parallel): each worker draws its batches from its own shard of the chips, makes two views of
 each, and the loss gathers every worker's features so that all samples of the global batch are
-negatives. Adam with a linear warm-up and a cosine decay (:mod:`csf.schedule`), gradient clipping,
-AMP (bfloat16, or float16 with a scaler) and channels-last on CUDA. Every step's metrics go to the
-caller through a queue (the loss curve); Ray Train hears of them every ``report_every`` steps, with
-a checkpoint every ``checkpoint_every`` steps (and at the end). A ``ray.train.report`` waits on Ray
-Train's controller: reporting every step, a small CPU run took 2.0 s a step against 0.07 s (median
-gap between steps; resnet10t, 2 CPUs).
+negatives. Adam with a linear warm-up (then a constant rate or a cosine decay: :mod:`csf.schedule`),
+gradient clipping, AMP (bfloat16, or float16 with a scaler) and channels-last on CUDA. Every step's
+metrics go to the caller through a queue (the loss curve); Ray Train hears of them every
+``report_every`` steps, with a checkpoint every ``checkpoint_every`` steps (and at the end). A
+``ray.train.report`` waits on Ray Train's controller: reporting every step, a small CPU run took 2.0
+s a step against 0.07 s (median gap between steps; resnet10t, 2 CPUs).
 It resumes from the latest checkpoint Ray hands it: rerunning the same ``name`` under the same
 ``storage_path`` continues where a killed run stopped. The last checkpoint
 holds the encoder as safetensors (:mod:`csf.encoder`), which :func:`run_pretraining` copies to
@@ -61,7 +61,7 @@ class PretrainConfig:
     batch_size: int = 32  # per worker
     lr: float = 1e-3
     warmup_steps: int = 3000
-    lr_schedule: str = "cosine"  # after the warm-up: "cosine" decay to 0 at ``steps``, or "constant" (csf.schedule)
+    lr_schedule: str = "constant"  # after the warm-up: "constant", or "cosine" decay to 0 at ``steps`` (csf.schedule)
     grad_clip: float = 1.0
     temperature: float = 0.1
     projection: int = 0  # channels of a per-stage projection head (csf.encoder); 0 = none, as the paper

@@ -274,8 +274,8 @@ class PretrainingSpec(_Spec):
     )
     lr: float = Field(1e-3, gt=0, lt=1)
     warmup_steps: int = Field(3000, ge=0)
-    lr_schedule: Literal["cosine", "constant"] = Field(
-        "cosine", description="After the warm-up: cosine decay to 0 at the last step, or a constant rate "
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="After the warm-up: a constant rate, or a cosine decay to 0 at the last step "
         "(csf/schedule.py).",
     )
     crop: int = Field(128, ge=8, le=4096)
@@ -307,9 +307,9 @@ class PretrainingSpec(_Spec):
         description="Labelled chips of the same sensors and bands to evaluate k-NN on, so pretraining and "
         "evaluation never share chips (split by place, e.g. by plot); default: the pretraining chips.",
     )
-    knn_metric: Literal["cosine", "euclidean"] = Field(
-        "cosine", description="k-NN distance: cosine (embeddings L2-normalised first, the usual protocol for "
-        "contrastive features, whose loss sees only their direction), or euclidean.",
+    knn_metric: Literal["euclidean", "cosine"] = Field(
+        "euclidean", description="k-NN distance: euclidean, or cosine (embeddings L2-normalised first, the usual "
+        "protocol for contrastive features, whose loss sees only their direction).",
     )
     knn_seeds: int = Field(
         3, ge=1, le=10, description="Random-init encoders (seeds 0..n-1) k-NN evaluates: their spread is the "

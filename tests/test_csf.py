@@ -229,9 +229,9 @@ def test_pretraining_spec_carries_the_schedule_to_the_trainer_and_refuses_an_unk
     from service.specs import PretrainingSpec
 
     base = {"name": "p", "data": {"kind": "multisensor", "path": "/data/ms"}}
-    assert csf_config(PretrainingSpec.model_validate(base), "p")["lr_schedule"] == "cosine"
-    spec = PretrainingSpec.model_validate({**base, "lr_schedule": "constant"})
-    assert csf_config(spec, "p")["lr_schedule"] == "constant"
+    assert csf_config(PretrainingSpec.model_validate(base), "p")["lr_schedule"] == "constant"
+    spec = PretrainingSpec.model_validate({**base, "lr_schedule": "cosine"})
+    assert csf_config(spec, "p")["lr_schedule"] == "cosine"
     with pytest.raises(ValidationError, match="lr_schedule"):
         PretrainingSpec.model_validate({**base, "lr_schedule": "linear"})
 
