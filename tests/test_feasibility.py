@@ -47,6 +47,9 @@ def test_searchers_hear_the_same_rule_as_a_constraint_and_any_searcher_can_be_sc
     assert isinstance(adapter, TuneAdapter)
     assert adapter.constraint_fn({"latency_ms": 6.6}) == pytest.approx(-0.5)
     assert adapter.constraint_fn({"miou": 0.5}) is None
+    # the objective the reward was computed from, which reward models fit apart from the constraint
+    assert adapter.objective_fn({"miou": 0.5, "reward": 0.4}) == 0.5
+    assert adapter.objective_fn({"miou": None, "reward": 0.0}) is None  # pruned before training
     assert searcher_adapter(space, "random", 0, {}, tmp_path / "none.pkl")[0].constraint_fn is None
     spec = ExperimentSpec.model_validate(
         {"name": "s", "dataset": {"path": "/data/x"}, "searcher": {"name": "tpe", "screen": 16}})

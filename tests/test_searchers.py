@@ -515,18 +515,96 @@ def test_ppo_proposes_the_best_of_its_pool_by_the_acquisition_and_restores_it():
     pool = ppo._pool()
     ppo.rng.bit_generator.state = rng_state
     proposal = ppo.propose()
-    tokens = np.array(list(pool.values()))
-    _, logp = ppo.policy_log_probs(tokens)
+    tokens = np.array([t for t, _ in pool.values()])
+    _, logp = ppo.policy_log_probs(tokens)  # every candidate re-scored afresh: draws and neighbours alike
     score = ppo.model.log_acquisition(tokens) + 0.5 * logp.sum(1)
     assert proposal.tokens == tuple(tokens[int(np.argmax(score))])
     best = ppo.model.tokens[int(np.argmax(ppo.model.rewards))]
     unseen = {t for t in product(range(4), repeat=6) if sum(a != b for a, b in zip(t, best, strict=True)) == 1}
     unseen = {t for t in unseen if ",".join(map(str, t)) not in ppo.seen}
-    assert unseen and unseen <= set(pool.values())  # every unseen neighbour of the best is a candidate
+    assert unseen and unseen <= {t for t, _ in pool.values()}  # every unseen neighbour of the best is a candidate
+    assert ppo._scored  # the neighbours' log-probabilities, kept for the next proposal under this policy
 
     restored = create_searcher("ppo", Flat(), seed=99, **options)
     restored.load_state_dict(state)
     assert restored.propose() == proposal
+
+
+def hard_penalised(tokens) -> tuple[float, float, float]:
+    """(reward, constraint, objective) of a latency-penalised search over ``Flat``: the objective is
+    ``additive``, positions 0-2 choosing 2 or 3 cost latency, and the hard reward scales a slow
+    architecture's objective down by ``target / latency``; accurate choices are the slow ones."""
+    objective = additive(tokens) + 5.0  # positive, as accuracies are
+    latency = 1.0 + sum(t >= 2 for t in tokens[:3]) * 0.6
+    constraint = latency / 2.0 - 1.0
+    return objective * min(1.0, 1.0 / (1.0 + constraint)), constraint, objective
+
+
+def test_reward_model_fits_the_objective_apart_from_the_constraint():
+    """Fed the objective, the reward GP models it (not the penalised reward) and EI's incumbent is the
+    best feasible objective; a trial with no objective (pruned for latency before training) teaches only
+    the constraint GP; with no objective at all the model fits rewards as before; the first objective to
+    arrive after a fit on rewards switches the model to objectives, and a restored model is the same."""
+    from search_spaces.searchers.acquisition import RewardModel
+
+    rng = np.random.default_rng(3)
+    tokens = [tuple(int(t) for t in row) for row in rng.integers(0, 4, size=(40, 6))]
+    on_objective, on_reward = RewardModel(min_points=10), RewardModel(min_points=10)
+    for t in tokens:
+        reward, constraint, objective = hard_penalised(t)
+        on_objective.add(t, reward, constraint, objective)
+        on_reward.add(t, reward, constraint)
+    pruned = (3, 3, 3, 0, 0, 0)
+    on_objective.add(pruned, 0.0, hard_penalised(pruned)[1])  # over the target: never trained
+    on_objective.refit(), on_reward.refit()
+    assert on_objective.on_objective and not on_reward.on_objective
+    reward_gp, constraint_gp = on_objective._models()
+    assert len(reward_gp.x) == 40 and len(constraint_gp.x) == 41
+    assert len(on_reward._models()[0].x) == 40
+    feasible = [hard_penalised(t) for t in tokens if hard_penalised(t)[1] <= 0]
+    assert on_objective.best_feasible() == pytest.approx(max(o for _, _, o in feasible))
+    assert on_reward.best_feasible() == pytest.approx(max(r for r, _, _ in feasible))
+    held_out = rng.integers(0, 4, size=(300, 6))
+    truth = np.array([hard_penalised(t)[2] for t in held_out])
+    from search_spaces.searchers.surrogate import spearman
+
+    rank = {name: spearman(m._models()[0].predict(held_out)[0], truth)
+            for name, m in (("objective", on_objective), ("reward", on_reward))}
+    assert rank["objective"] > 0.8 and rank["objective"] > rank["reward"] + 0.1, rank
+
+    restored = RewardModel(min_points=10)
+    restored.load(on_objective.state())
+    assert np.allclose(restored._models()[0].predict(held_out)[0], reward_gp.predict(held_out)[0])
+
+    late = RewardModel(min_points=10)
+    for t in tokens[:20]:
+        late.add(t, hard_penalised(t)[0], hard_penalised(t)[1])
+    late.refit()
+    assert late.fit_at is not None and not late.on_objective  # no objective yet: fitted on rewards
+    late.add(tokens[20], *hard_penalised(tokens[20]))  # one objective: too few to fit on objectives yet
+    assert late.on_objective and late.fit_at is None and not late.ready()
+    for t in tokens[21:32]:
+        late.add(t, *hard_penalised(t))
+    late.refit()
+    assert late.fit_at is not None and len(late._models()[0].x) == 12
+
+
+def test_searchers_pass_the_objective_on_and_duplicates_are_answered_with_it():
+    """The objective reaches PPO's model through the dedup wrapper, a cached duplicate included; a failed
+    trial's objective is dropped; searchers without a model accept it and ignore it."""
+    ppo = Deduplicated(create_searcher("ppo", Flat(), seed=0, model_min_points=5))
+    first = ppo.propose()
+    reward, constraint, objective = hard_penalised(first.tokens)
+    ppo.observe(first.id, reward, constraint, objective)
+    assert ppo.objectives[ppo.space.canonical(first.tokens)] == objective
+    assert ppo.inner.model.objectives == [objective]
+    second = ppo.propose()
+    ppo.observe(second.id, None, None, 0.7)  # failed: no objective
+    assert ppo.inner.model.objectives[-1] is None
+    for name in SEARCHERS + WRAPPED:
+        searcher = Deduplicated(make(name))
+        p = searcher.propose()
+        searcher.observe(p.id, *hard_penalised(p.tokens))
 
 
 def test_incremental_reward_model_equals_a_fresh_fit():
@@ -717,7 +795,7 @@ def test_ei_xi_raises_the_incumbent_of_the_pool_acquisition():
     options = {"batch_size": 5, "ppo_epochs": 2, "model_min_points": 5, "model_min_quality": -1.0, "ei_xi": 0.3}
     ppo = create_searcher("ppo", Flat(), seed=0, **options)
     drive(ppo, 15, outstanding=1, reward=additive)
-    tokens = np.array(list(ppo._pool().values()))
+    tokens = np.array([t for t, _ in ppo._pool().values()])
     reward_gp, _ = ppo.model._models()
     mean, std = reward_gp.predict(tokens)
     expected = log_expected_improvement(mean, std, ppo.model.best_feasible() + 0.3)

@@ -139,11 +139,13 @@ def searcher_adapter(
 
     With a latency target, every finished trial also tells the searcher its latency constraint
     (:func:`search_spaces.feasibility.result_constraint`): PPO's pool and Optuna's GP model which
-    architectures keep the target from it. ``screen > 0`` wraps the searcher in
-    :class:`~search_spaces.searchers.screening.Screened` with a pool of that many of its proposals."""
+    architectures keep the target from it. Every trial tells it its mIoU too, the objective the reward
+    was computed from: reward models (PPO's pool, ``screen``) fit it apart from the constraint.
+    ``screen > 0`` wraps the searcher in :class:`~search_spaces.searchers.screening.Screened` with a pool
+    of that many of its proposals."""
     from search_spaces.feasibility import result_constraint
     from search_spaces.searchers import create_searcher
-    from search_spaces.searchers.tune import TuneAdapter
+    from search_spaces.searchers.tune import TuneAdapter, finite_metric
 
     searcher = create_searcher(name, space, seed=seed, **options)
     if screen:
@@ -152,7 +154,7 @@ def searcher_adapter(
         searcher = Screened(searcher, pool=screen)
     constraint = None if target_ms is None else partial(result_constraint, target_ms=target_ms, margin=margin)
     adapter = TuneAdapter(searcher, to_config=lambda tokens: {"arch": space.decode(tokens).to_dict()},
-                          constraint_fn=constraint)
+                          constraint_fn=constraint, objective_fn=partial(finite_metric, key="miou"))
     if not state_path.exists():
         return adapter, None
     adapter.restore(str(state_path))

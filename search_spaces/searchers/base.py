@@ -6,11 +6,14 @@ thin adapter (``tune.py``) put any of them behind Ray Tune. The contract, shared
 
 - ``propose()`` returns a :class:`Proposal` or ``None`` when the searcher waits for results (the
   caller asks again after the next ``observe``). Several proposals may be outstanding at once.
-- ``observe(proposal_id, reward, constraint=None)`` takes the reward of a proposal, in any order.
-  ``None`` or NaN means the trial failed; it becomes :meth:`Searcher.failure_reward` (a defined
-  penalty), never an exception. ``constraint``, where the trial knows it (latency is measured before
-  training), is Optuna's convention: ``<= 0`` when the architecture meets the latency target
+- ``observe(proposal_id, reward, constraint=None, objective=None)`` takes the reward of a proposal, in
+  any order. ``None`` or NaN means the trial failed; it becomes :meth:`Searcher.failure_reward` (a
+  defined penalty), never an exception. ``constraint``, where the trial knows it (latency is measured
+  before training), is Optuna's convention: ``<= 0`` when the architecture meets the latency target
   (``latency / target - 1``); searchers that model feasibility use it, the others ignore it.
+  ``objective``, where the trial reports it, is what the reward trades against latency (the trial's
+  accuracy or mIoU): a searcher with a reward model models it and the constraint apart, as
+  constrained Bayesian optimisation does, since the reward mixes the two; the others ignore it.
 - ``withdraw(proposal_id)`` takes back a pending proposal that will not be evaluated (a wrapper
   proposed another in its place): the searcher forgets it, it is neither a result nor a failure.
 - ``state_dict()`` / ``load_state_dict()`` carry the whole state (model weights, optimiser, random
@@ -95,10 +98,14 @@ class Searcher(ABC):
         self._after_propose(proposal)
         return proposal
 
-    def observe(self, proposal_id: str, reward: float | None, constraint: float | None = None) -> None:
+    def observe(
+        self, proposal_id: str, reward: float | None, constraint: float | None = None,
+        objective: float | None = None,
+    ) -> None:
         """Record the reward of a pending proposal; ``None``/NaN means the trial failed.
 
         ``constraint``: ``<= 0`` when the architecture meets the latency target, ``None`` when unknown.
+        ``objective``: the accuracy the reward was computed from, ``None`` when unknown (or failed).
         """
         tokens = self._take(proposal_id)
         value = self.failure_reward() if is_failed(reward) else float(reward)  # type: ignore[arg-type]
@@ -107,7 +114,10 @@ class Searcher(ABC):
         self.num_observed += 1
         if constraint is not None and not math.isfinite(float(constraint)):
             constraint = None
-        self._observe(proposal_id, tokens, value, failed=is_failed(reward), constraint=constraint)
+        if is_failed(reward) or is_failed(objective):
+            objective = None
+        self._observe(proposal_id, tokens, value, failed=is_failed(reward), constraint=constraint,
+                      objective=None if objective is None else float(objective))
 
     def withdraw(self, proposal_id: str) -> None:
         """Take back a pending proposal that will not be evaluated; the searcher forgets it."""
@@ -170,9 +180,10 @@ class Searcher(ABC):
 
     @abstractmethod
     def _observe(
-        self, proposal_id: str, tokens: tuple[int, ...], reward: float, failed: bool, constraint: float | None = None
+        self, proposal_id: str, tokens: tuple[int, ...], reward: float, failed: bool,
+        constraint: float | None = None, objective: float | None = None,
     ) -> None:
-        """Learn from one result; ``reward`` is already the penalty when ``failed``."""
+        """Learn from one result; ``reward`` is already the penalty when ``failed`` (``objective`` None then)."""
 
     def _withdraw(self, proposal_id: str, tokens: tuple[int, ...]) -> None:
         """Hook: forget what was kept for a proposal that will not be evaluated."""

@@ -8,7 +8,8 @@ same reward when it arrives. After ``max_retries`` duplicates in a row (a policy
 it proposes the nearest unseen neighbour of the last duplicate (one, then two, ... mutations; uniform
 draws as the last resort), so the search keeps moving where the searcher was looking. The inner
 searcher does not learn from those (it did not propose them); ``stats["explored"]`` counts them.
-A duplicate is answered with the latency constraint of its first trial too, where that was known.
+A duplicate is answered with the latency constraint and the objective of its first trial too, where
+those were known.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class Deduplicated:
         self.rng = np.random.default_rng(None if inner.seed is None else inner.seed + 7919)
         self.cache: dict[str, float | None] = {}
         self.constraints: dict[str, float] = {}  # canonical -> latency constraint, where the trial knew it
+        self.objectives: dict[str, float] = {}  # canonical -> objective (accuracy), where the trial reported it
         self.running: dict[str, str] = {}  # canonical -> outer proposal id
         self.pending: dict[str, tuple[str, list[str]]] = {}  # outer id -> (canonical, inner ids fed with it)
         self.stats = {"cache_hits": 0, "linked": 0, "explored": 0}
@@ -53,7 +55,7 @@ class Deduplicated:
         return self.inner.name
 
     def _feed(self, inner_id: str, reward: float | None, key: str) -> None:
-        self.inner.observe(inner_id, reward, self.constraints.get(key))
+        self.inner.observe(inner_id, reward, self.constraints.get(key), self.objectives.get(key))
 
     def propose(self) -> Proposal | None:
         last = None
@@ -93,7 +95,10 @@ class Deduplicated:
                 return proposal
         return None
 
-    def observe(self, proposal_id: str, reward: float | None, constraint: float | None = None) -> None:
+    def observe(
+        self, proposal_id: str, reward: float | None, constraint: float | None = None,
+        objective: float | None = None,
+    ) -> None:
         if proposal_id not in self.pending:
             raise SpecError(f"proposal {proposal_id!r} is not pending; observe each proposal once")
         key, inner_ids = self.pending.pop(proposal_id)
@@ -101,6 +106,8 @@ class Deduplicated:
         self.cache[key] = None if is_failed(reward) else float(reward)  # type: ignore[arg-type]
         if constraint is not None:
             self.constraints[key] = float(constraint)
+        if objective is not None and not is_failed(reward) and not is_failed(objective):
+            self.objectives[key] = float(objective)
         for inner_id in inner_ids:
             self._feed(inner_id, reward, key)
 
@@ -111,6 +118,7 @@ class Deduplicated:
                 "rng": self.rng.bit_generator.state,
                 "cache": self.cache,
                 "constraints": self.constraints,
+                "objectives": self.objectives,
                 "running": self.running,
                 "pending": self.pending,
                 "stats": self.stats,
@@ -125,6 +133,7 @@ class Deduplicated:
         self.rng.bit_generator.state = state["rng"]
         self.cache = state["cache"]
         self.constraints = state.get("constraints", {})
+        self.objectives = state.get("objectives", {})
         self.running = state["running"]
         self.pending = state["pending"]
         self.stats = state["stats"]

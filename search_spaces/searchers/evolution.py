@@ -66,7 +66,7 @@ class RegularizedEvolution(Searcher):
         parent = max((self.population[int(i)] for i in picks), key=lambda member: member[1])[0]
         return mutate(self.space, parent, self.rng)
 
-    def _observe(self, proposal_id, tokens, reward, failed, constraint=None) -> None:
+    def _observe(self, proposal_id, tokens, reward, failed, constraint=None, objective=None) -> None:
         self.population.append((tokens, reward))
         while len(self.population) > self.population_size:
             self.population.popleft()

@@ -6,10 +6,11 @@ only, and used as the prior of a model-based acquisition. Until a Gaussian-proce
 held-out architectures well (leave-one-out Spearman >= ``model_min_quality``) a proposal is a draw of
 the policy; afterwards it is the best of a pool (``pool_draws`` policy draws plus the one-edit
 neighbours of the ``pool_neighbours`` best architectures seen) by ``log EI + log P(feasible) +
-prior_weight * log pi`` (``ppo_pool.py``; feasibility from the latency constraint where trials report
-it). Every proposal stores its log-probability under the policy at the moment it was sent, computed
-for the tokens actually sent, so PPO's importance ratio ``pi_new / pi_old`` is taken to that policy
-for drawn and model-chosen proposals alike, and stale proposals (sent before an update, finished
+prior_weight * log pi`` (``ppo_pool.py``): EI of the objective the trials report (accuracy, mIoU)
+and the feasibility of the latency constraint, each modelled apart, as constrained BO does. Every
+proposal stores its log-probability under the policy at the moment it was sent, computed for the
+tokens actually sent, so PPO's importance ratio ``pi_new / pi_old`` is taken to that policy for
+drawn and model-chosen proposals alike, and stale proposals (sent before an update, finished
 after it) enter through the same ratio. Self-imitation of the elite, risk-seeking advantages and
 restarts of a stalled controller shape what the policy learns; the model shapes only what is tried.
 
@@ -181,6 +182,9 @@ class PPOSearcher(PoolAcquisition, Searcher):
         self.reward_var: float = 1.0
         self.entropy_coef = entropy_coef
         self.updates = self.restarts = 0
+        # pool candidates' (masks, log-probabilities) under the policy of ``_scored_version`` (ppo_pool.py)
+        self._scored: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._scored_version: tuple[int, int, int] | None = None
         self.best_reward = -math.inf
         self.since_best = 0  # architectures learnt from since the best reward last improved
         self.model = RewardModel(model_min_points, model_min_quality)  # every architecture learnt from, once
@@ -329,7 +333,7 @@ class PPOSearcher(PoolAcquisition, Searcher):
         self.seen.discard(self.space.canonical(tokens))
 
     # -- learning ---------------------------------------------------------------------------------
-    def _observe(self, proposal_id, tokens, reward, failed, constraint=None) -> None:
+    def _observe(self, proposal_id, tokens, reward, failed, constraint=None, objective=None) -> None:
         drawn = self._drawn.pop(proposal_id)
         key = self.space.canonical(tokens)
         if key in self.learned:
@@ -337,7 +341,7 @@ class PPOSearcher(PoolAcquisition, Searcher):
             # Learning again would only sharpen a converged policy (and cost an update per batch).
             return
         self.learned.add(key)
-        self.model.add(tokens, reward, constraint)
+        self.model.add(tokens, reward, constraint, objective)
         self.batch.append((drawn, reward))
         self._remember_elite(drawn, reward)
         if reward > self.best_reward:
@@ -478,6 +482,7 @@ class PPOSearcher(PoolAcquisition, Searcher):
             "since_best": self.since_best,
             "restarts": self.restarts,
             "model": self.model.state(),
+            "scored": (dict(self._scored), self._scored_version),
         }
 
     def _set_state(self, state: Any) -> None:
@@ -498,6 +503,8 @@ class PPOSearcher(PoolAcquisition, Searcher):
         self.best_reward = state.get("best_reward", -math.inf)
         self.since_best = state.get("since_best", 0)
         self.restarts = state.get("restarts", 0)
+        self._scored, self._scored_version = state.get("scored", ({}, None))
+        self._scored = dict(self._scored)
         self.model = RewardModel(self.hp["model_min_points"], self.hp["model_min_quality"])
         if "model" in state:
             self.model.load(state["model"])

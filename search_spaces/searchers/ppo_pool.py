@@ -10,10 +10,19 @@ from a pool of ``pool_draws`` fresh draws of the policy plus the one-edit neighb
 so the model says where improvement is likely, and the policy, trained on real rewards, is the prior
 that keeps the search in the region it has learnt (a product ``EI * P(feasible) * pi^beta``).
 
-The chosen architecture's log-probability under the current policy is computed at proposal time, for
-the masks the policy samples under, and stored as the proposal's behaviour log-probability: PPO's
-importance ratio ``pi_new / pi_old`` then starts from the policy that was current when the proposal was
-sent, whether the policy drew it or it is a neighbour the policy never drew.
+The chosen architecture's log-probability under the current policy, for the masks the policy samples
+under, is stored as the proposal's behaviour log-probability: PPO's importance ratio ``pi_new / pi_old``
+then starts from the policy that was current when the proposal was sent, whether the policy drew it or
+it is a neighbour the policy never drew. A draw carries the log-probability it was drawn with; the other
+candidates are scored under the policy once per policy (the neighbours of the best seen recur from one
+proposal to the next, and the policy changes only at an update or a restart), which keeps a proposal
+within its budget now that the model is ready, and the pool used, for most of a search.
+
+The model (:class:`~.acquisition.RewardModel`) fits the objective the trials report (accuracy, mIoU)
+and the latency constraint apart, not the latency-penalised reward: on the NAS-Bench-201 latency table
+(``bench/searchers.py``, seeds 100-119, not the reported ones) that one change took PPO's median trials
+to target from 59, 80.5, 146.5, 77.5, 80.5 and 50.5 to 58, 58, 84, 72, 60 and 48 on the six devices
+and its hits from 118 to 120 of 120.
 
 Two options widen what is tried. ``explore`` (0 to 1, default 0): the share of proposals, while the
 model is ready, that are plain draws of the policy instead of the pool's argmax (chosen with the
@@ -48,6 +57,7 @@ from search_spaces.tokens import sample_uniform
 __all__ = ["PoolAcquisition", "check_pool_options"]
 
 
+
 def check_pool_options(hp: dict) -> None:
     """Raise ``ValueError`` for pool options out of range (``hp``: the searcher's hyper-parameters)."""
     if hp["pool_draws"] < 0 or hp["pool_neighbours"] < 0 or hp["pool_random"] < 0 or hp["model_min_points"] < 3:
@@ -76,17 +86,18 @@ class PoolAcquisition:
         if self.hp["restart_model"]:
             self.model = RewardModel(self.hp["model_min_points"], self.hp["model_min_quality"])
 
-    def _pool(self) -> dict[str, tuple[int, ...]]:
-        """Unseen candidates by key: the policy's draws, the neighbours of the best seen, then uniform ones."""
-        candidates: dict[str, tuple[int, ...]] = {}
+    def _pool(self) -> dict[str, tuple[tuple[int, ...], Drawn | None]]:
+        """Unseen candidates by key: the policy's draws (with what they were drawn under), the neighbours
+        of the best seen, then uniform ones (``None``: not drawn, to be scored under the policy)."""
+        candidates: dict[str, tuple[tuple[int, ...], Drawn | None]] = {}
 
-        def offer(tokens: tuple[int, ...]) -> None:
+        def offer(tokens: tuple[int, ...], drawn: Drawn | None = None) -> None:
             key = self.space.canonical(tokens)
             if key not in self.seen and key not in candidates:
-                candidates[key] = tokens
+                candidates[key] = (tokens, drawn)
 
         for drawn in self._sample(self.hp["pool_draws"]):
-            offer(tuple(int(t) for t in drawn.tokens))
+            offer(tuple(int(t) for t in drawn.tokens), drawn)
         order = np.argsort(-np.asarray(self.model.rewards), kind="stable")[: self.hp["pool_neighbours"]]
         for index in order:
             for tokens in one_edit_neighbours(self.space, self.model.tokens[int(index)], self.rng):
@@ -109,14 +120,41 @@ class PoolAcquisition:
         )
         return masks, logp.numpy()
 
+    def _scored_under_policy(self, keys: list[str], tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Masks [M, K, W] and log-probabilities [M, K] of candidates the policy did not draw, each
+        computed once per policy: the neighbours of the best seen recur from proposal to proposal, and
+        the policy changes only at an update or a restart (and its masks at every proposal with
+        ``without_replacement``, which keeps nothing)."""
+        version = (self.updates, self.restarts, len(self.seen) if self.hp["without_replacement"] else 0)
+        if self._scored_version != version:
+            self._scored, self._scored_version = {}, version
+        missing = [i for i, key in enumerate(keys) if key not in self._scored]
+        if missing:
+            masks, logp = self.policy_log_probs(tokens[missing])
+            for row, i in enumerate(missing):
+                self._scored[keys[i]] = (masks[row], logp[row])
+        return (np.stack([self._scored[key][0] for key in keys]), np.stack([self._scored[key][1] for key in keys]))
+
     def _pool_propose(self) -> tuple[Drawn, str] | None:
-        """The pool's best candidate by the acquisition plus ``prior_weight * log pi``; None if the pool is empty."""
+        """The pool's best candidate by the acquisition plus ``prior_weight * log pi``; None if the pool is empty.
+
+        A draw's log-probability is the one it was drawn with; the others' come from
+        :meth:`_scored_under_policy`. Both are under the current policy and the masks it samples under.
+        """
         candidates = self._pool()
         if not candidates:
             return None
         keys = list(candidates)
-        tokens = np.array([candidates[k] for k in keys], dtype=np.int64)
-        masks, logp = self.policy_log_probs(tokens)
+        tokens = np.array([candidates[k][0] for k in keys], dtype=np.int64)
+        masks = np.zeros((len(keys), tokens.shape[1], self.width), dtype=bool)
+        logp = np.zeros(tokens.shape, dtype=np.float32)
+        undrawn = [i for i, k in enumerate(keys) if candidates[k][1] is None]
+        for i, k in enumerate(keys):
+            drawn = candidates[k][1]
+            if drawn is not None:
+                masks[i], logp[i] = drawn.masks, drawn.logp
+        if undrawn:
+            masks[undrawn], logp[undrawn] = self._scored_under_policy([keys[i] for i in undrawn], tokens[undrawn])
         score = self.model.log_acquisition(tokens, self.hp["ei_xi"]) + self.hp["prior_weight"] * logp.sum(1)
         best = int(np.argmax(score))
         return Drawn(tokens[best], masks[best], logp[best].astype(np.float32)), keys[best]

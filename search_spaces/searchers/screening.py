@@ -3,7 +3,8 @@
 :class:`Screened` wraps a searcher and is itself one, so the tabular loop, the dedup wrapper and the Ray
 Tune adapter use it as they use any other. Once its :class:`~.acquisition.RewardModel` (a Gaussian
 process over every architecture observed) ranks held-out architectures well, each proposal asks the
-inner searcher for ``pool`` candidates, scores them by ``log EI + log P(feasible)`` and sends the best;
+inner searcher for ``pool`` candidates, scores them by ``log EI + log P(feasible)`` (EI of the objective
+the trials report, where they do, modelled apart from the latency constraint) and sends the best;
 the others are withdrawn (:meth:`~.base.Searcher.withdraw`), so the inner searcher is told exactly
 which of its proposals was evaluated and learns from that one's reward alone. Before then, and when a
 searcher has nothing more to offer, proposals pass through unchanged. The model's hyper-parameters are
@@ -73,13 +74,13 @@ class Screened(Searcher):
         assert self._chosen is not None
         self._inner_ids[proposal.id] = self._chosen.id
 
-    def _observe(self, proposal_id, tokens, reward, failed, constraint=None) -> None:
-        self.inner.observe(self._inner_ids.pop(proposal_id), None if failed else reward, constraint)
+    def _observe(self, proposal_id, tokens, reward, failed, constraint=None, objective=None) -> None:
+        self.inner.observe(self._inner_ids.pop(proposal_id), None if failed else reward, constraint, objective)
         key = self.space.canonical(tokens)
         if key in self.learned:
             return
         self.learned.add(key)
-        self.model.add(tokens, reward, constraint)
+        self.model.add(tokens, reward, constraint, objective)
         if len(self.model) >= self.model.min_points and len(self.model) - self.refitted_at >= self.refit_every:
             self.model.refit()
             self.refitted_at = len(self.model)

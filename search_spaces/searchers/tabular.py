@@ -158,7 +158,8 @@ def run_search(
     ``outstanding`` proposals are kept in flight and one of them, chosen at random, completes at each
     step, so searchers see rewards late and out of order as under Ray Tune. Each result carries the
     latency constraint (``feasibility.latency_constraint``: ``latency / target - 1``, ``<= 0`` meets the
-    target), as a trial that measures latency before training knows it. ``trace.stats`` has the
+    target), as a trial that measures latency before training knows it, and the accuracy (the objective
+    reward models fit). ``trace.stats`` has the
     wrapper's counts (``explored``: proposals from the dedup fallback, not the searcher).
     """
     if outstanding < 1:
@@ -181,8 +182,10 @@ def run_search(
         proposal = in_flight.pop(int(rng.integers(len(in_flight))))
         row = table.row(proposal.tokens)
         value = compute_reward(reward, acc[row], lat[row], target, **(reward_params or {}))
-        # latency is measured before training (as stage 1 does): the searcher hears the constraint too
-        search.observe(proposal.id, value, constraint=latency_constraint(float(lat[row]), target))
+        # latency is measured before training (as stage 1 does): the searcher hears the constraint too,
+        # and the accuracy the reward was computed from (a trial reports its mIoU)
+        search.observe(proposal.id, value, constraint=latency_constraint(float(lat[row]), target),
+                       objective=float(acc[row]))
         trace.rows.append(row)
         trace.accuracy.append(float(acc[row]))
         trace.latency.append(float(lat[row]))

@@ -64,7 +64,7 @@ class OptunaSearcher(Searcher):
         assert self._last_trial is not None
         self._trials[proposal.id] = self._last_trial
 
-    def _observe(self, proposal_id, tokens, reward, failed, constraint=None) -> None:
+    def _observe(self, proposal_id, tokens, reward, failed, constraint=None, objective=None) -> None:
         trial = self._trials.pop(proposal_id)
         if self.constraints:
             if self._constrained is None:

@@ -25,12 +25,12 @@ from search_spaces.errors import SpecError
 from search_spaces.searchers.base import Searcher
 from search_spaces.searchers.dedup import Deduplicated
 
-__all__ = ["TuneAdapter", "reward_from_result"]
+__all__ = ["TuneAdapter", "finite_metric", "reward_from_result"]
 
 
-def reward_from_result(result: dict[str, Any]) -> float | None:
-    """The default ``reward_fn``: ``result["reward"]``, or ``None`` (a failed trial) when absent or NaN."""
-    value = result.get("reward")
+def finite_metric(result: dict[str, Any], key: str) -> float | None:
+    """``result[key]`` as a float, or ``None`` when absent, not a number or not finite."""
+    value = result.get(key)
     if value is None:
         return None
     try:
@@ -38,6 +38,11 @@ def reward_from_result(result: dict[str, Any]) -> float | None:
     except (TypeError, ValueError):
         return None
     return value if math.isfinite(value) else None
+
+
+def reward_from_result(result: dict[str, Any]) -> float | None:
+    """The default ``reward_fn``: ``result["reward"]``, or ``None`` (a failed trial) when absent or NaN."""
+    return finite_metric(result, "reward")
 
 
 class TuneAdapter(TuneSearcher):
@@ -48,7 +53,8 @@ class TuneAdapter(TuneSearcher):
     ``{"tokens": [...], **to_config(tokens)}``. ``reward_fn(result)`` reads the reward from the last
     reported result (``None`` = failed). Trials that error are observed as failed. ``constraint_fn(result)``,
     when given, reads the latency constraint (``<= 0``: meets the target; ``None``: unknown) that
-    searchers modelling feasibility use.
+    searchers modelling feasibility use; ``objective_fn(result)``, when given, the objective the reward
+    was computed from (the trial's mIoU; ``None``: not measured), which reward models fit.
     """
 
     def __init__(
@@ -58,6 +64,7 @@ class TuneAdapter(TuneSearcher):
         reward_fn: Callable[[dict[str, Any]], float | None] = reward_from_result,
         *,
         constraint_fn: Callable[[dict[str, Any]], float | None] | None = None,
+        objective_fn: Callable[[dict[str, Any]], float | None] | None = None,
         metric: str = "reward",
         mode: str = "max",
         dedupe: bool = True,
@@ -69,6 +76,7 @@ class TuneAdapter(TuneSearcher):
         self.to_config = to_config
         self.reward_fn = reward_fn
         self.constraint_fn = constraint_fn
+        self.objective_fn = objective_fn
         self.trials: dict[str, str] = {}  # Tune trial id -> proposal id
         self.tokens: dict[str, list[int]] = {}  # proposal id -> tokens, while in flight
         self.replay: list[str] = []  # proposals to hand out again after a resume
@@ -112,7 +120,8 @@ class TuneAdapter(TuneSearcher):
         self.tokens.pop(proposal_id, None)
         reward = None if error or not result else self.reward_fn(result)
         constraint = None if not result or self.constraint_fn is None else self.constraint_fn(result)
-        self.inner.observe(proposal_id, reward, constraint)
+        objective = None if error or not result or self.objective_fn is None else self.objective_fn(result)
+        self.inner.observe(proposal_id, reward, constraint, objective)
 
     # -- persistence ------------------------------------------------------------------------------
     def get_state(self) -> dict[str, Any]:

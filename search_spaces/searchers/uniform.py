@@ -19,5 +19,5 @@ class RandomSearcher(Searcher):
     def _propose(self) -> tuple[int, ...]:
         return sample_uniform(self.space, self.rng)
 
-    def _observe(self, proposal_id, tokens, reward, failed, constraint=None) -> None:
+    def _observe(self, proposal_id, tokens, reward, failed, constraint=None, objective=None) -> None:
         return None
