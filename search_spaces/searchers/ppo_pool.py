@@ -21,8 +21,8 @@ within its budget now that the model is ready, and the pool used, for most of a 
 The model (:class:`~.acquisition.RewardModel`) fits the objective the trials report (accuracy, mIoU)
 and the latency constraint apart, not the latency-penalised reward: on the NAS-Bench-201 latency table
 (``bench/searchers.py``, seeds 100-119, not the reported ones) that one change took PPO's median trials
-to target from 59, 80.5, 146.5, 77.5, 80.5 and 50.5 to 58, 58, 84, 72, 60 and 48 on the six devices
-and its hits from 118 to 120 of 120.
+to target from 59, 80.5, 146.5, 77.5, 80.5 and 50.5 to 50, 66, 98, 94, 58 and 52 on the six devices
+(titan_rtx_256, gold_6226, raspi4, pixel3, fpga, eyeriss) and its hits from 118 to 120 of 120.
 
 Two options widen what is tried. ``explore`` (0 to 1, default 0): the share of proposals, while the
 model is ready, that are plain draws of the policy instead of the pool's argmax (chosen with the
