@@ -114,10 +114,9 @@ class Searcher(ABC):
         self.num_observed += 1
         if constraint is not None and not math.isfinite(float(constraint)):
             constraint = None
-        if is_failed(reward) or is_failed(objective):
-            objective = None
+        objective = None if is_failed(reward) or is_failed(objective) else float(objective)  # type: ignore[arg-type]
         self._observe(proposal_id, tokens, value, failed=is_failed(reward), constraint=constraint,
-                      objective=None if objective is None else float(objective))
+                      objective=objective)
 
     def withdraw(self, proposal_id: str) -> None:
         """Take back a pending proposal that will not be evaluated; the searcher forgets it."""

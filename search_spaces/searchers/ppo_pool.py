@@ -148,10 +148,12 @@ class PoolAcquisition:
         tokens = np.array([candidates[k][0] for k in keys], dtype=np.int64)
         masks = np.zeros((len(keys), tokens.shape[1], self.width), dtype=bool)
         logp = np.zeros(tokens.shape, dtype=np.float32)
-        undrawn = [i for i, k in enumerate(keys) if candidates[k][1] is None]
+        undrawn = []
         for i, k in enumerate(keys):
             drawn = candidates[k][1]
-            if drawn is not None:
+            if drawn is None:
+                undrawn.append(i)
+            else:
                 masks[i], logp[i] = drawn.masks, drawn.logp
         if undrawn:
             masks[undrawn], logp[undrawn] = self._scored_under_policy([keys[i] for i in undrawn], tokens[undrawn])
