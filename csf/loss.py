@@ -11,8 +11,9 @@ The raw dot product does not train on real imagery: deep features give dot produ
 hundreds or thousands, so ``S`` saturates the softmax. A batch whose positives lead by more than
 float32's resolution scores a loss of exactly 0 and teaches nothing, and one where a negative leads
 scores hundreds and takes a huge step. On real airborne chips (IDTReeS, three sensors; resnet18, 400
-steps of 32, ``bench/results/csf_real_dot.json``) 42 of 400 steps were exactly 0 and the largest was
-360; with cosine similarities (``csf_real.json``, same chips and settings) no step was 0, the largest
+steps of 32, crop 48, ``bench/results/history/csf_real_dot-crop48-2026-12-03.json``) 42 of 400 steps
+were exactly 0 and the largest was 360; with cosine similarities (``csf_real-cosine-crop48-2026-12-03.json``
+beside it, same chips and settings) no step was 0, the largest
 was 0.66, and the mean loss fell from 0.28 over the first fifth of the steps to 0.10 over the last.
 
 Numerics: the similarities are computed in float32 with autocast off (raw dot products would
