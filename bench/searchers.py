@@ -169,7 +169,7 @@ def run_grid(table_path, devices, searchers, seeds, trials, acc_col, outstanding
     return results
 
 
-def tune_comparison(table, device, searchers, seeds, trials, concurrency, acc_col, options) -> dict:
+def tune_comparison(table, device, searchers, seeds, trials, concurrency, acc_col, options, budget=0.5) -> dict:
     """The same searchers through the Ray Tune adapter on a local Ray, against the in-process loop."""
     import ray
     from ray import tune
@@ -180,7 +180,7 @@ def tune_comparison(table, device, searchers, seeds, trials, concurrency, acc_co
     from search_spaces.searchers.tabular import SearchTrace
     from search_spaces.searchers.tune import TuneAdapter
 
-    target, optimum = target_accuracy(table, device, acc_col)
+    target, optimum = target_accuracy(table, device, acc_col, budget)
     acc, lat = table.column(acc_col), table.latency(device)
 
     def trainable(config, acc=acc, lat=lat, target=target):
@@ -252,7 +252,9 @@ def tune_comparison(table, device, searchers, seeds, trials, concurrency, acc_co
     return out
 
 
-def proposal_cost(table, device: str, acc_col: str, observations: int = 500, repeats: int = 50) -> dict:
+def proposal_cost(
+    table, device: str, acc_col: str, observations: int = 500, repeats: int = 50, budget: float = 0.5
+) -> dict:
     """Milliseconds per PPO proposal once ``observations`` architectures are observed, and the refit.
 
     The search runs ``observations`` trials; then ``repeats`` proposals are made and withdrawn (the
@@ -264,7 +266,7 @@ def proposal_cost(table, device: str, acc_col: str, observations: int = 500, rep
     from search_spaces.searchers import create_searcher, run_search
 
     torch.set_num_threads(1)
-    target, _ = target_accuracy(table, device, acc_col)
+    target, _ = target_accuracy(table, device, acc_col, budget)
     ppo = create_searcher("ppo", table, seed=0, restart_model=False)  # the model keeps every observation
     run_search(ppo, table, device=device, trials=observations, target_ms=target, accuracy=acc_col)
     assert ppo.model.ready(), "the reward model is not in use: nothing to time"
@@ -490,6 +492,7 @@ def main(argv: list[str] | None = None) -> dict:
             args.tune_concurrency,
             args.acc,
             options,
+            args.budget,
         )
         comparison["seconds"] = round(time.perf_counter() - start, 1)
         report["tune"] = comparison
@@ -504,7 +507,7 @@ def main(argv: list[str] | None = None) -> dict:
                 print(f"  {name:8} {how:10} {cells}  trials_to_target={rec['trials_to_target']}")
 
     if args.proposal_cost or args.proposal_cost_only:
-        report["proposal_cost"] = proposal_cost(table, devices[0], args.acc)
+        report["proposal_cost"] = proposal_cost(table, devices[0], args.acc, budget=args.budget)
         print(f"\nPPO proposal cost: {report['proposal_cost']}")
 
     report = stamp(report)
