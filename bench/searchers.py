@@ -1,11 +1,11 @@
 """Searchers on a real tabular benchmark: who finds the fastest-accurate architecture in fewest trials.
 
 For every latency device of the table (``lat_*`` columns), with the hard reward and the target set to
-that device's median latency, every registered searcher and every variant of :data:`VARIANTS`
-(``ppo_nomodel``: PPO without its reward model; ``tpe_screened``: TPE behind the same model screening
-any searcher can use) runs ``--trials`` trials for ``--seeds`` seeds (in-process, :func:`run_search`;
-each result carries the latency constraint, as a trial that measures latency before training knows
-it). Reported per device and searcher:
+that device's median latency (``--budget Q``: its Q quantile instead), every registered searcher and
+every variant of :data:`VARIANTS` (``ppo_nomodel``: PPO without its reward model; ``tpe_screened``: TPE
+behind the same model screening any searcher can use) runs ``--trials`` trials for ``--seeds`` seeds
+(in-process, :func:`run_search`; each result carries the latency constraint, as a trial that measures
+latency before training knows it). Reported per device and searcher:
 
 - ``best_at``: mean over seeds of the best feasible accuracy (latency strictly under the target) after
   50, 100, 200 and 500 trials;
@@ -390,6 +390,8 @@ def main(argv: list[str] | None = None) -> dict:
         help="run nothing: merge these result files (runs done separately, e.g. in parallel) into --out",
     )
     args = parser.parse_args(argv)
+    if not 0.0 < args.budget < 1.0:
+        parser.error(f"--budget is a quantile of the device's latencies, strictly between 0 and 1, not {args.budget}")
     if args.combine:
         return combine(args.combine, args.out)
 
