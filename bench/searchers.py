@@ -81,7 +81,7 @@ def _init_worker(table_path: str) -> None:
     _TABLE = TableSpace.from_csv(table_path)
 
 
-def target_accuracy(table, device: str, acc_col: str, budget: float = 0.5) -> tuple[float, float]:
+def target_accuracy(table, device: str, acc_col: str, budget: float) -> tuple[float, float]:
     """(latency target, best feasible accuracy) of a device — the constrained optimum to find. The
     target is the ``budget`` quantile of the device's latencies (0.5: its median, what PPO was tuned on)."""
     lat = table.latency(device)
@@ -169,7 +169,7 @@ def run_grid(table_path, devices, searchers, seeds, trials, acc_col, outstanding
     return results
 
 
-def tune_comparison(table, device, searchers, seeds, trials, concurrency, acc_col, options, budget=0.5) -> dict:
+def tune_comparison(table, device, searchers, seeds, trials, concurrency, acc_col, options, budget) -> dict:
     """The same searchers through the Ray Tune adapter on a local Ray, against the in-process loop."""
     import ray
     from ray import tune
@@ -252,9 +252,7 @@ def tune_comparison(table, device, searchers, seeds, trials, concurrency, acc_co
     return out
 
 
-def proposal_cost(
-    table, device: str, acc_col: str, observations: int = 500, repeats: int = 50, budget: float = 0.5
-) -> dict:
+def proposal_cost(table, device: str, acc_col: str, budget: float, observations: int = 500, repeats: int = 50) -> dict:
     """Milliseconds per PPO proposal once ``observations`` architectures are observed, and the refit.
 
     The search runs ``observations`` trials; then ``repeats`` proposals are made and withdrawn (the
@@ -509,7 +507,7 @@ def main(argv: list[str] | None = None) -> dict:
                 print(f"  {name:8} {how:10} {cells}  trials_to_target={rec['trials_to_target']}")
 
     if args.proposal_cost or args.proposal_cost_only:
-        report["proposal_cost"] = proposal_cost(table, devices[0], args.acc, budget=args.budget)
+        report["proposal_cost"] = proposal_cost(table, devices[0], args.acc, args.budget)
         print(f"\nPPO proposal cost: {report['proposal_cost']}")
 
     report = stamp(report)
