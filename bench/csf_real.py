@@ -55,7 +55,8 @@ VIEWS = {"sensor_dropout": 0.5, "noise_std": 0.1, "gain_jitter": 0.1}
 #: 400 constant steps (3 seeds each), they took the goal cells beyond random init's spread from 9 to 12
 #: (Euclidean k-NN) and 8 to 13 (cosine), the mean gain from 1.9 to 2.7 pp (Euclidean). A peak rate of 2e-3
 #: then kept those counts (12, 13) and raised the mean gain to 3.0 and 4.4 pp (Euclidean, cosine), with CSF
-#: above random init's mean in all 16 goal cells; 3e-3 fell back (9, 12), as did crop 24 for 1000 steps
+#: above random init's mean in all 16 goal cells (15 through the product, Euclidean: results/csf_real.json);
+#: 3e-3 fell back (9, 12), as did crop 24 for 1000 steps
 PROFILES: dict[str, dict[str, Any]] = {
     "cpu": {"backbone": "resnet18", "steps": 600, "batch_size": 32, "crop": 32, "warmup_steps": 40,
             "ramp_steps": 200, "lr": 2e-3, "lr_schedule": "cosine", "workers": 1, **VIEWS},
