@@ -50,15 +50,15 @@ METRICS = ("same_class", "accuracy")
 #: each view its own noise and band gains; with crop 32 of the 50 px chips the views overlap less
 VIEWS = {"sensor_dropout": 0.5, "noise_std": 0.1, "gain_jitter": 0.1}
 
-#: settings per profile: what one pretraining job runs. The cpu profile's 600 steps with the rate decayed
-#: to 0 (``lr_schedule: cosine``) fit its 30 minutes for 3 seeds; screened in process on this split against
-#: 400 constant steps (3 seeds each), they took the goal cells beyond random init's spread from 9 to 12
-#: (Euclidean k-NN) and 8 to 13 (cosine), the mean gain from 1.9 to 2.7 pp (Euclidean). A peak rate of 2e-3
-#: then kept those counts (12, 13) and raised the mean gain to 3.0 and 4.4 pp (Euclidean, cosine), with CSF
-#: above random init's mean in all 16 goal cells (15 through the product, Euclidean: results/csf_real.json);
-#: 3e-3 fell back (9, 12), as did crop 24 for 1000 steps
+#: settings per profile: what one pretraining job runs. The cpu profile's 800 steps with the rate decayed
+#: to 0 (``lr_schedule: cosine``) fit its 30 minutes for 3 seeds (22 min on 2 cores). Screened in process
+#: on this split (3 seeds each): 600 decayed steps against 400 constant ones took the goal cells beyond
+#: random init's spread from 9 to 12 (Euclidean k-NN) and 8 to 13 (cosine); a peak rate of 2e-3 (was
+#: 1e-3) kept those counts and raised the mean gain from 2.7 to 3.0 pp (Euclidean); 800 steps then gave
+#: 13 cells and 3.6 pp (13 through the product: results/csf_real.json). 3e-3 fell back (9), as did crop
+#: 24 for 1000 steps, a 128-channel projection head and a temperature of 0.2
 PROFILES: dict[str, dict[str, Any]] = {
-    "cpu": {"backbone": "resnet18", "steps": 600, "batch_size": 32, "crop": 32, "warmup_steps": 40,
+    "cpu": {"backbone": "resnet18", "steps": 800, "batch_size": 32, "crop": 32, "warmup_steps": 40,
             "ramp_steps": 200, "lr": 2e-3, "lr_schedule": "cosine", "workers": 1, **VIEWS},
     "gpu": {"backbone": "resnet18", "steps": 3000, "batch_size": 128, "crop": 32, "warmup_steps": 300,
             "ramp_steps": 1500, "lr": 1e-3, "workers": 1, **VIEWS},
