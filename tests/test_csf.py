@@ -156,25 +156,6 @@ def test_sensor_dropout_drops_whole_sensors_and_scales_like_the_knn_single_senso
         ViewConfig(sensor_dropout=1.0)
 
 
-def test_band_dropout_never_empties_a_view_that_sensor_dropout_left_with_one_sensor():
-    """After sensor dropout only the bands a view still has count: a view of the 1-band height model
-    alone keeps that band, and each kept sensor's bands keep their expected value."""
-    g = torch.Generator().manual_seed(0)
-    groups = [[0, 1, 2], [3, 4, 5, 6, 7], [8]]
-    cfg = ViewConfig(crop=8, p_max=0.66, ramp_steps=0, sensor_dropout=0.9)
-    v1, v2 = make_views(torch.ones(6000, 9, 8, 8), 0, cfg, g, groups)
-    for v in (v1, v2):
-        kept = v[:, :, 0, 0] != 0
-        assert kept.any(dim=1).all(), "a view lost every band"
-        height_only = kept[:, 8] & ~kept[:, :8].any(dim=1)
-        assert height_only.float().mean().item() > 0.2
-    present = torch.zeros(200_000, 9, dtype=torch.bool)
-    present[:, :3] = True  # the RGB camera alone
-    y = channel_dropout(torch.ones(200_000, 9, 1, 1), 0.66, g, present)[:, :, 0, 0]
-    assert (y[:, :3] != 0).any(dim=1).all()
-    assert torch.allclose(y[:, :3].mean(dim=0), torch.ones(3), rtol=0.02)
-
-
 def test_cross_sensor_views_share_no_sensor():
     """With ``cross_sensor`` a sample's two views see complementary, non-empty sensor sets: the RGB
     camera on one side must match what the height model and the spectrometer show on the other."""
