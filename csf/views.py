@@ -5,7 +5,7 @@ view is its own random crop of the same chip, and each band of each sample is ze
 probability ``p``. ``p`` ramps from 0 to ``p_max`` over the first batches so the encoder first
 learns from whole stacks, then from ever sparser ones.
 
-A sample never loses all its bands (a view of nothing cannot be matched). We draw the mask again
+A sample never loses all the bands of its stack (a view of nothing cannot be matched). We draw the mask again
 for such samples (rejection sampling), so a band is kept with probability
 ``(1 - p) / (1 - p**C)`` for ``C`` bands; kept bands are scaled by the inverse of that, which is
 ``1 / (1 - p)`` up to the tiny all-dropped correction, and keeps every band's expected value exact.
