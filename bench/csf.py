@@ -79,7 +79,7 @@ PROFILES = {
 
 def settings(args: argparse.Namespace) -> dict:
     s = dict(PROFILES[args.profile])
-    s.update(device=args.device, threads=args.threads, seed=0, p_max=0.66, lr=1e-3, temperature=0.1,
+    s.update(device=args.device, threads=args.threads, seed=0, p_max=0.66, lr=1e-3, temperature=args.temperature,
              grad_clip=1.0, normalize=args.similarity == "cosine", transfer_label_share=0.10, knn_tiles=[8],
              transfer_test_tiles=[8], ms_texture=args.ms_texture, ms_acquisition=args.ms_acquisition,
              noise_std=args.noise_std,
@@ -320,6 +320,8 @@ def main() -> None:
     parser.add_argument("--gain-jitter", type=float, default=0.0, help="per-view band gain (csf.views; 0 = paper)")
     parser.add_argument("--lr-schedule", choices=sorted(LR_SCHEDULES), default=PretrainConfig.lr_schedule,
                         help="after the warm-up (csf.schedule; default the pretraining spec's)")
+    parser.add_argument("--temperature", type=float, default=PretrainConfig.temperature,
+                        help="the contrastive loss' temperature (the paper's 0.1)")
     parser.add_argument("--knn-metric", choices=list(DISTANCES), default="euclidean",
                         help="k-NN distance (csf.knn; euclidean, the pretraining spec's default)")
     parser.add_argument("--transfer-seeds", type=int, default=3,
