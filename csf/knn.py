@@ -205,8 +205,8 @@ def seed_spread(
     runs: Sequence[Mapping[str, Mapping[int, Mapping[str, float]]]],
 ) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
     """How far the same scores move between runs that differ only in their seed (random inits):
-    ``{subset: {k: {metric: {"min", "max", "mean", "spread"}}}}``, spread = max - min. A gain smaller
-    than the spread is not a gain."""
+    ``{subset: {k: {metric: {"values", "min", "max", "mean", "spread"}}}}`` (``values``: one per run, in
+    order), spread = max - min. A gain smaller than the spread is not a gain."""
     out: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
     for subset, by_k in runs[0].items():
         out[subset] = {}
@@ -215,6 +215,7 @@ def seed_spread(
             for metric in ("same_class", "accuracy"):
                 values = [float(run[subset][k][metric]) for run in runs]
                 out[subset][str(k)][metric] = {
+                    "values": values,
                     "min": min(values),
                     "max": max(values),
                     "mean": sum(values) / len(values),

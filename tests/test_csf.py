@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -438,3 +439,51 @@ def test_cuda_step_uses_amp_and_channels_last_and_learns():
     losses = [step(batch, i, g)["loss"] for i in range(40)]
     assert all(np.isfinite(losses))
     assert np.mean(losses[-5:]) < np.mean(losses[:5])  # the same 32 chips: views become matchable
+
+
+IDTREES = Path(__file__).resolve().parents[2] / "shared/data/idtrees-multisensor"
+
+
+def test_plot_folds_evaluate_every_chip_once_by_an_encoder_that_never_saw_its_plot(tmp_path):
+    import json
+
+    from bench.csf_real import plot_folds
+
+    if not (IDTREES / "multisensor.json").exists():
+        pytest.skip(f"{IDTREES} not present")
+    every = json.loads((IDTREES / "multisensor.json").read_text())["chips"]
+    evaluated = []
+    for pretrain, evaluate in plot_folds(IDTREES, tmp_path, 3, seed=0):
+        seen = json.loads((pretrain / "multisensor.json").read_text())["chips"]
+        held = json.loads((evaluate / "multisensor.json").read_text())["chips"]
+        assert not {c["plot"] for c in seen} & {c["plot"] for c in held}
+        assert len(seen) + len(held) == len(every)
+        assert len(load_chips({"kind": "multisensor", "root": str(evaluate)}).labels) == len(held)
+        evaluated += [c["id"] for c in held]
+    assert sorted(evaluated) == sorted(c["id"] for c in every)
+    with pytest.raises(ValueError, match="--folds must be between 2"):
+        plot_folds(IDTREES, tmp_path, 1, seed=0)
+
+
+def test_pooled_folds_weigh_each_fold_by_its_chips_and_pair_random_seeds():
+    from bench.csf_real import goals, pool_folds
+
+    def job(chips, csf, randoms):
+        scores = {"same_class": csf, "accuracy": csf}
+        values = {"same_class": {"values": randoms}, "accuracy": {"values": randoms}}
+        return {"chips": {"count": chips}, "csf": {"rgb": {"10": scores, "25": scores}},
+                "random_spread": {"rgb": {"10": values, "25": values}}}
+
+    # fold A: 100 chips, random seeds 0.50 / 0.60, CSF seeds 0.70 / 0.80; fold B: 300 chips, 0.40 / 0.30, 0.50 / 0.60
+    a = [job(100, 0.70, [0.50, 0.60]), job(100, 0.80, [0.50, 0.60])]
+    b = [job(300, 0.50, [0.40, 0.30]), job(300, 0.60, [0.40, 0.30])]
+    knn = pool_folds([a, b])
+    spread = knn["random_spread"]["rgb"]["10"]["accuracy"]
+    assert spread["values"] == pytest.approx([0.425, 0.375])  # seed r of A pooled with seed r of B, by chips
+    assert spread["spread"] == pytest.approx(0.05)
+    assert knn["random"]["rgb"]["10"]["accuracy"] == pytest.approx(0.425)
+    assert knn["csf"]["rgb"]["10"]["accuracy"] == pytest.approx(0.60)  # pooled seeds 0.55 and 0.65
+    assert knn["csf_spread"]["rgb"]["10"]["accuracy"] == pytest.approx(0.10)
+    row = goals(knn)[0]["rgb/k10/accuracy"]
+    assert row["gain"] == pytest.approx(0.20) and row["random_spread"] == pytest.approx(0.05) and row["met"]
+    assert pool_folds([a])["csf"]["rgb"]["10"]["accuracy"] == pytest.approx(0.75)  # one split: the seeds' mean
