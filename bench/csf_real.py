@@ -146,14 +146,14 @@ def pool_folds(folds: list[list[dict[str, Any]]]) -> dict[str, Any]:
     the score over every evaluated chip (each chip's neighbours from its own fold). Random init seed
     ``r`` is pooled with seed ``r`` of the other folds, and its spread is the pooled seeds' max - min;
     CSF's mean and spread are read the same way over the folds' ``j``-th pretraining seeds."""
+    from csf.knn import spread_of
+
     counts = [int(jobs[0]["chips"]["count"]) for jobs in folds]
     total = sum(counts)
 
     def pooled(per_fold: list[list[float]]) -> dict[str, Any]:
-        values = [sum(n * v[i] for n, v in zip(counts, per_fold, strict=True)) / total
-                  for i in range(min(len(v) for v in per_fold))]
-        return {"values": values, "min": min(values), "max": max(values),
-                "mean": statistics.fmean(values), "spread": max(values) - min(values)}
+        return spread_of(sum(n * v[i] for n, v in zip(counts, per_fold, strict=True)) / total
+                         for i in range(min(len(v) for v in per_fold)))
 
     first = folds[0][0]
     out: dict[str, Any] = {"random": {}, "random_spread": {}, "csf": {}, "csf_spread": {}}

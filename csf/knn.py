@@ -201,6 +201,13 @@ def evaluate_artifact(
     return {"random": randoms[0], **results}
 
 
+def spread_of(values: Sequence[float]) -> dict[str, Any]:
+    """``{"values", "min", "max", "mean", "spread"}`` of one score over seeds; spread = max - min."""
+    values = list(values)
+    return {"values": values, "min": min(values), "max": max(values), "mean": sum(values) / len(values),
+            "spread": max(values) - min(values)}
+
+
 def seed_spread(
     runs: Sequence[Mapping[str, Mapping[int, Mapping[str, float]]]],
 ) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
@@ -213,12 +220,5 @@ def seed_spread(
         for k in by_k:
             out[subset][str(k)] = {}
             for metric in ("same_class", "accuracy"):
-                values = [float(run[subset][k][metric]) for run in runs]
-                out[subset][str(k)][metric] = {
-                    "values": values,
-                    "min": min(values),
-                    "max": max(values),
-                    "mean": sum(values) / len(values),
-                    "spread": max(values) - min(values),
-                }
+                out[subset][str(k)][metric] = spread_of([float(run[subset][k][metric]) for run in runs])
     return out
