@@ -24,6 +24,11 @@ finite loss, and a cosine loss stays above zero even when the views are identica
 Exact symmetry: direction two uses ``Z2 Z1ᵀ`` computed as its own product (not the transpose of
 direction one), so swapping the views swaps two float32 summands, and ``a + b == b + a`` exactly.
 
+Places: chips can name a place (a multi-sensor chip's ``plot``), and windows of one place overlap. With
+``places`` given, a chip's view is not contrasted with the other chips of its own place: they are
+left out of its row's softmax (its own pair stays the target), so the loss does not push apart two
+windows of the same ground, which are often the same tree species.
+
 Across workers, every worker gathers all workers' features and computes the same global loss; the
 gradient flows only into its own slice. Summed over workers, the slices' gradients are the full
 gradient of the global loss; DDP averages gradients over workers, so the loss that is
@@ -32,6 +37,7 @@ back-propagated is multiplied by the world size (:func:`contrastive_loss` return
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -59,14 +65,25 @@ def gather_with_grad(z: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts, dim=0)
 
 
+def _gather(x: torch.Tensor) -> torch.Tensor:
+    """``x`` (n,) from every worker in rank order (no gradient): each sample's place."""
+    if not _distributed():
+        return x
+    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts)
+
+
 def layer_loss(
-    z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1, normalize: bool = True
+    z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1, normalize: bool = True,
+    places: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Symmetric InfoNCE of one layer: ``z1``, ``z2`` (N, ...) are the two views' features, row i ↔ i.
 
     Returns the mean over the N samples of the two directions' average cross-entropy. ``normalize``
     (the default) L2-normalises the rows first: cosine similarities; ``False`` is the paper's raw
-    dot product (see the module note for why it is not the default).
+    dot product (see the module note for why it is not the default). ``places`` (N,): each
+    sample's place; the other samples of its place are left out of its row (not negatives).
     """
     if z1.shape != z2.shape:
         raise ValueError(f"views' features differ in shape: {tuple(z1.shape)} vs {tuple(z2.shape)}")
@@ -75,9 +92,17 @@ def layer_loss(
     if normalize:
         a, b = F.normalize(a, dim=1), F.normalize(b, dim=1)
     target = torch.arange(a.shape[0], device=a.device)
+    exclude = None
+    if places is not None:
+        places = places.to(a.device).reshape(-1)
+        if places.shape[0] != a.shape[0]:
+            raise ValueError(f"{places.shape[0]} places for {a.shape[0]} samples")
+        exclude = (places[:, None] == places[None, :]) & ~torch.eye(a.shape[0], dtype=torch.bool, device=a.device)
     with torch.autocast(device_type=a.device.type, enabled=False):
-        forward = F.cross_entropy((a @ b.T).double() / temperature, target)
-        backward = F.cross_entropy((b @ a.T).double() / temperature, target)
+        forward, backward = (a @ b.T).double() / temperature, (b @ a.T).double() / temperature
+        if exclude is not None:  # symmetric: the same pairs are left out in both directions
+            forward, backward = forward.masked_fill(exclude, -math.inf), backward.masked_fill(exclude, -math.inf)
+        forward, backward = F.cross_entropy(forward, target), F.cross_entropy(backward, target)
     return ((forward + backward) / 2).float()
 
 
@@ -86,21 +111,24 @@ def contrastive_loss(
     features2: Sequence[torch.Tensor],
     temperature: float = 0.1,
     normalize: bool = True,
+    places: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The CSF loss over layers, global over all workers.
 
     ``features1[l]`` and ``features2[l]`` are layer ``l``'s local feature maps of the two views.
     Returns ``(loss, to_backward)``: ``loss`` is the global loss (the same on every worker, for
     reporting); ``to_backward`` is ``loss × world size`` so that DDP's gradient average equals the
-    gradient of the global loss.
+    gradient of the global loss. ``places`` (n,): the local samples' places (gathered like the features).
     """
     if len(features1) != len(features2) or not features1:
         raise ValueError("need the same, non-zero number of layers for both views")
     total = features1[0].new_zeros((), dtype=torch.float32)
+    if places is not None:
+        places = _gather(places.to(features1[0].device).reshape(-1))
     for f1, f2 in zip(features1, features2, strict=True):
         z1 = gather_with_grad(f1.reshape(f1.shape[0], -1))
         z2 = gather_with_grad(f2.reshape(f2.shape[0], -1))
-        total = total + layer_loss(z1, z2, temperature, normalize)
+        total = total + layer_loss(z1, z2, temperature, normalize, places)
     world = dist.get_world_size() if _distributed() else 1
     return total, total * world
 

@@ -74,6 +74,7 @@ class PretrainConfig:
     sensor_dropout: float = 0.0  # whole-sensor dropout per view (csf.views); off in the paper
     cross_sensor: float = 0.0  # share of samples whose views see complementary sensors (csf.views)
     dihedral: bool = False  # random turns and mirrors of each chip before its views (csf.views)
+    place_negatives: bool = True  # False: chips of a sample's own place (plot) are not its negatives (csf.loss)
     checkpoint_every: int = 500
     report_every: int = 50  # steps between ray.train.report calls (each costs about 2 s: see pretrain)
     seed: int = 0
@@ -166,8 +167,10 @@ class CSFStep:
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
 
-    def __call__(self, batch: torch.Tensor, step: int, rng: torch.Generator) -> dict[str, float]:
-        """Train on ``batch`` (N, C, H, W), normalised, on the CPU; returns the step's metrics."""
+    def __call__(self, batch: torch.Tensor, step: int, rng: torch.Generator,
+                 places: torch.Tensor | None = None) -> dict[str, float]:
+        """Train on ``batch`` (N, C, H, W), normalised, on the CPU; returns the step's metrics.
+        ``places`` (N,): each chip's place, whose other chips are then not its negatives."""
         cfg, device = self.cfg, self.device
         self.model.train()
         v1, v2 = make_views(batch, step, self.views, rng, self.groups)
@@ -182,7 +185,7 @@ class CSFStep:
             features = self.model(x)
         n = len(batch)
         loss, to_backward = contrastive_loss([f[:n] for f in features], [f[n:] for f in features],
-                                             cfg.temperature, cfg.normalize)
+                                             cfg.temperature, cfg.normalize, places)
         if not torch.isfinite(loss):
             raise GeonasError(f"CSF loss is {loss.item()} at step {step}; lower lr or temperature")
         self.optimizer.zero_grad(set_to_none=True)
@@ -266,7 +269,8 @@ def pretrain(config: dict[str, Any]) -> None:
         tick = time.perf_counter()
         rng = torch.Generator().manual_seed(_step_seed(cfg.seed, rank, step))
         pick = shard[torch.randperm(len(shard), generator=rng)[: cfg.batch_size].numpy()]
-        metrics = stepper(torch.from_numpy(images[pick]), step, rng)
+        places = None if cfg.place_negatives or chips.groups is None else torch.from_numpy(chips.groups[pick])
+        metrics = stepper(torch.from_numpy(images[pick]), step, rng, places)
         step_times.append(time.perf_counter() - tick)
         done = step + 1
         warm = step_times[3:] or step_times

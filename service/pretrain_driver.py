@@ -57,6 +57,7 @@ def csf_config(spec: PretrainingSpec, name: str) -> dict[str, Any]:
         "sensor_dropout": spec.sensor_dropout,
         "cross_sensor": spec.cross_sensor,
         "dihedral": spec.dihedral,
+        "place_negatives": spec.place_negatives,
         "checkpoint_every": spec.checkpoint_every,
         "seed": spec.seed,
     }

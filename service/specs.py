@@ -299,6 +299,9 @@ class PretrainingSpec(_Spec):
                                 "complementary sensor sets (ramped; needs two or more sensors); 0 = the paper.")
     dihedral: bool = Field(False, description="Turn and mirror each chip at random (the same for both views) "
                            "before its views are made; false = the paper.")
+    place_negatives: bool = Field(True, description="Contrast a chip with other chips of its own place (a "
+                                  "multi-sensor chip's plot, whose windows overlap); false leaves them out of its "
+                                  "loss, so overlapping ground is not pushed apart (csf/loss.py).")
     checkpoint_every: int = Field(500, ge=1)
     seed: int = Field(0, ge=0)
     knn: bool = Field(True, description="Evaluate k-NN (random init vs CSF) when done.")

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import timm
 import torch
+import torch.nn.functional as F
 
 from csf.data import load_chips
 from csf.encoder import (
@@ -106,6 +107,44 @@ def test_the_papers_raw_dot_product_saturates_which_is_why_cosine_is_the_default
 
 
 # -- views
+
+
+def test_chips_of_a_samples_own_place_are_left_out_of_its_negatives():
+    g = torch.Generator().manual_seed(0)
+    z1, z2 = torch.randn(6, 16, generator=g), torch.randn(6, 16, generator=g)
+    places = torch.tensor([0, 0, 1, 1, 2, 3])
+    # every place its own: nothing is left out
+    assert torch.equal(layer_loss(z1, z2, places=torch.arange(6)), layer_loss(z1, z2))
+    # the same as a cross-entropy over each row without the other chips of its place
+    a, b = F.normalize(z1, dim=1), F.normalize(z2, dim=1)
+    expected = []
+    for s, t in ((a, b), (b, a)):
+        logits = s @ t.T / 0.1
+        for i in range(6):
+            keep = [j for j in range(6) if j == i or places[j] != places[i]]
+            expected.append(-torch.log_softmax(logits[i, keep], 0)[keep.index(i)])
+    masked = layer_loss(z1, z2, places=places)
+    assert torch.isclose(masked, torch.stack(expected).mean(), atol=1e-6)
+    assert masked < layer_loss(z1, z2)  # fewer negatives
+    z1.requires_grad_(True)
+    loss, to_backward = contrastive_loss([z1.reshape(6, 4, 2, 2)], [z2.reshape(6, 4, 2, 2)], places=places)
+    to_backward.backward()
+    assert torch.isfinite(loss) and torch.isfinite(z1.grad).all()
+    with pytest.raises(ValueError, match="5 places for 6 samples"):
+        layer_loss(z1, z2, places=places[:5])
+
+
+def test_pretraining_spec_carries_place_negatives_to_the_trainer():
+    from csf.train import PretrainConfig
+    from service.pretrain_driver import csf_config
+    from service.specs import PretrainingSpec
+
+    data = {"kind": "multisensor", "path": "/data/ms"}
+    for value in (True, False):
+        spec = PretrainingSpec.model_validate({"name": "p", "data": data, "place_negatives": value})
+        config = csf_config(spec, "p")
+        assert PretrainConfig.from_dict({k: v for k, v in config.items() if k not in ("name", "num_workers")}
+                                        ).place_negatives is value
 
 
 def test_channel_dropout_keeps_the_expected_value():
