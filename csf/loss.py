@@ -51,6 +51,13 @@ def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+def _all_gather(x: torch.Tensor) -> list[torch.Tensor]:
+    """``x`` from every worker, in rank order (no gradient)."""
+    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, x.contiguous())
+    return parts
+
+
 def gather_with_grad(z: torch.Tensor) -> torch.Tensor:
     """Concatenate ``z`` (n, D) from every worker in rank order; only the local slice carries grad.
 
@@ -59,19 +66,9 @@ def gather_with_grad(z: torch.Tensor) -> torch.Tensor:
     """
     if not _distributed():
         return z
-    parts = [torch.empty_like(z) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, z.detach().contiguous())
+    parts = _all_gather(z.detach())
     parts[dist.get_rank()] = z
     return torch.cat(parts, dim=0)
-
-
-def _gather(x: torch.Tensor) -> torch.Tensor:
-    """``x`` (n,) from every worker in rank order (no gradient): each sample's place."""
-    if not _distributed():
-        return x
-    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, x.contiguous())
-    return torch.cat(parts)
 
 
 def layer_loss(
@@ -124,7 +121,8 @@ def contrastive_loss(
         raise ValueError("need the same, non-zero number of layers for both views")
     total = features1[0].new_zeros((), dtype=torch.float32)
     if places is not None:
-        places = _gather(places.to(features1[0].device).reshape(-1))
+        places = places.to(features1[0].device).reshape(-1)
+        places = torch.cat(_all_gather(places)) if _distributed() else places
     for f1, f2 in zip(features1, features2, strict=True):
         z1 = gather_with_grad(f1.reshape(f1.shape[0], -1))
         z2 = gather_with_grad(f2.reshape(f2.shape[0], -1))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -19,7 +20,11 @@ def _data():
     return weight, x1, x2
 
 
-def _worker(rank: int, world: int, port: int, queue) -> None:
+#: places of the 8 samples: samples 2 (worker 0) and 6 (worker 1) share one, as do 3 and 4 (worker 0)
+PLACES = [0, 1, 2, 3, 3, 4, 2, 5]
+
+
+def _worker(rank: int, world: int, port: int, queue, places: list[int] | None) -> None:
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
@@ -27,7 +32,8 @@ def _worker(rank: int, world: int, port: int, queue) -> None:
         weight, x1, x2 = _data()
         weight.requires_grad_(True)
         part = slice(rank * 4, rank * 4 + 4)
-        loss, to_backward = contrastive_loss([x1[part] @ weight], [x2[part] @ weight])
+        local = None if places is None else torch.tensor(places[part])
+        loss, to_backward = contrastive_loss([x1[part] @ weight], [x2[part] @ weight], places=local)
         to_backward.backward()
         dist.all_reduce(weight.grad)  # what DDP does: average the workers' gradients
         weight.grad /= world
@@ -36,10 +42,12 @@ def _worker(rank: int, world: int, port: int, queue) -> None:
         dist.destroy_process_group()
 
 
-def test_gathered_loss_and_gradient_equal_the_global_batch():
+@pytest.mark.parametrize("places", [None, PLACES], ids=["every-negative", "own-places-left-out"])
+def test_gathered_loss_and_gradient_equal_the_global_batch(places):
     weight, x1, x2 = _data()
     weight.requires_grad_(True)
-    expected, _ = contrastive_loss([x1 @ weight], [x2 @ weight])
+    everywhere = None if places is None else torch.tensor(places)
+    expected, _ = contrastive_loss([x1 @ weight], [x2 @ weight], places=everywhere)
     expected.backward()
 
     ctx = mp.get_context("spawn")
@@ -47,7 +55,7 @@ def test_gathered_loss_and_gradient_equal_the_global_batch():
     with socket.socket() as probe:  # a port nobody holds now
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    procs = [ctx.Process(target=_worker, args=(r, 2, port, queue)) for r in range(2)]
+    procs = [ctx.Process(target=_worker, args=(r, 2, port, queue, places)) for r in range(2)]
     for p in procs:
         p.start()
     results = [queue.get(timeout=300) for _ in procs]
