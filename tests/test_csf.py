@@ -134,19 +134,6 @@ def test_chips_of_a_samples_own_place_are_left_out_of_its_negatives():
         layer_loss(z1, z2, places=places[:5])
 
 
-def test_pretraining_spec_carries_place_negatives_to_the_trainer():
-    from csf.train import PretrainConfig
-    from service.pretrain_driver import csf_config
-    from service.specs import PretrainingSpec
-
-    data = {"kind": "multisensor", "path": "/data/ms"}
-    for value in (True, False):
-        spec = PretrainingSpec.model_validate({"name": "p", "data": data, "place_negatives": value})
-        config = csf_config(spec, "p")
-        assert PretrainConfig.from_dict({k: v for k, v in config.items() if k not in ("name", "num_workers")}
-                                        ).place_negatives is value
-
-
 def test_channel_dropout_keeps_the_expected_value():
     g = torch.Generator().manual_seed(0)
     x = torch.rand(1, 3, 1, 1, generator=g).expand(200_000, 3, 1, 1).contiguous() + 1.0
@@ -241,10 +228,14 @@ def test_pretraining_spec_carries_the_view_options_to_the_trainer():
     from service.specs import PretrainingSpec
 
     spec = PretrainingSpec.model_validate({"name": "p", "data": {"kind": "multisensor", "path": "/data/ms"},
-                                           "cross_sensor": 0.5, "dihedral": True, "sensor_dropout": 0.3})
+                                           "cross_sensor": 0.5, "dihedral": True, "sensor_dropout": 0.3,
+                                           "place_negatives": False})
     config = csf_config(spec, "p")
-    views = PretrainConfig.from_dict({k: v for k, v in config.items() if k not in ("name", "num_workers")}).views()
+    trainer = PretrainConfig.from_dict({k: v for k, v in config.items() if k not in ("name", "num_workers")})
+    views = trainer.views()
     assert (views.cross_sensor, views.dihedral, views.sensor_dropout) == (0.5, True, 0.3)
+    assert trainer.place_negatives is False
+    assert PretrainingSpec.model_fields["place_negatives"].default is True  # the paper's loss unless asked
 
 
 def test_the_learning_rate_warms_up_then_decays_along_a_cosine_to_zero_or_holds():
