@@ -19,9 +19,9 @@ once started). ``--scenes 48`` still runs that workload.
 **The machine's ceiling.** A local cluster's nodes share this machine's cores with the Ray head, the
 daemons of three nodes and the job's driver, which on a real cluster have machines of their own. So
 each round also runs ``pair``: two in-process paths at once, each on every other scene, no Ray: what
-two workers can reach here at all (``machine_ceiling``, pair over local). On a 2-core VM it was
-1.64-1.72x over the whole run in two trials of 64 scenes (1.78-1.88x once started): the 1.6x goal sits
-near what the hardware allows, and ``scaling_share_of_ceiling`` says how much of it the 2-node job keeps.
+two workers can reach here at all (``machine_ceiling``, pair over local). On the 2-core VM it was
+1.79x over the whole run (1.65-1.82 by round; 5a0ea9b): the 1.6x goal sits near what that hardware
+allows, and ``scaling_share_of_ceiling`` says how much of it the 2-node job keeps (0.86 there).
 
 The machines this runs on are shared and noisy, so the four paths run in ``--repeats`` rounds,
 interleaved (the order rotating from round to round), and each figure is the median over rounds.
