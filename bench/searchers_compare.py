@@ -28,7 +28,11 @@ sys.path.insert(0, str(ROOT))
 
 from bench.provenance import stamp  # noqa: E402
 
-DEFAULT_FILES = ("bench/results/searchers.json", "bench/results/searchers-seeds-100-119.json")
+DEFAULT_FILES = (
+    "bench/results/searchers.json",
+    "bench/results/searchers-seeds-100-119.json",
+    "bench/results/searchers-seeds-200-239.json",
+)
 
 
 def seeds_of(config: dict, searcher: str) -> range:
