@@ -37,11 +37,8 @@ DEFAULT_FILES = (
 
 def seeds_of(config: dict, searcher: str) -> range:
     """The seeds a result file ran ``searcher`` on (a combined file names its parts in ``combined_from``)."""
-    parts = [config, *config.get("combined_from", [])]
-    for part in reversed(parts):  # later parts replace earlier ones when combined
-        if "seeds" in part and searcher in part.get("searchers", [searcher]) and part["seeds"] >= 1:
-            if part is config and "combined_from" in config:
-                continue
+    for part in reversed(config.get("combined_from") or [config]):  # a later part replaced an earlier one
+        if searcher in part.get("searchers", [searcher]) and part.get("seeds", 0) >= 1:
             first = part.get("first_seed") or 0
             return range(first, first + int(part["seeds"]))
     raise SystemExit(f"cannot tell which seeds {searcher} ran on from the file's config")
@@ -99,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.a not in runs or args.b not in runs:
                 raise SystemExit(f"{f} has no {args.a} or no {args.b} on {device}")
             a, b = trials(runs[args.a], budget), trials(runs[args.b], budget)
+            for name, x in ((args.a, a), (args.b, b)):
+                if len(x) != len(seeds_of(r["config"], name)):
+                    raise SystemExit(f"{f}: {name} on {device} has {len(x)} searches, not one per seed of its config")
             per_file[Path(f).name] = compare(a, b, budget, rng, args.draws)
             pooled_a.append(a)
             pooled_b.append(b)
@@ -135,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{device:14s} " + "; ".join(cells))
     s = result["summary"]
     ahead, behind = s["a_ahead_beyond_noise"] or "none", s["a_behind_beyond_noise"] or "none"
-    print(f"pooled over {len(seeds[args.a])} seeds: {args.a} needs no more median trials than {args.b} on "
+    counts = sorted({len(seeds[args.a]), len(seeds[args.b])}, reverse=True)
+    print(f"pooled over {' / '.join(map(str, counts))} seeds: {args.a} needs no more median trials than {args.b} on "
           f"{s['a_not_behind_pooled']} of {len(devices)} devices; ahead beyond the 90 % interval on {ahead}, "
           f"behind beyond it on {behind}")  # fmt: skip
     return 0
