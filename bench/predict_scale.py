@@ -105,45 +105,29 @@ def register_model(store, root: Path):
     return model, weights
 
 
-def run_local(weights: Path, scenes: list[Path], out: Path, tile: int, overlap: int, batch: int) -> dict:
+def run_local(
+    weights: Path, scenes: list[Path], out: Path, tile: int, overlap: int, batch: int, processes: int = 1
+) -> dict:
     """The in-process path as ``geonas predict --local`` runs it: a fresh process that loads the model
-    (importing torch and timm, as a job's actor does) and predicts every scene with one torch thread."""
-    args = [str(weights), str(out), str(tile), str(overlap), str(batch), *map(str, scenes)]
-    start = time.monotonic()
-    done = subprocess.run([sys.executable, __file__, "--in-process", *args], capture_output=True, text=True)
-    seconds = time.monotonic() - start
-    if done.returncode:
-        raise SystemExit(f"the in-process path failed: {done.stderr[-2000:]}")
-    report = json.loads(done.stdout.strip().splitlines()[-1])
-    predicting = seconds - report["ready_s"]
-    windows = report["windows"]
-    return {
-        "windows": windows,
-        "seconds": round(seconds, 2),
-        "windows_per_s": round(windows / seconds, 3),
-        "startup_s": round(report["ready_s"], 2),
-        "steady_windows_per_s": round(windows / predicting, 3),
-    }
+    (importing torch and timm, as a job's actor does) and predicts every scene with one torch thread.
 
-
-def run_local_pair(weights: Path, scenes: list[Path], out: Path, tile: int, overlap: int, batch: int) -> dict:
-    """The machine's own ceiling for two workers: two in-process paths at once, each on every other
-    scene (``out/a``, ``out/b``), no Ray. What two worker nodes could reach on this machine, whose two
-    cores also run the cluster's daemons and the job's driver in the 2-node run."""
-    halves = [scenes[0::2], scenes[1::2]]
+    ``processes=2`` is the machine's own ceiling for two workers (``pair``): two such processes at once,
+    each on every other scene (into ``out/part0`` and ``out/part1``), no Ray; on this machine the 2-node run's
+    two cores also carry the cluster's daemons and the job's driver."""
+    parts = [(out, scenes)] if processes == 1 else [(out / f"part{i}", scenes[i::processes]) for i in range(processes)]
     start = time.monotonic()
     children = [
         subprocess.Popen(
-            [sys.executable, __file__, "--in-process", str(weights), str(out / name), str(tile), str(overlap),
-             str(batch), *map(str, half)],
+            [sys.executable, __file__, "--in-process", str(weights), str(folder), str(tile), str(overlap),
+             str(batch), *map(str, part)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
-        for name, half in zip("ab", halves, strict=True)
+        for folder, part in parts
     ]  # fmt: skip
     outputs = [child.communicate() for child in children]
     seconds = time.monotonic() - start
     if any(child.returncode for child in children):
-        raise SystemExit(f"a path of the pair failed: {' '.join(err[-2000:] for _, err in outputs)}")
+        raise SystemExit(f"the in-process path failed: {' '.join(err[-2000:] for _, err in outputs)}")
     reports = [json.loads(stdout.strip().splitlines()[-1]) for stdout, _ in outputs]
     windows, ready = sum(r["windows"] for r in reports), max(r["ready_s"] for r in reports)
     return {
@@ -263,7 +247,7 @@ def main() -> int:
                     if path == "local":
                         runs[path] = run_local(weights, scenes, out, **tiles)
                     elif path == "pair":
-                        runs[path] = run_local_pair(weights, scenes, out, **tiles)
+                        runs[path] = run_local(weights, scenes, out, **tiles, processes=2)
                     else:
                         runs[path] = run_job(client, model.id, root / "scenes", out, int(path), **tiles)
                     load.append(round(os.getloadavg()[0], 2))
@@ -272,7 +256,7 @@ def main() -> int:
                 first = root / "out-local-0"  # every path of every round against the first local run
                 for path in paths:
                     out = root / f"out-{path}-{r}"
-                    outs = [out / "a", out / "b"] if path == "pair" else [out]
+                    outs = sorted(out.glob("part*")) if path == "pair" else [out]
                     written = sum(len(list(o.glob("scene*.tif"))) for o in outs)
                     if written != len(scenes) or not all(same_pixels(o, first) for o in outs):
                         problems.append(f"round {r}: the {path} path wrote other pixels than the local path")
