@@ -61,7 +61,8 @@ VIEWS = {"sensor_dropout": 0.5, "noise_std": 0.1, "gain_jitter": 0.1}
 #: 400 steps gave 10 and 7 goal cells beyond random init's spread on two fold seeds, with mean gains of
 #: +0.97 and +1.26 pp (Euclidean k-NN), against 800 steps' 6 cells and +0.45 pp, 200 steps' 7 and +0.61
 #: pp (100 ramp steps), a peak rate of 1e-3's 7 and +0.58 pp, crop 40's 3 and -0.57 pp, ``dihedral``'s 8 and
-#: +0.93 pp, batches of 64's 6 and +0.81 pp, and no view noise or gains 4 and +0.55 pp (fold seed 0).
+#: +0.93 pp, batches of 64's 6 and +0.81 pp, no view noise or gains 4 and +0.55 pp, and sensor dropout
+#: 0.75 6 and +0.53 pp (fold seed 0).
 #: In process, on the same folds: temperature 0.05 gave 1 cell and -0.03 pp, 0.2 gave 6 and +0.41, 0.4
 #: gave 5 and -0.09 (800 steps), and without sensor dropout 1 and -1.10. The view settings were chosen on
 #: one 16-plot holdout, a sample too small to choose on (on a second split seed its best temperature fell
