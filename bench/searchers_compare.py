@@ -78,9 +78,11 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"the files ran different budgets {sorted(budgets)}: their trials cannot be pooled")
     budget = budgets.pop()
     seeds: dict[str, set[int]] = {args.a: set(), args.b: set()}
+    file_seeds: dict[tuple[str, str], range] = {}  # (file, searcher) -> the seeds it ran there
     for f, r in zip(args.files, results, strict=True):
         for name in seeds:
-            these = set(seeds_of(r["config"], name))
+            file_seeds[f, name] = seeds_of(r["config"], name)
+            these = set(file_seeds[f, name])
             if seeds[name] & these:
                 raise SystemExit(
                     f"{f} repeats seeds {sorted(seeds[name] & these)} of {name}: pass files of disjoint seeds"
@@ -97,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit(f"{f} has no {args.a} or no {args.b} on {device}")
             a, b = trials(runs[args.a], budget), trials(runs[args.b], budget)
             for name, x in ((args.a, a), (args.b, b)):
-                if len(x) != len(seeds_of(r["config"], name)):
+                if len(x) != len(file_seeds[f, name]):
                     raise SystemExit(f"{f}: {name} on {device} has {len(x)} searches, not one per seed of its config")
             per_file[Path(f).name] = compare(a, b, budget, rng, args.draws)
             pooled_a.append(a)
