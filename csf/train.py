@@ -4,7 +4,9 @@
 (data parallel): each worker draws its batches from its own shard of the chips, makes two views of
 each, and the loss gathers every worker's features so that all samples of the global batch are
 negatives. Adam with a linear warm-up (then a constant rate or a cosine decay: :mod:`csf.schedule`),
-gradient clipping, AMP (bfloat16, or float16 with a scaler) and channels-last on CUDA. Every step's
+gradient clipping, AMP (bfloat16, or float16 with a scaler) and channels-last on CUDA. With ``ema``
+the exported encoder is an exponential moving average of the weights over the steps (BatchNorm
+statistics included), not the last step's. Every step's
 metrics go to the caller through a queue (the loss curve); Ray Train hears of them every
 ``report_every`` steps, with a checkpoint every ``checkpoint_every`` steps (and at the end). A
 ``ray.train.report`` waits on Ray Train's controller: reporting every step, a small CPU run took 2.0
@@ -34,6 +36,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from search_spaces.errors import DataError, GeonasError, SpecError
 
@@ -75,6 +78,7 @@ class PretrainConfig:
     cross_sensor: float = 0.0  # share of samples whose views see complementary sensors (csf.views)
     dihedral: bool = False  # random turns and mirrors of each chip before its views (csf.views)
     place_negatives: bool = True  # False: chips of a sample's own place (plot) are not its negatives (csf.loss)
+    ema: float = 0.0  # decay of a moving average of the weights, exported instead of the last step's; 0 = off
     checkpoint_every: int = 500
     report_every: int = 50  # steps between ray.train.report calls (each costs about 2 s: see pretrain)
     seed: int = 0
@@ -106,6 +110,8 @@ class PretrainConfig:
             raise SpecError("lr, temperature and grad_clip must be positive", field="lr")
         if self.warmup_steps < 0:
             raise SpecError(f"warmup_steps must be >= 0, got {self.warmup_steps}", field="warmup_steps")
+        if not 0.0 <= self.ema < 1.0:
+            raise SpecError(f"ema must be in [0, 1) (0 = off), got {self.ema}", field="ema")
         if self.lr_schedule not in LR_SCHEDULES:
             raise SpecError(f"lr_schedule must be one of {sorted(LR_SCHEDULES)}, got {self.lr_schedule!r}",
                             field="lr_schedule")
@@ -146,8 +152,10 @@ def _step_seed(seed: int, rank: int, step: int) -> int:
 class CSFStep:
     """One optimisation step of CSF on a batch of chips: views, forward, loss, clipped Adam step.
 
-    Holds the optimizer and AMP state; knows nothing of Ray, so a GPU check or a notebook can run it
-    on a plain module. ``model`` may be DDP-wrapped (the loss then gathers across workers).
+    Holds the optimizer, AMP state and, with ``cfg.ema``, the moving average of the weights (torch's
+    ``AveragedModel``; :attr:`encoder` is what to export); knows nothing of Ray, so a GPU check or a
+    notebook can run it on a plain module. ``model`` may be DDP-wrapped (the loss then gathers across
+    workers).
     """
 
     def __init__(self, model: torch.nn.Module, cfg: PretrainConfig, device: torch.device,
@@ -157,15 +165,29 @@ class CSFStep:
         self.views = cfg.views()
         self.optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         self.amp_dtype, self.scaler = _autocast(device)
+        plain = getattr(model, "module", model)  # under DDP, the encoder itself
+        self.average = (AveragedModel(plain, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
+                        if cfg.ema else None)  # fmt: skip
+
+    @property
+    def encoder(self) -> torch.nn.Module:
+        """The weights to export: their moving average with ``ema``, else the model's own."""
+        return self.average.module if self.average is not None else getattr(self.model, "module", self.model)
 
     def state_dict(self) -> dict[str, Any]:
         return {"optimizer": self.optimizer.state_dict(),
-                "scaler": self.scaler.state_dict() if self.scaler else None}
+                "scaler": self.scaler.state_dict() if self.scaler else None,
+                "average": self.average.state_dict() if self.average is not None else None}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
+        if self.average is not None:
+            if not state.get("average"):
+                raise GeonasError("the checkpoint has no moving average of the weights to resume (ema): "
+                                  "resume with the settings it was started with")
+            self.average.load_state_dict(state["average"])
 
     def __call__(self, batch: torch.Tensor, step: int, rng: torch.Generator,
                  places: torch.Tensor | None = None) -> dict[str, float]:
@@ -200,6 +222,8 @@ class CSFStep:
             self.scaler.update()
         else:
             self.optimizer.step()
+        if self.average is not None:
+            self.average.update_parameters(getattr(self.model, "module", self.model))
         return {"loss": float(loss.detach()), "lr": lr, "p_drop": dropout_probability(step, self.views),
                 "grad_norm": float(grad_norm)}
 
@@ -260,7 +284,7 @@ def pretrain(config: dict[str, Any]) -> None:
         (Path(folder) / _HISTORY_NAME).write_text(json.dumps(history))
         if final:
             metadata.steps = step
-            export_encoder(encoder, Path(folder) / ARTIFACT_NAME, metadata)
+            export_encoder(stepper.encoder, Path(folder) / ARTIFACT_NAME, metadata)
         return Checkpoint.from_directory(folder)
 
     step_times: list[float] = []

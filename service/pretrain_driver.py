@@ -58,6 +58,7 @@ def csf_config(spec: PretrainingSpec, name: str) -> dict[str, Any]:
         "cross_sensor": spec.cross_sensor,
         "dihedral": spec.dihedral,
         "place_negatives": spec.place_negatives,
+        "ema": spec.ema,
         "checkpoint_every": spec.checkpoint_every,
         "seed": spec.seed,
     }

@@ -302,6 +302,8 @@ class PretrainingSpec(_Spec):
     place_negatives: bool = Field(True, description="Contrast a chip with other chips of its own place (a "
                                   "multi-sensor chip's plot, whose windows overlap); false leaves them out of its "
                                   "loss, so overlapping ground is not pushed apart (csf/loss.py).")
+    ema: float = Field(0.0, ge=0, lt=1, description="Decay of a moving average of the weights over the steps "
+                       "(BatchNorm statistics too), exported instead of the last step's weights; 0 = off, the paper.")
     checkpoint_every: int = Field(500, ge=1)
     seed: int = Field(0, ge=0)
     knn: bool = Field(True, description="Evaluate k-NN (random init vs CSF) when done.")

@@ -34,7 +34,7 @@ from csf.views import (
     sensor_jitter,
     sensor_split,
 )
-from search_spaces.errors import DataError, SpecError
+from search_spaces.errors import DataError, GeonasError, SpecError
 
 torch.set_num_threads(1)
 
@@ -236,6 +236,59 @@ def test_pretraining_spec_carries_the_view_options_to_the_trainer():
     assert (views.cross_sensor, views.dihedral, views.sensor_dropout) == (0.5, True, 0.3)
     assert trainer.place_negatives is False
     assert PretrainingSpec.model_fields["place_negatives"].default is True  # the paper's loss unless asked
+
+
+def test_ema_exports_a_moving_average_of_the_weights_and_resumes_it():
+    from csf.train import CSFStep, PretrainConfig
+    from service.pretrain_driver import csf_config
+    from service.specs import PretrainingSpec
+
+    cfg = PretrainConfig.from_dict({"data": {"kind": "multisensor"}, "backbone": "resnet18", "crop": 24,
+                                    "warmup_steps": 0, "ramp_steps": 0, "ema": 0.5})
+    batch = torch.randn(4, 5, 32, 32, generator=torch.Generator().manual_seed(0))
+
+    def run(step: CSFStep, steps: range) -> None:
+        for i in steps:
+            step(batch, i, torch.Generator().manual_seed(i))
+
+    torch.manual_seed(0)
+    model = build_encoder("resnet18", 5)
+    expected = {k: v.clone() for k, v in model.state_dict().items()}
+    step = CSFStep(model, cfg, torch.device("cpu"))
+    for i in range(3):  # by hand: the first step's weights, then halfway towards each next step's
+        step(batch, i, torch.Generator().manual_seed(i))
+        for key, value in model.state_dict().items():
+            if value.is_floating_point():
+                expected[key] = value.clone() if i == 0 else 0.5 * expected[key] + 0.5 * value
+    averaged = step.encoder.state_dict()
+    assert step.encoder is not model and averaged.keys() == expected.keys()
+    for key, value in expected.items():
+        if value.is_floating_point():  # BatchNorm statistics are averaged too
+            torch.testing.assert_close(averaged[key], value)
+    assert not torch.equal(averaged["body.conv1.weight"], model.state_dict()["body.conv1.weight"])
+
+    # A resumed run (weights, optimiser and average from a checkpoint) ends where an unbroken one does.
+    torch.manual_seed(0)
+    unbroken = CSFStep(build_encoder("resnet18", 5), cfg, torch.device("cpu"))
+    run(unbroken, range(4))
+    torch.manual_seed(0)
+    first = CSFStep(build_encoder("resnet18", 5), cfg, torch.device("cpu"))
+    run(first, range(2))
+    resumed = CSFStep(build_encoder("resnet18", 5), cfg, torch.device("cpu"))
+    resumed.model.load_state_dict(first.model.state_dict())
+    resumed.load_state_dict(first.state_dict())
+    run(resumed, range(2, 4))
+    for key, value in unbroken.encoder.state_dict().items():
+        torch.testing.assert_close(resumed.encoder.state_dict()[key], value)
+    plain = CSFStep(build_encoder("resnet18", 5), PretrainConfig.from_dict({"data": {}}), torch.device("cpu"))
+    with pytest.raises(GeonasError, match="moving average"):
+        resumed.load_state_dict(plain.state_dict())  # started without ema: nothing to resume the average from
+    assert plain.encoder is plain.model and plain.state_dict()["average"] is None
+
+    with pytest.raises(SpecError, match="ema"):
+        PretrainConfig.from_dict({"data": {}, "ema": 1.0})
+    spec = PretrainingSpec.model_validate({"name": "p", "data": {"kind": "multisensor", "path": "/d"}, "ema": 0.99})
+    assert csf_config(spec, "p")["ema"] == 0.99 and PretrainingSpec.model_fields["ema"].default == 0.0
 
 
 def test_the_learning_rate_warms_up_then_decays_along_a_cosine_to_zero_or_holds():

@@ -22,7 +22,7 @@ def _spec(root, steps: int) -> dict:
         "name": "csf-tiny", "num_workers": 2, "use_gpu": False,
         "data": {"kind": "multisensor", "root": str(root)},
         "backbone": "resnet18", "steps": steps, "batch_size": 4, "crop": 24,
-        "warmup_steps": 2, "ramp_steps": 3, "checkpoint_every": 2,
+        "warmup_steps": 2, "ramp_steps": 3, "checkpoint_every": 2, "ema": 0.9,
     }
 
 
