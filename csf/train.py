@@ -165,14 +165,14 @@ class CSFStep:
         self.views = cfg.views()
         self.optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         self.amp_dtype, self.scaler = _autocast(device)
-        plain = getattr(model, "module", model)  # under DDP, the encoder itself
-        self.average = (AveragedModel(plain, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
+        self.plain = getattr(model, "module", model)  # under DDP, the encoder itself
+        self.average = (AveragedModel(self.plain, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
                         if cfg.ema else None)  # fmt: skip
 
     @property
     def encoder(self) -> torch.nn.Module:
         """The weights to export: their moving average with ``ema``, else the model's own."""
-        return self.average.module if self.average is not None else getattr(self.model, "module", self.model)
+        return self.average.module if self.average is not None else self.plain
 
     def state_dict(self) -> dict[str, Any]:
         return {"optimizer": self.optimizer.state_dict(),
@@ -223,7 +223,7 @@ class CSFStep:
         else:
             self.optimizer.step()
         if self.average is not None:
-            self.average.update_parameters(getattr(self.model, "module", self.model))
+            self.average.update_parameters(self.plain)
         return {"loss": float(loss.detach()), "lr": lr, "p_drop": dropout_probability(step, self.views),
                 "grad_norm": float(grad_norm)}
 
