@@ -774,6 +774,20 @@ def test_ppo_pool_random_adds_uniform_candidates_and_pool_options_are_checked():
         PPOSearcher(Flat(), pool_random=-3)
 
 
+def test_ppo_pool_two_edit_adds_every_unseen_two_edit_neighbour_of_the_best():
+    options = {"batch_size": 5, "ppo_epochs": 2, "model_min_points": 5, "model_min_quality": -1.0}
+    ppo = create_searcher("ppo", Flat(), seed=0, pool_draws=1, pool_neighbours=0, pool_two_edit=1, **options)
+    drive(ppo, 12, outstanding=1, reward=additive)
+    pool = {t for t, _ in ppo._pool().values()}
+    best = ppo.model.tokens[int(np.argmax(ppo.model.rewards))]
+    two = {t for t in product(range(4), repeat=6) if sum(a != b for a, b in zip(t, best, strict=True)) in (1, 2)}
+    two = {t for t in two if ",".join(map(str, t)) not in ppo.seen}
+    assert len(two) > 100 and two <= pool  # one and two changes from the best, all of them
+    assert len(pool - two) <= 1  # and the one policy draw
+    with pytest.raises(SpecError, match="pool_two_edit"):
+        create_searcher("ppo", Flat(), pool_two_edit=-1)
+
+
 def test_ppo_restart_model_starts_the_reward_model_afresh_at_a_restart_and_restores():
     """``restart_model``: at a controller restart the reward model forgets the stalled basin and holds
     only what was observed since; nothing proposed is proposed again, and a restored searcher agrees."""

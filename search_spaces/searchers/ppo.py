@@ -77,7 +77,8 @@ class PPOSearcher(PoolAcquisition, Searcher):
     exact), ``restart_after`` (a fresh controller after this many new architectures without a better
     reward; 100; None = never: see ``_restart``), ``pool_draws`` (policy draws in each proposal's pool;
     0 = no model, plain PPO), ``pool_neighbours`` (the best architectures seen whose one-edit
-    neighbours join the pool), ``prior_weight`` (beta on ``log pi`` in the score), ``explore``, ``pool_random``,
+    neighbours join the pool), ``pool_two_edit`` (those whose two-edit neighbours join it too), ``prior_weight``
+    (beta on ``log pi`` in the score), ``explore``, ``pool_random``,
     ``ei_xi`` and ``restart_model`` (see ``ppo_pool.py``), ``model_min_points`` (architectures observed
     before the model is fitted) and ``model_min_quality`` (the leave-one-out Spearman below which it is not used).
     """
@@ -113,6 +114,7 @@ class PPOSearcher(PoolAcquisition, Searcher):
         restart_after: int | None = 100,
         pool_draws: int = 64,
         pool_neighbours: int = 10,
+        pool_two_edit: int = 0,
         prior_weight: float = 0.1,
         explore: float = 0.0,
         pool_random: int = 0,
@@ -152,6 +154,7 @@ class PPOSearcher(PoolAcquisition, Searcher):
             restart_after=restart_after,
             pool_draws=pool_draws,
             pool_neighbours=pool_neighbours,
+            pool_two_edit=pool_two_edit,
             prior_weight=prior_weight,
             explore=explore,
             pool_random=pool_random,

@@ -40,7 +40,7 @@ restarted search settle where it now finds good architectures. On the NAS-Bench-
 (2 of 10) and fpga (1) into hits and changed no hit before the first restart; ``explore=0.25`` (slower on
 five devices), ``pool_random=64`` with ``prior_weight=0.3`` (and ``ei_xi``) did not raise the hit share.
 
-The host provides ``hp`` (``pool_draws``, ``pool_neighbours``, ``prior_weight``, ``explore``,
+The host provides ``hp`` (``pool_draws``, ``pool_neighbours``, ``pool_two_edit``, ``prior_weight``, ``explore``,
 ``pool_random``, ``ei_xi``, ``restart_model``, ``model_min_points``, ``model_min_quality``), ``model``, ``seen``,
 ``policy``, ``space``, ``rng``, ``_sample(count)`` and ``_masks_for(prefixes)``.
 """
@@ -60,10 +60,11 @@ __all__ = ["PoolAcquisition", "check_pool_options"]
 
 def check_pool_options(hp: dict) -> None:
     """Raise ``ValueError`` for pool options out of range (``hp``: the searcher's hyper-parameters)."""
-    if hp["pool_draws"] < 0 or hp["pool_neighbours"] < 0 or hp["pool_random"] < 0 or hp["model_min_points"] < 3:
+    counts = ("pool_draws", "pool_neighbours", "pool_two_edit", "pool_random")
+    if any(hp[name] < 0 for name in counts) or hp["model_min_points"] < 3:
         raise ValueError(
-            f"pool_draws, pool_neighbours and pool_random must be >= 0 and model_min_points >= 3, not "
-            f"{hp['pool_draws']}, {hp['pool_neighbours']}, {hp['pool_random']} and {hp['model_min_points']}"
+            f"{', '.join(counts)} must be >= 0 and model_min_points >= 3, not "
+            f"{', '.join(str(hp[name]) for name in counts)} and {hp['model_min_points']}"
         )
     if not 0.0 <= hp["explore"] <= 1.0:
         raise ValueError(f"explore must be a share in [0, 1], not {hp['explore']!r}")
@@ -98,10 +99,14 @@ class PoolAcquisition:
 
         for drawn in self._sample(self.hp["pool_draws"]):
             offer(tuple(int(t) for t in drawn.tokens), drawn)
-        order = np.argsort(-np.asarray(self.model.rewards), kind="stable")[: self.hp["pool_neighbours"]]
-        for index in order:
+        ranked = np.argsort(-np.asarray(self.model.rewards), kind="stable")
+        for index in ranked[: self.hp["pool_neighbours"]]:
             for tokens in one_edit_neighbours(self.space, self.model.tokens[int(index)], self.rng):
                 offer(tokens)
+        for index in ranked[: self.hp["pool_two_edit"]]:
+            for near in one_edit_neighbours(self.space, self.model.tokens[int(index)], self.rng):
+                for tokens in one_edit_neighbours(self.space, near, self.rng):
+                    offer(tokens)
         for _ in range(self.hp["pool_random"]):
             offer(tuple(int(t) for t in sample_uniform(self.space, self.rng)))
         return candidates
