@@ -465,6 +465,18 @@ def test_reward_model_ranks_unseen_architectures_and_knows_where_it_has_not_look
     assert (improvement >= 0).all() and improvement.max() > 0
 
 
+def test_hamming_distance_is_the_share_of_positions_that_differ():
+    from search_spaces.searchers.surrogate import HammingGP
+
+    rng = np.random.default_rng(2)
+    a, b = rng.integers(0, 5, size=(30, 6)), rng.integers(0, 5, size=(40, 6))
+    distance = HammingGP()._distance(a, b)
+    assert distance.shape == (30, 40)
+    for i, j in [(0, 0), (3, 17), (29, 39)]:
+        assert distance[i, j] == sum(int(x != y) for x, y in zip(a[i], b[j], strict=True)) / 6
+    assert np.array_equal(np.diag(HammingGP()._distance(a, a)), np.zeros(30))
+
+
 def space_masks(space, tokens, width):
     """The masks of a token sequence read off the space itself, padded to the controller's width."""
     masks = np.zeros((len(tokens), width), dtype=bool)

@@ -86,7 +86,7 @@ class TableSpace:
 
     def mask(self, position: int, prefix: Sequence[int]) -> np.ndarray:
         try:
-            return self._masks[tuple(int(t) for t in prefix[:position])].copy()
+            return self._masks[tuple(map(int, prefix[:position]))].copy()
         except KeyError:
             raise SpecError(f"prefix {list(prefix)} does not occur in {self.name}") from None
 
@@ -97,7 +97,7 @@ class TableSpace:
     def row(self, tokens: Sequence[int]) -> int:
         """The table row of a token sequence."""
         try:
-            return self._rows[tuple(int(t) for t in tokens)]
+            return self._rows[tuple(map(int, tokens))]
         except KeyError:
             raise SpecError(f"tokens {list(tokens)} are not an architecture of {self.name}") from None
 
