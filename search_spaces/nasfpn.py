@@ -17,6 +17,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -171,11 +172,12 @@ class NasFpnSpace:
 
     config: SearchSpaceConfig = field(default_factory=SearchSpaceConfig)
 
-    @property
+    # cached: the config is frozen, and a searcher's pool asks for these millions of times
+    @cached_property
     def max_cells(self) -> int:
         return max(self.config.num_cells)
 
-    @property
+    @cached_property
     def sizes(self) -> tuple[int, ...]:
         c = self.config
         pool = len(c.levels) + self.max_cells - 1
@@ -199,12 +201,25 @@ class NasFpnSpace:
             allowed[:] = True
         return allowed
 
+    def allows(self, position: int, prefix: Sequence[int], token: int) -> bool:
+        """``mask(position, prefix)[token]`` (False outside the position's choices), without building the mask."""
+        if not 0 <= token < self.sizes[position]:
+            return False
+        if position < len(_PREFIX):
+            return True
+        cell, slot = divmod(position - len(_PREFIX), _PER_CELL)
+        if cell >= self.config.num_cells[prefix[1]]:
+            return token == 0
+        if slot in (0, 1):
+            return token < len(self.config.levels) + cell and not (slot == 1 and token == prefix[position - 1])
+        return True
+
     def decode(self, tokens: Sequence[int]) -> ArchSpec:
         tokens = [int(t) for t in tokens]
         if len(tokens) != len(self.sizes):
             raise SpecError(f"expected {len(self.sizes)} tokens, got {len(tokens)}", field="tokens")
         for position, token in enumerate(tokens):
-            if not (0 <= token < self.sizes[position] and self.mask(position, tokens[:position])[token]):
+            if not self.allows(position, tokens, token):
                 raise SpecError(f"token {token} is not allowed at position {position}", field="tokens")
         c = self.config
         n_cells = c.num_cells[tokens[1]]

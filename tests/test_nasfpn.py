@@ -101,6 +101,20 @@ def test_masks_keep_inputs_inside_the_pool():
             assert cell.a < 4 + i and cell.b < 4 + i and cell.a != cell.b
 
 
+def test_allows_agrees_with_the_mask_and_decode_refuses_what_it_does_not_allow():
+    space = _space()
+    rng = np.random.default_rng(3)
+    for _ in range(30):
+        tokens = list(space.encode(space.sample(rng)))
+        for position, size in enumerate(space.sizes):
+            mask = space.mask(position, tokens[:position])
+            assert [space.allows(position, tokens, t) for t in range(-1, size + 1)] == [False, *mask, False]
+    tokens = list(space.encode(space.sample(rng)))
+    tokens[4] = tokens[3]  # the second input of the first cell equals its first
+    with pytest.raises(SpecError, match="not allowed at position 4"):
+        space.decode(tokens)
+
+
 @pytest.mark.parametrize(
     "bad, field",
     [

@@ -42,7 +42,12 @@ __all__ = ["RewardModel", "one_edit_neighbours"]
 
 
 def one_edit_neighbours(space: TokenSpace, tokens: tuple[int, ...], rng: np.random.Generator) -> list[tuple[int, ...]]:
-    """Every sequence that differs from ``tokens`` at one position (plus the repairs the masks require)."""
+    """Every sequence that differs from ``tokens`` at one position (plus the repairs the masks require).
+
+    A later token that is still allowed is kept; one that is not is drawn among the allowed choices
+    with ``rng``. A space with an ``allows(position, prefix, token)`` method (NAS-FPN) answers the first
+    question without building the mask."""
+    allows = getattr(space, "allows", None) or (lambda position, prefix, token: space.mask(position, prefix)[token])
     out = []
     for position in range(len(tokens)):
         allowed = np.flatnonzero(space.mask(position, list(tokens[:position])))
@@ -51,8 +56,10 @@ def one_edit_neighbours(space: TokenSpace, tokens: tuple[int, ...], rng: np.rand
                 continue
             new = [*tokens[:position], int(choice)]
             for later in range(position + 1, len(tokens)):
-                mask = space.mask(later, new)
-                new.append(tokens[later] if mask[tokens[later]] else int(rng.choice(np.flatnonzero(mask))))
+                keep = tokens[later]
+                if not allows(later, new, keep):
+                    keep = int(rng.choice(np.flatnonzero(space.mask(later, new))))
+                new.append(keep)
             out.append(tuple(new))
     return out
 

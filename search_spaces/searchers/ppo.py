@@ -181,6 +181,7 @@ class PPOSearcher(PoolAcquisition, Searcher):
         self.elite: list[tuple[Drawn, float]] = []  # best first
         self._closed: set[tuple[int, ...]] = set()  # proposed sequences and prefixes with nothing left
         self._masks: dict[tuple[int, ...], np.ndarray] = {}  # prefix -> padded mask; a cache, not state
+        self._keys: dict[tuple[int, ...], str] = {}  # tokens -> canonical key of pool candidates; a cache too
         self.baseline: float | None = None
         self.reward_var: float = 1.0
         self.entropy_coef = entropy_coef

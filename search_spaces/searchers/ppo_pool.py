@@ -61,6 +61,8 @@ from search_spaces.tokens import sample_uniform
 
 __all__ = ["PoolAcquisition", "check_pool_options"]
 
+_KEYS_KEPT = 50_000  # canonical keys remembered (about 20 MB on NAS-FPN), then forgotten all at once
+
 
 
 def check_pool_options(hp: dict) -> None:
@@ -98,7 +100,7 @@ class PoolAcquisition:
         candidates: dict[str, tuple[tuple[int, ...], Drawn | None]] = {}
 
         def offer(tokens: tuple[int, ...], drawn: Drawn | None = None) -> None:
-            key = self.space.canonical(tokens)
+            key = self._key(tokens)
             if key not in self.seen and key not in candidates:
                 candidates[key] = (tokens, drawn)
 
@@ -115,6 +117,16 @@ class PoolAcquisition:
         for _ in range(self.hp["pool_random"]):
             offer(tuple(int(t) for t in sample_uniform(self.space, self.rng)))
         return candidates
+
+    def _key(self, tokens: tuple[int, ...]) -> str:
+        """The space's canonical key of ``tokens``, remembered: the neighbours of the best seen recur from
+        one proposal to the next, and on NAS-FPN a key is a decode and a hash. Bounded, not state."""
+        key = self._keys.get(tokens)
+        if key is None:
+            if len(self._keys) >= _KEYS_KEPT:
+                self._keys.clear()
+            key = self._keys[tokens] = self.space.canonical(tokens)
+        return key
 
     @torch.no_grad()
     def policy_log_probs(self, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
