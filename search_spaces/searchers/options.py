@@ -105,7 +105,7 @@ class PPOOptions(SearcherOptions):
     pool_draws: int = Field(64, ge=0, description="Policy draws in each proposal's pool (0: no reward model).")
     pool_neighbours: int = Field(10, ge=0, description="Best architectures whose one-edit neighbours join the pool.")
     pool_two_edit: int = Field(
-        0, ge=0, description="Best architectures whose two-edit neighbours (every pair of changes) join the pool."
+        1, ge=0, description="Best architectures whose two-edit neighbours (every pair of changes) join the pool."
     )
     prior_weight: float = Field(0.1, ge=0, description="Weight of log pi(x), the policy's prior, in the pool's score.")
     explore: float = Field(

@@ -114,7 +114,7 @@ class PPOSearcher(PoolAcquisition, Searcher):
         restart_after: int | None = 100,
         pool_draws: int = 64,
         pool_neighbours: int = 10,
-        pool_two_edit: int = 0,
+        pool_two_edit: int = 1,
         prior_weight: float = 0.1,
         explore: float = 0.0,
         pool_random: int = 0,
@@ -187,7 +187,7 @@ class PPOSearcher(PoolAcquisition, Searcher):
         self.entropy_coef = entropy_coef
         self.updates = self.restarts = 0
         # pool candidates' (masks, log-probabilities) under the policy of ``_scored_version`` (ppo_pool.py)
-        self._scored: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._scored: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]] = {}
         self._scored_version: tuple[int, int, int] | None = None
         self.best_reward = -math.inf
         self.since_best = 0  # architectures learnt from since the best reward last improved

@@ -39,11 +39,12 @@ restarted search settle where it now finds good architectures. On the NAS-Bench-
 (``bench/searchers.py``, seeds 0-9) it turned the seeds that missed the target in 500 trials on pixel3
 (2 of 10) and fpga (1) into hits and changed no hit before the first restart; ``explore=0.25`` (slower on
 five devices), ``pool_random=64`` with ``prior_weight=0.3`` (and ``ei_xi``) did not raise the hit share.
-``pool_two_edit`` (default 0) adds the two-edit neighbours of that many best architectures seen, so the
+``pool_two_edit`` (default 1) adds the two-edit neighbours of that many best architectures seen, so the
 pool reaches past a one-edit local optimum: under a median-latency target NB201 has about a hundred such
-optima below the target, most two to four edits from a target architecture. At 1 (seeds 100-119 and
-200-239, ``bench/results/searchers_compare-two-edit.json``) PPO reached the target in all 360 searches,
-where the default missed twice on titan_rtx_256; it is not the default until it has run on seeds 0-19.
+optima below the target, most two to four edits from a target architecture. With it (seeds 0-19, 100-119
+and 200-239, ``bench/results/searchers_compare-two-edit.json``) PPO reached the target in all 480 searches,
+where 0 missed twice on titan_rtx_256. On NAS-FPN's 31 positions it makes the pool about 5,000 candidates
+instead of about 900, so a proposal there costs more (see the README).
 
 The host provides ``hp`` (``pool_draws``, ``pool_neighbours``, ``pool_two_edit``, ``prior_weight``, ``explore``,
 ``pool_random``, ``ei_xi``, ``restart_model``, ``model_min_points``, ``model_min_quality``), ``model``, ``seen``,
@@ -142,20 +143,23 @@ class PoolAcquisition:
         )
         return masks, logp.numpy()
 
-    def _scored_under_policy(self, keys: list[str], tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _scored_under_policy(self, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Masks [M, K, W] and log-probabilities [M, K] of candidates the policy did not draw, each
         computed once per policy: the neighbours of the best seen recur from proposal to proposal, and
         the policy changes only at an update or a restart (and its masks at every proposal with
-        ``without_replacement``, which keeps nothing)."""
+        ``without_replacement``, which keeps nothing). Remembered by token sequence, not by canonical
+        key: two sequences of one architecture (swapped inputs, another repair) have their own
+        probabilities, and the one sent must carry its own."""
         version = (self.updates, self.restarts, len(self.seen) if self.hp["without_replacement"] else 0)
         if self._scored_version != version:
             self._scored, self._scored_version = {}, version
-        missing = [i for i, key in enumerate(keys) if key not in self._scored]
+        rows = [tuple(row) for row in tokens.tolist()]
+        missing = [i for i, row in enumerate(rows) if row not in self._scored]
         if missing:
             masks, logp = self.policy_log_probs(tokens[missing])
-            for row, i in enumerate(missing):
-                self._scored[keys[i]] = (masks[row], logp[row])
-        return (np.stack([self._scored[key][0] for key in keys]), np.stack([self._scored[key][1] for key in keys]))
+            for at, i in enumerate(missing):
+                self._scored[rows[i]] = (masks[at], logp[at])
+        return np.stack([self._scored[row][0] for row in rows]), np.stack([self._scored[row][1] for row in rows])
 
     def _pool_propose(self) -> tuple[Drawn, str] | None:
         """The pool's best candidate by the acquisition plus ``prior_weight * log pi``; None if the pool is empty.
@@ -178,7 +182,7 @@ class PoolAcquisition:
             else:
                 masks[i], logp[i] = drawn.masks, drawn.logp
         if undrawn:
-            masks[undrawn], logp[undrawn] = self._scored_under_policy([keys[i] for i in undrawn], tokens[undrawn])
+            masks[undrawn], logp[undrawn] = self._scored_under_policy(tokens[undrawn])
         score = self.model.log_acquisition(tokens, self.hp["ei_xi"]) + self.hp["prior_weight"] * logp.sum(1)
         best = int(np.argmax(score))
         return Drawn(tokens[best], masks[best], logp[best].astype(np.float32)), keys[best]
