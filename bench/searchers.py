@@ -286,7 +286,7 @@ def proposal_cost(table, device: str, acc_col: str, budget: float, observations:
     return {
         "device": device,
         "observations": len(ppo.model),
-        "pool": {k: ppo.hp[k] for k in ("pool_draws", "pool_neighbours", "prior_weight")},
+        "pool": {k: ppo.hp[k] for k in ("pool_draws", "pool_neighbours", "pool_two_edit", "prior_weight")},
         "proposal_ms_median": round(1e3 * float(np.median(times)), 2),
         "proposal_ms_p90": round(1e3 * float(np.quantile(times, 0.9)), 2),
         "extend_ms": round(1e3 * extend, 2),
