@@ -17,7 +17,9 @@ latency before training knows it). Reported per device and searcher:
 
 ``--proposal-cost`` times one PPO proposal after 500 observations (pool acquisition, GP scoring and
 the policy's log-probabilities) and the refit each policy update adds, with ``restart_model=False`` so
-the model holds all 500; ``--proposal-cost-only --merge`` times it alone and adds it to ``--out``.
+the model holds all 500; ``--proposal-cost-only --merge`` times it alone and adds it to ``--out``. Both
+also time a proposal on the product's NAS-FPN space (``proposal_cost_nasfpn``: 150 trials of a synthetic
+additive reward, ``pool_two_edit`` 0 and 1), whose pool is far larger than NB201's.
 
 Then a few seeds go through the Ray Tune adapter (a real local Ray, concurrency > 1) and the same
 seeds through the in-process loop with as many proposals outstanding, to show they behave alike.
@@ -60,6 +62,7 @@ PROVENANCE = ("commit", "command", "machine")
 DEFAULT_TABLE = ROOT.parent / "shared" / "data" / "nb201-latency" / "nb201_cifar10_latency.csv.gz"
 CHECKPOINTS = (50, 100, 200, 500)
 WITHIN_PP = 0.5
+EXTRAS = ("tune", "proposal_cost", "proposal_cost_nasfpn")  # sections beside the grid, kept by --merge/--combine
 
 _TABLE = None
 
@@ -295,6 +298,46 @@ def proposal_cost(table, device: str, acc_col: str, budget: float, observations:
     }
 
 
+def nasfpn_proposal_cost(observations: int = 150, seed: int = 0) -> dict:
+    """Milliseconds per PPO proposal on the product's own space (NAS-FPN, the default config: 31 token
+    positions), once the reward model is in use, with and without ``pool_two_edit``.
+
+    Rewards are a seeded additive function of the tokens plus noise (what the Hamming-kernel model can
+    learn, so the pool is used); ``observations`` trials in all, as a real experiment has, not 500.
+    Proposals made before the model was ready (plain policy draws) are left out of the medians.
+    """
+    import torch
+
+    from search_spaces.nasfpn import NasFpnSpace
+    from search_spaces.searchers import create_searcher
+
+    torch.set_num_threads(1)
+    space = NasFpnSpace()
+    weights = np.random.default_rng(seed).normal(size=(len(space.sizes), max(space.sizes)))
+    out: dict = {"space": "NasFpnSpace() defaults", "positions": len(space.sizes), "observations": observations}
+    for two_edit in (0, 1):
+        ppo = create_searcher("ppo", space, seed=seed, pool_two_edit=two_edit)
+        noise = np.random.default_rng(seed + 1)
+        times = []
+        for _ in range(observations):
+            start = time.perf_counter()
+            proposal = ppo.propose()
+            elapsed = time.perf_counter() - start
+            if ppo.model.ready():
+                times.append(elapsed)
+            reward = float(sum(weights[i, t] for i, t in enumerate(proposal.tokens)) + 0.1 * noise.normal())
+            ppo.observe(proposal.id, reward)
+        if not times:
+            raise SystemExit("NAS-FPN proposal cost: the reward model was never in use, so no pool was timed")
+        out[f"pool_two_edit_{two_edit}"] = {
+            "proposals_with_model": len(times),
+            "pool_size_at_end": len(ppo._pool()),
+            "proposal_ms_median": round(1e3 * float(np.median(times)), 1),
+            "proposal_ms_p90": round(1e3 * float(np.quantile(times, 0.9)), 1),
+        }
+    return out
+
+
 def print_table(devices: dict) -> None:
     header = f"{'device':14} {'searcher':22} " + " ".join(f"{'@' + c:>8}" for c in map(str, CHECKPOINTS))
     print(header + f" {'t2t med':>8} {'hit':>5} {'infeas':>7} {'s/run':>6} {'seeds':>5}")
@@ -323,7 +366,7 @@ def combine(paths: list[str], out: str) -> dict:
         part = json.loads(Path(path).read_text())
         runs += runs_of(part)
         cfg = part["config"]
-        report.update({k: part[k] for k in ("tune", "proposal_cost") if k in part})  # the last file's
+        report.update({k: part[k] for k in EXTRAS if k in part})  # the last file's
         if not any(part["devices"].values()):
             continue
         for key in ("table", "accuracy", "trials", "reward", "target", "within_pp"):
@@ -452,7 +495,7 @@ def main(argv: list[str] | None = None) -> dict:
             "previous": previous["config"].get("grid_seconds"),
             "this run": report["config"]["grid_seconds"],
         }
-        report.update({k: previous[k] for k in ("tune", "proposal_cost") if k in previous})
+        report.update({k: previous[k] for k in EXTRAS if k in previous})
     for device in devices:
         target, optimum = target_accuracy(table, device, args.acc, args.budget)
         report["devices"].setdefault(device, {})
@@ -509,6 +552,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.proposal_cost or args.proposal_cost_only:
         report["proposal_cost"] = proposal_cost(table, devices[0], args.acc, args.budget)
         print(f"\nPPO proposal cost: {report['proposal_cost']}")
+        report["proposal_cost_nasfpn"] = nasfpn_proposal_cost()
+        print(f"PPO proposal cost on NAS-FPN: {report['proposal_cost_nasfpn']}")
 
     report = stamp(report)
     if merged_runs:
