@@ -33,7 +33,7 @@ Runs split over machines or sessions are joined with ``--merge`` (add searchers 
 ``--combine`` (merge whole files); a joined file's ``commit``, ``command`` and ``machine`` are the
 joining run's, and its ``runs`` lists those of every run whose numbers it holds. Seconds per 500-trial
 run on one core of a shared 2-core VM: random 0.0, regularized_evolution 0.1, ppo_nomodel 1.5, tpe 2.7,
-ppo 9.5, tpe_screened 30, gp 400-940 (see :data:`_SLOW_FIRST`; the pool starts the slow ones first).
+ppo 5-6, tpe_screened 30, gp 400-940 (see :data:`_SLOW_FIRST`; the pool starts the slow ones first).
 """
 
 from __future__ import annotations
