@@ -65,7 +65,6 @@ __all__ = ["PoolAcquisition", "check_pool_options"]
 _KEYS_KEPT = 50_000  # canonical keys remembered (about 20 MB on NAS-FPN), then forgotten all at once
 
 
-
 def check_pool_options(hp: dict) -> None:
     """Raise ``ValueError`` for pool options out of range (``hp``: the searcher's hyper-parameters)."""
     counts = ("pool_draws", "pool_neighbours", "pool_two_edit", "pool_random")
