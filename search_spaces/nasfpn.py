@@ -184,35 +184,30 @@ class NasFpnSpace:
         per_cell = (pool, pool, len(c.levels), len(c.ops))
         return (len(c.backbones), len(c.num_cells), len(c.channels)) + per_cell * self.max_cells
 
-    def mask(self, position: int, prefix: Sequence[int]) -> np.ndarray:
-        size = self.sizes[position]
+    def _choices(self, position: int, prefix: Sequence[int]) -> tuple[int, int | None]:
+        """The rule both :meth:`mask` and :meth:`allows` read: tokens below the first number are allowed,
+        except the second (the cell's first input, which its second input may not repeat), if any."""
         if position < len(_PREFIX):
-            return np.ones(size, dtype=bool)
+            return self.sizes[position], None
         cell, slot = divmod(position - len(_PREFIX), _PER_CELL)
-        allowed = np.zeros(size, dtype=bool)
         if cell >= self.config.num_cells[prefix[1]]:
-            allowed[0] = True
-            return allowed
+            return 1, None  # an unused cell: token 0 only
         if slot in (0, 1):
-            allowed[: len(self.config.levels) + cell] = True
-            if slot == 1:
-                allowed[prefix[position - 1]] = False
-        else:
-            allowed[:] = True
+            return len(self.config.levels) + cell, prefix[position - 1] if slot == 1 else None
+        return self.sizes[position], None
+
+    def mask(self, position: int, prefix: Sequence[int]) -> np.ndarray:
+        below, excluded = self._choices(position, prefix)
+        allowed = np.zeros(self.sizes[position], dtype=bool)
+        allowed[:below] = True
+        if excluded is not None:
+            allowed[excluded] = False
         return allowed
 
     def allows(self, position: int, prefix: Sequence[int], token: int) -> bool:
         """``mask(position, prefix)[token]`` (False outside the position's choices), without building the mask."""
-        if not 0 <= token < self.sizes[position]:
-            return False
-        if position < len(_PREFIX):
-            return True
-        cell, slot = divmod(position - len(_PREFIX), _PER_CELL)
-        if cell >= self.config.num_cells[prefix[1]]:
-            return token == 0
-        if slot in (0, 1):
-            return token < len(self.config.levels) + cell and not (slot == 1 and token == prefix[position - 1])
-        return True
+        below, excluded = self._choices(position, prefix)
+        return 0 <= token < below and token != excluded
 
     def decode(self, tokens: Sequence[int]) -> ArchSpec:
         tokens = [int(t) for t in tokens]
