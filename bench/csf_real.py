@@ -74,7 +74,8 @@ VIEWS = {"sensor_dropout": 0.5, "noise_std": 0.1, "gain_jitter": 0.1}
 #: and +0.64 (fold seed 0). With ``ema`` 0.99, a projection head of 128 channels gave 3 cells and +0.24
 #: pp (fold seed 0), and ``cross_sensor`` 0.25 9 and 8 cells, +1.56 and +1.06 pp (fold seeds 0 and 1;
 #: 0.5: 9 and +1.19 on fold seed 0), against 10 and 9, +1.24 and +1.46 without it; band dropout up to
-#: ``p_max`` 0.33 gave 9 cells and +0.68 pp, 0.85 6 and +0.56, against 0.66's 10 and +1.24 (fold seed 0).
+#: ``p_max`` 0.33 gave 9 cells and +0.68 pp, 0.85 6 and +0.56, against 0.66's 10 and +1.24 (fold seed 0);
+#: a dropout ramp of 100 steps 7 and +1.01, view noise and gains of 0.2 6 and +0.74 (fold seed 0).
 PROFILES: dict[str, dict[str, Any]] = {
     "cpu": {"backbone": "resnet18", "steps": 400, "batch_size": 32, "crop": 32, "warmup_steps": 40,
             "ramp_steps": 200, "lr": 2e-3, "lr_schedule": "cosine", "ema": 0.99, "workers": 1,
