@@ -43,7 +43,7 @@ five devices), ``pool_random=64`` with ``prior_weight=0.3`` (and ``ei_xi``) did 
 pool reaches past a one-edit local optimum: under a median-latency target NB201 has about a hundred such
 optima below the target, most two to four edits from a target architecture. With it (seeds 0-19, 100-119
 and 200-239, ``bench/results/searchers_compare-two-edit.json``) PPO reached the target in all 480 searches,
-where 0 missed twice on titan_rtx_256. On NAS-FPN's 31 positions it makes the pool about 5,000 candidates
+where ``pool_two_edit`` 0 missed twice on titan_rtx_256. On NAS-FPN's 31 positions it makes the pool about 5,000 candidates
 instead of about 900, so a proposal there costs more (see the README).
 
 The host provides ``hp`` (``pool_draws``, ``pool_neighbours``, ``pool_two_edit``, ``prior_weight``, ``explore``,
