@@ -42,9 +42,9 @@ five devices), ``pool_random=64`` with ``prior_weight=0.3`` (and ``ei_xi``) did 
 ``pool_two_edit`` (default 1) adds the two-edit neighbours of that many best architectures seen, so the
 pool reaches past a one-edit local optimum: under a median-latency target NB201 has about a hundred such
 optima below the target, most two to four edits from a target architecture. With it (seeds 0-19, 100-119
-and 200-239, ``bench/results/searchers_compare-two-edit.json``) PPO reached the target in all 480 searches,
-where ``pool_two_edit`` 0 missed twice on titan_rtx_256. On NAS-FPN's 31 positions it makes the pool about 5,000 candidates
-instead of about 900, so a proposal there costs more (see the README).
+and 200-239, ``bench/results/searchers_compare-two-edit.json``) PPO reached the target in all 480
+searches, where ``pool_two_edit`` 0 missed twice on titan_rtx_256. On NAS-FPN's 31 positions it makes
+the pool about 5,000 candidates instead of about 900, so a proposal there costs more (see the README).
 
 The host provides ``hp`` (``pool_draws``, ``pool_neighbours``, ``pool_two_edit``, ``prior_weight``, ``explore``,
 ``pool_random``, ``ei_xi``, ``restart_model``, ``model_min_points``, ``model_min_quality``), ``model``, ``seen``,
