@@ -23,6 +23,12 @@ two workers can reach here at all (``machine_ceiling``, pair over local). On the
 1.79x over the whole run (1.65-1.82 by round; 5a0ea9b): the 1.6x goal sits near what that hardware
 allows, and ``scaling_share_of_ceiling`` says how much of it the 2-node job keeps (0.86 there).
 
+**Where the cores went.** Each run also reports ``cpu_cores``: the cores each kind of process used over
+it (:mod:`bench.cpu_use`, from /proc): the prediction itself (model actors, in-process paths), the job's
+driver (Ray Data's executor runs there), the rest of Ray (three nodes' daemons, helper actors), this
+process and everything else. What the 2-node job's actors do not get of the two cores is where its
+scaling falls short of ``pair``.
+
 The machines this runs on are shared and noisy, so the four paths run in ``--repeats`` rounds,
 interleaved (the order rotating from round to round), and each figure is the median over rounds.
 
@@ -50,11 +56,18 @@ STARTED = time.monotonic()  # the in-process path's start-up counts from here
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.cpu_use import CpuUse  # noqa: E402
 from bench.provenance import stamp  # noqa: E402
 
 #: the paths each round runs: a job on 1 and on 2 worker nodes, the in-process path, and two in-process
 #: paths at once (``pair``)
 PATHS = ("local", "pair", "1", "2")
+
+#: the kinds of process whose cores each run reports (bench.cpu_use): the prediction itself (model actors, the
+#: in-process path), the job's driver, the rest of Ray (daemons of the three nodes, Ray Data's and the job's
+#: helper actors), then this process (the API, polling) and everything else
+CPU_KINDS = (("prediction", ("ScenePredictor", "--in-process")), ("job driver", ("service.predict_driver",)),
+             ("ray", ("ray",)))
 
 ARCH = {
     "backbone": "mobilenetv3_small_100",
@@ -244,12 +257,14 @@ def main() -> int:
                 runs: dict[str, dict] = {}
                 for path in paths[r % 4 :] + paths[: r % 4]:  # the order rotates from round to round
                     out = root / f"out-{path}-{r}"
-                    if path == "local":
-                        runs[path] = run_local(weights, scenes, out, **tiles)
-                    elif path == "pair":
-                        runs[path] = run_local(weights, scenes, out, **tiles, processes=2)
-                    else:
-                        runs[path] = run_job(client, model.id, root / "scenes", out, int(path), **tiles)
+                    with CpuUse(CPU_KINDS, every_s=1.0) as use:
+                        if path == "local":
+                            runs[path] = run_local(weights, scenes, out, **tiles)
+                        elif path == "pair":
+                            runs[path] = run_local(weights, scenes, out, **tiles, processes=2)
+                        else:
+                            runs[path] = run_job(client, model.id, root / "scenes", out, int(path), **tiles)
+                    runs[path]["cpu_cores"] = use.cores()
                     load.append(round(os.getloadavg()[0], 2))
                 rounds.append(runs)
                 problems += [f"round {r}: {p}" for p in check_nodes(runs, cluster.node_ids())]
@@ -285,6 +300,7 @@ def main() -> int:
         "steady_machine_ceiling": round(steady_rate["pair"] / steady_rate["local"], 3)
         if all(steady_rate.values())
         else None,
+        "cpu_cores": cpu_cores(rounds),
         "goals": {"scaling >= 1.6": scaling >= 1.6, "one_node_vs_local >= 0.8": overhead >= 0.8},
         "per_round": [ratios(runs) for runs in rounds],
         "rounds": rounds,
@@ -304,7 +320,9 @@ def main() -> int:
         "note": "each figure is the median over the rounds (the four paths interleaved, the order rotating); "
         "windows_per_s counts each path's whole run, from the process that predicts starting (a job's "
         "actors, the local path's fresh process) to the last scene written, model loading included; steady_* "
-        "start once every actor of the job had predicted its first batch",
+        "start once every actor of the job had predicted its first batch; cpu_cores: the cores each kind of process "
+        "used, averaged over the path's run as this bench times it (a job from its submission to its end), the "
+        "median over rounds",
         "problems": problems,
     }
     Path(args.out).write_text(json.dumps(stamp(result), indent=2) + "\n")
@@ -320,9 +338,21 @@ def main() -> int:
     )
     for r, pair in enumerate(result["per_round"]):
         print(f"round {r}: " + ", ".join(f"{k} {v}" for k, v in pair.items()))
+    for path, use in (result["cpu_cores"] or {}).items():
+        shares = ", ".join(f"{kind} {cores:.2f}" for kind, cores in use.items())
+        print(f"cores used, {path} (median over rounds, submission to end): {shares}")
     for problem in problems:
         print(f"NOT MEASURED: {problem}", file=sys.stderr)
     return 1 if problems else 0
+
+
+def cpu_cores(rounds: list[dict[str, dict]]) -> dict[str, dict[str, float]] | None:
+    """Per path, the median over rounds of the cores each kind of process used (None off Linux)."""
+    if any(runs[path]["cpu_cores"] is None for runs in rounds for path in PATHS):
+        return None
+    kinds = rounds[0][PATHS[0]]["cpu_cores"]
+    return {path: {kind: round(median(runs[path]["cpu_cores"][kind] for runs in rounds), 3) for kind in kinds}
+            for path in PATHS}  # fmt: skip
 
 
 def ratios(runs: dict[str, dict]) -> dict[str, float | None]:
