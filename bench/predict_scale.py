@@ -20,14 +20,16 @@ once started). ``--scenes 48`` still runs that workload.
 daemons of three nodes and the job's driver, which on a real cluster have machines of their own. So
 each round also runs ``pair``: two in-process paths at once, each on every other scene, no Ray: what
 two workers can reach here at all (``machine_ceiling``, pair over local). On the 2-core VM it was
-1.79x over the whole run (1.65-1.82 by round; 5a0ea9b): the 1.6x goal sits near what that hardware
-allows, and ``scaling_share_of_ceiling`` says how much of it the 2-node job keeps (0.86 there).
+1.79x over the whole run at 5a0ea9b (1.65-1.82 by round) and 1.68x at efe96ea (1.67-1.78): the 1.6x goal
+sits near what that hardware allows, and ``scaling_share_of_ceiling`` says how much of it the 2-node job
+keeps (0.86 and 0.97 there: 1.53x and 1.63x, the same prediction code).
 
 **Where the cores went.** Each run also reports ``cpu_cores``: the cores each kind of process used over
 it (:mod:`bench.cpu_use`, from /proc): the prediction itself (model actors, in-process paths), the job's
 driver (Ray Data's executor runs there), the rest of Ray (three nodes' daemons, helper actors), this
 process and everything else. What the 2-node job's actors do not get of the two cores is where its
-scaling falls short of ``pair``.
+scaling falls short of ``pair``: at efe96ea they had 1.61 cores, the driver 0.11 and the rest of Ray 0.18
+(0.09 of it while no job runs), against the two in-process paths' 1.82.
 
 The machines this runs on are shared and noisy, so the four paths run in ``--repeats`` rounds,
 interleaved (the order rotating from round to round), and each figure is the median over rounds.
