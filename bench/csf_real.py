@@ -76,6 +76,14 @@ VIEWS = {"sensor_dropout": 0.5, "noise_std": 0.1, "gain_jitter": 0.1}
 #: 0.5: 9 and +1.19 on fold seed 0), against 10 and 9, +1.24 and +1.46 without it; band dropout up to
 #: ``p_max`` 0.33 gave 9 cells and +0.68 pp, 0.85 6 and +0.56, against 0.66's 10 and +1.24 (fold seed 0);
 #: a dropout ramp of 100 steps 7 and +1.01, view noise and gains of 0.2 6 and +0.74 (fold seed 0).
+#: In process on fold seed 0, against the profile trained again beside them (8 cells, +1.11 pp; 10 and +1.24
+#: in the earlier screen above), none of these helped: backbones
+#: resnet10t (2 cells, -1.07 pp) and resnet18d (0, -0.57), each against random init of its own backbone; no
+#: band gains, view noise only (7, +0.61); one gain per sensor instead of per band (8, +0.82; a scratch
+#: change, not an option); the loss on the last stage only (8, +0.93) or on the last three (7, +0.37). On the
+#: evaluation side, for the same encoders: BN statistics re-estimated on the pretraining chips for each band
+#: subset (9, +1.07), and the k-NN embedding from stage -2 (3, -0.79) or stages -2 and -1 together (3, +0.07)
+#: instead of the last stage (both inits): the evaluation stays as it is.
 PROFILES: dict[str, dict[str, Any]] = {
     "cpu": {"backbone": "resnet18", "steps": 400, "batch_size": 32, "crop": 32, "warmup_steps": 40,
             "ramp_steps": 200, "lr": 2e-3, "lr_schedule": "cosine", "ema": 0.99, "workers": 1,
