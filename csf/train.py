@@ -77,6 +77,7 @@ class PretrainConfig:
     sensor_dropout: float = 0.0  # whole-sensor dropout per view (csf.views); off in the paper
     cross_sensor: float = 0.0  # share of samples whose views see complementary sensors (csf.views)
     dihedral: bool = False  # random turns and mirrors of each chip before its views (csf.views)
+    dropout_counts: str = "stack"  # band dropout's never-all rule: every band of the stack, or the view's (csf.views)
     place_negatives: bool = True  # False: chips of a sample's own place (plot) are not its negatives (csf.loss)
     ema: float = 0.0  # decay of a moving average of the weights, exported instead of the last step's; 0 = off
     checkpoint_every: int = 500
@@ -121,7 +122,7 @@ class PretrainConfig:
         return ViewConfig(crop=self.crop, p_max=self.p_max, ramp_steps=self.ramp_steps,
                           noise_std=self.noise_std, gain_jitter=self.gain_jitter,
                           sensor_dropout=self.sensor_dropout, cross_sensor=self.cross_sensor,
-                          dihedral=self.dihedral)
+                          dihedral=self.dihedral, dropout_counts=self.dropout_counts)
 
 
 def sensor_groups(band_names: Sequence[str], sensors: dict[str, list[str]]) -> list[list[int]]:

@@ -57,6 +57,7 @@ def csf_config(spec: PretrainingSpec, name: str) -> dict[str, Any]:
         "sensor_dropout": spec.sensor_dropout,
         "cross_sensor": spec.cross_sensor,
         "dihedral": spec.dihedral,
+        "dropout_counts": spec.dropout_counts,
         "place_negatives": spec.place_negatives,
         "ema": spec.ema,
         "checkpoint_every": spec.checkpoint_every,

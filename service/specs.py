@@ -299,6 +299,9 @@ class PretrainingSpec(_Spec):
                                 "complementary sensor sets (ramped; needs two or more sensors); 0 = the paper.")
     dihedral: bool = Field(False, description="Turn and mirror each chip at random (the same for both views) "
                            "before its views are made; false = the paper.")
+    dropout_counts: Literal["stack", "view"] = Field(
+        "stack", description="What band dropout's never-all rule counts: every band of the stack (the paper), or "
+        "only the bands a view still has after sensor dropout (a height-only view is then never emptied).")
     place_negatives: bool = Field(True, description="Contrast a chip with other chips of its own place (a "
                                   "multi-sensor chip's plot, whose windows overlap); false leaves them out of its "
                                   "loss, so overlapping ground is not pushed apart (csf/loss.py).")

@@ -205,6 +205,26 @@ def test_cross_sensor_views_share_no_sensor():
         ViewConfig(cross_sensor=1.5)
 
 
+def test_view_counted_band_dropout_never_empties_a_view_that_sensor_dropout_left_with_one_band():
+    """``dropout_counts: view``: band dropout counts only the bands a view still has, so a height-only
+    view (one band left) keeps it, at its own level; the paper's rule (``stack``) counts all nine bands
+    and empties most such views."""
+    g = torch.Generator().manual_seed(0)
+    height_only = torch.zeros(2000, 9, 4, 4)
+    height_only[:, 8] = 1.0
+    present = height_only.flatten(2).ne(0).any(dim=2)
+    kept = channel_dropout(height_only, 0.66, g, present)
+    assert torch.allclose(kept, height_only)  # the one band left is always kept, at its own level
+    emptied = (channel_dropout(height_only, 0.66, g).flatten(1).abs().amax(dim=1) == 0).float().mean().item()
+    assert emptied == pytest.approx(1 - 0.34 / (1 - 0.66**9), abs=0.03)
+    groups = [[0, 1, 2], [3, 4, 5, 6, 7], [8]]
+    cfg = ViewConfig(crop=8, p_max=0.66, ramp_steps=0, sensor_dropout=0.5, dropout_counts="view")
+    for view in make_views(torch.ones(2000, 9, 8, 8), 0, cfg, g, groups):
+        assert view.flatten(1).abs().amax(dim=1).gt(0).all()
+    with pytest.raises(SpecError, match="dropout_counts"):
+        ViewConfig(dropout_counts="bands")
+
+
 def test_dihedral_turns_and_mirrors_each_chip_as_a_whole():
     """Each chip becomes one of its eight turns and mirrors, all bands alike; over many chips all
     eight appear; both views are cut from the turned chip."""
@@ -229,11 +249,12 @@ def test_pretraining_spec_carries_the_view_options_to_the_trainer():
 
     spec = PretrainingSpec.model_validate({"name": "p", "data": {"kind": "multisensor", "path": "/data/ms"},
                                            "cross_sensor": 0.5, "dihedral": True, "sensor_dropout": 0.3,
-                                           "place_negatives": False})
+                                           "place_negatives": False, "dropout_counts": "view"})
     config = csf_config(spec, "p")
     trainer = PretrainConfig.from_dict({k: v for k, v in config.items() if k not in ("name", "num_workers")})
     views = trainer.views()
     assert (views.cross_sensor, views.dihedral, views.sensor_dropout) == (0.5, True, 0.3)
+    assert views.dropout_counts == "view" and PretrainingSpec.model_fields["dropout_counts"].default == "stack"
     assert trainer.place_negatives is False
     assert PretrainingSpec.model_fields["place_negatives"].default is True  # the paper's loss unless asked
 
