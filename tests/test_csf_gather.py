@@ -37,7 +37,8 @@ def _worker(rank: int, world: int, port: int, queue, places: list[int] | None) -
         to_backward.backward()
         dist.all_reduce(weight.grad)  # what DDP does: average the workers' gradients
         weight.grad /= world
-        queue.put((rank, loss.item(), weight.grad.clone()))
+        # by value: a tensor would travel as a shared file descriptor, gone if this process exits first
+        queue.put((rank, loss.item(), weight.grad.numpy().copy()))
     finally:
         dist.destroy_process_group()
 
@@ -64,4 +65,4 @@ def test_gathered_loss_and_gradient_equal_the_global_batch(places):
         assert p.exitcode == 0
     for _, loss, grad in results:
         assert abs(loss - expected.item()) < 1e-5
-        assert torch.allclose(grad, weight.grad, atol=1e-5)
+        assert torch.allclose(torch.from_numpy(grad), weight.grad, atol=1e-5)
