@@ -121,6 +121,8 @@ def channel_dropout(x: torch.Tensor, p: float, generator: torch.Generator | None
     n, c = x.shape[:2]
     device = generator.device if generator is not None else x.device
     allowed = None if present is None else present.to(device)
+    if allowed is not None:  # a sample with no band present (an all-zero chip) counts every band, as the paper
+        allowed = allowed | ~allowed.any(dim=1, keepdim=True)
     keep = torch.rand((n, c), generator=generator, device=device) >= p
     if allowed is not None:
         keep &= allowed

@@ -217,6 +217,8 @@ def test_view_counted_band_dropout_never_empties_a_view_that_sensor_dropout_left
     assert torch.allclose(kept, height_only)  # the one band left is always kept, at its own level
     emptied = (channel_dropout(height_only, 0.66, g).flatten(1).abs().amax(dim=1) == 0).float().mean().item()
     assert emptied == pytest.approx(1 - 0.34 / (1 - 0.66**9), abs=0.03)
+    blank = torch.zeros(3, 9, 4, 4)  # nothing present: the paper's rule, and no endless redraw
+    assert torch.equal(channel_dropout(blank, 0.66, g, torch.zeros(3, 9, dtype=torch.bool)), blank)
     groups = [[0, 1, 2], [3, 4, 5, 6, 7], [8]]
     cfg = ViewConfig(crop=8, p_max=0.66, ramp_steps=0, sensor_dropout=0.5, dropout_counts="view")
     for view in make_views(torch.ones(2000, 9, 8, 8), 0, cfg, g, groups):
