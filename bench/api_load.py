@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))  # tests/pg.py: the PostgreSQL server the tests use
 
+from bench.cpu_use import cpu_seconds  # noqa: E402
 from bench.provenance import stamp  # noqa: E402
 
 
@@ -164,11 +165,10 @@ def _cpu_s(pid: int) -> float:
     """User+system CPU seconds a process and its live children (uvicorn workers) have used (Linux
     /proc), to separate what a request costs from the waiting for a CPU on a shared machine."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        own = cpu_seconds(pid)
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except OSError:
         return 0.0
-    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return own + sum(_cpu_s(int(child)) for child in children)
 
 

@@ -20,28 +20,33 @@ import os
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
-__all__ = ["CpuUse"]
+__all__ = ["CpuUse", "cpu_seconds"]
 
 _PROC = "/proc"
 
 
+def cpu_seconds(pid: int | str) -> float:
+    """User + system CPU seconds a process has used so far; OSError when it is gone."""
+    stat = Path(f"{_PROC}/{pid}/stat").read_text()
+    fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": state is field 0, utime 11, stime 12
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _snapshot() -> dict[int, tuple[str, float]]:
     """Every process's (command line, CPU seconds so far: user + system)."""
-    ticks = os.sysconf("SC_CLK_TCK")
     out = {}
     for entry in os.listdir(_PROC):
         if not entry.isdigit():
             continue
         try:
-            with open(f"{_PROC}/{entry}/stat") as handle:
-                stat = handle.read()
+            cpu = cpu_seconds(entry)
             with open(f"{_PROC}/{entry}/cmdline", "rb") as handle:
                 cmdline = handle.read().replace(b"\0", b" ").decode(errors="replace")
         except OSError:  # it ended between the listing and the read
             continue
-        fields = stat[stat.rfind(")") + 2 :].split()  # after "pid (comm) ": state is field 0, utime 11, stime 12
-        out[int(entry)] = (cmdline, (int(fields[11]) + int(fields[12])) / ticks)
+        out[int(entry)] = (cmdline, cpu)
     return out
 
 
