@@ -287,8 +287,11 @@ class PretrainingSpec(_Spec):
     )
     projection: int = Field(0, ge=0, le=4096, description="Channels of a projection head on each stage the loss "
                             "sees (1x1-conv MLP, not exported); 0 = none, as the paper.")
-    ramp_steps: int = Field(8000, ge=0, description="Steps over which band dropout ramps to p_max.")
-    p_max: float = Field(0.66, ge=0, lt=1)
+    ramp_steps: int = Field(8000, ge=0, description="Steps over which band and sensor dropout ramp to their "
+                            "final probabilities.")
+    p_max: float = Field(0.66, ge=0, lt=1, description="Band dropout: each band of a view is zeroed with this "
+                         "probability at the end of the ramp (the paper's 0.66); 0 = none. On a spectrometer it "
+                         "teaches the encoder to ignore the spectrum's shape (bench/csf_real.py uses 0).")
     noise_std: float = Field(0.0, ge=0, le=1, description="Gaussian noise added to each view on its own "
                              "(normalised units); 0 = the paper's views.")
     gain_jitter: float = Field(0.0, ge=0, le=1, description="Std of the log of a per-view, per-band gain; "
