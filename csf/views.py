@@ -6,24 +6,32 @@ probability ``p``. ``p`` ramps from 0 to ``p_max`` over the first batches so the
 learns from whole stacks, then from ever sparser ones.
 
 A sample never loses all the bands of its stack (a view of nothing cannot be matched). We draw the mask again
-for such samples (rejection sampling), so a band is kept with probability
-``(1 - p) / (1 - p**C)`` for ``C`` bands; kept bands are scaled by the inverse of that, which is
-``1 / (1 - p)`` up to the tiny all-dropped correction, and keeps every band's expected value exact.
-The rule counts all ``C`` bands of the stack, also those sensor dropout (below) has zeroed, so a view
-left with few bands can lose them all: at ``p = 0.66`` with sensor dropout 0.5 on the 41-band IDTReeS
-stack, 16 % of the views are all zeros (two in three height-only views). Counting only the bands a
-view still has removes those, but on the IDTReeS plot split it lowered k-NN (3 CSF seeds, 800 steps:
-9 goal cells beyond random init's spread against 13, mean gain 2.7 against 3.6 pp; the height model
-gained, the spectrometer and all bands lost), so the rule stays as the paper's band dropout has it.
-With the later cpu profile of ``bench/csf_real.py`` (400 steps, ``ema`` 0.99, 3 plot folds, one seed each,
-in process) counting only the bands a view still has (``dropout_counts: view``; a band is still there when
-it is not zero everywhere in the view, which a dropped sensor's bands are) gave 10, 9 and
-10 goal cells and +1.28, +1.37 and +1.72 pp on fold seeds 0-2 against the rule's 8, 8 and 8 and +1.11,
-+1.36 and +1.41: the height model's accuracy gained again, the spectrometer's and all bands' did not.
-Through the product (``bench/results/history/csf_real-cv-dropout-counts-view-0fc816b.json``, 3 folds x 3
-seeds) it gave 9 goal cells and +1.02 pp against the profile's 8 and +0.94 (``bench/results/csf_real.json``;
-cosine k-NN 12 against 11): a little better, still short of the goal on the same accuracy cells. It stays an
-option (``stack``, the paper's rule, is the default) until it wins by more than a rerun moves.
+for such samples (rejection sampling), so a band is kept with probability ``(1 - p) / (1 - p**C)`` for ``C``
+bands; kept bands are scaled by the inverse of that, which is ``1 / (1 - p)`` up to the tiny all-dropped
+correction, and keeps every band's expected value exact. The rule counts all ``C`` bands of the stack, also
+those sensor dropout (below) has zeroed, so a view left with few bands can lose them all: at ``p = 0.66`` with
+sensor dropout 0.5 on the 41-band IDTReeS stack, 16 % of the views are all zeros (two in three height-only
+views). Counting only the bands a view still has removes those, but on the IDTReeS plot split it lowered k-NN
+(3 CSF seeds, 800 steps: 9 goal cells beyond random init's spread against 13, mean gain 2.7 against 3.6 pp;
+the height model gained, the spectrometer and all bands lost), so the rule stays as the paper's band dropout
+has it. With the later cpu profile of ``bench/csf_real.py`` (400 steps, ``ema`` 0.99, 3 plot folds, one seed
+each, in process) counting only the bands a view still has (``dropout_counts: view``; a band is still there
+when it is not zero everywhere in the view, which a dropped sensor's bands are) gave 10, 9 and 10 goal cells
+and +1.28, +1.37 and +1.72 pp on fold seeds 0-2 against the rule's 8, 8 and 8 and +1.11, +1.36 and +1.41: the
+height model's accuracy gained again, the spectrometer's and all bands' did not. Through the product
+(``bench/results/history/csf_real-cv-dropout-counts-view-0fc816b.json``, 3 folds x 3 seeds) it gave 9 goal
+cells and +1.02 pp against the profile's 8 and +0.94 (crop 32,
+``bench/results/history/csf_real-cv-crop32-3628a3b.json``; cosine k-NN 12 against 11): a little better, still
+short of the goal on the same accuracy cells. It stays an option (``stack``, the paper's rule, is the default)
+until it wins by more than a rerun moves.
+
+Band dropout itself costs a spectrometer its spectrum's shape: a view keeping a random third of 37 bands,
+rescaled, asks the encoder for the same features from any third. On the IDTReeS plot folds (crop 24, in
+process, three fold seeds) turning it off (``p_max`` 0; sensor dropout, crops, noise and gains still make the
+views) gave 13, 14 and 13 goal cells against 11, 11 and 11, and through the product 13 of 16 against 10
+(``bench/results/csf_real.json``); the spectrometer's k-NN accuracy among chips of one site went from below
+random init's to above it (fold seed 0). ``p_max`` stays the paper's 0.66 by default; the real-data profile
+sets 0.
 
 ``sensor_dropout`` (off by default; the paper drops bands, not sensors) zeroes whole sensors: each
 sensor of each sample's view is dropped with probability ``sensor_dropout`` (ramped like ``p``),
