@@ -111,7 +111,9 @@ VIEWS = {"sensor_dropout": 0.5, "noise_std": 0.1, "gain_jitter": 0.1, "p_max": 0
 #: dropout, batches drawn from one site at a time (a scratch change), whose chips the site cannot tell apart, gave 1
 #: and 0 cells and -1.72 and -1.75 pp (fold seeds 0 and 1): much of what CSF had learnt then told the two sites
 #: apart. Through the product (``bench/results/csf_real.json``, 3 folds x 3 seeds) it gave 13 of 16 goal cells and
-#: +2.07 pp against 10 and +1.21 with band dropout.
+#: +2.07 pp against 10 and +1.21 with band dropout. Without band dropout, sensor dropout 0.65 gave 12 cells and
+#: +2.35 pp, 600 steps (ramp and warm-up scaled) 13 and +2.02, against 400 steps at 0.5's 13 and +2.73 (fold seed
+#: 0).
 PROFILES: dict[str, dict[str, Any]] = {
     "cpu": {"backbone": "resnet18", "steps": 400, "batch_size": 32, "crop": 24, "warmup_steps": 40,
             "ramp_steps": 200, "lr": 2e-3, "lr_schedule": "cosine", "ema": 0.99, "workers": 1,
