@@ -267,6 +267,6 @@ def make_views(
             view = _apply_sensor_keep(view, groups, keeps[i])
         else:
             view = sensor_dropout(view, groups, config.sensor_dropout * ramp, generator)
-        present = view.flatten(2).ne(0).any(dim=2) if config.dropout_counts == "view" else None
+        present = view.flatten(2).ne(0).any(dim=2) if config.dropout_counts == "view" and p > 0 else None
         views.append(channel_dropout(view, p, generator, present))
     return views[0], views[1]
