@@ -113,7 +113,13 @@ VIEWS = {"sensor_dropout": 0.5, "noise_std": 0.1, "gain_jitter": 0.1, "p_max": 0
 #: apart. Through the product (``bench/results/csf_real.json``, 3 folds x 3 seeds) it gave 13 of 16 goal cells and
 #: +2.07 pp against 10 and +1.21 with band dropout. Without band dropout, sensor dropout 0.65 gave 12 cells and
 #: +2.35 pp, 600 steps (ramp and warm-up scaled) 13 and +2.02, against 400 steps at 0.5's 13 and +2.73 (fold seed
-#: 0).
+#: 0). Also without band dropout, none of these did better (fold seed 0): no band gains (13, +2.04), ``cross_sensor``
+#: 0.25 (9, +1.71), ``dihedral`` (9, +1.69), temperature 0.2 (10, +1.59), the loss on the last stage only (10, +2.32),
+#: ``ema`` 0.998 (13, +2.56), and, as scratch changes, single sensors scaled by sqrt(C / kept) or not at all in the
+#: views and the k-NN (10 and 10 cells; random init's k-NN does not depend on that scale), and half the samples'
+#: two views keeping the same sensors (12, +1.90). ``ema`` 0.995 gave 13, 13 and 14 cells and +3.26, +2.75 and +3.56
+#: pp on fold seeds 0-2 (the profile's 13, 14, 13 and +2.73, +3.26, +3.11), and through the product 12 cells and
+#: +2.38 pp (``bench/results/history/csf_real-cv-ema0.995-ef18c4e.json``) against 13 and +2.07: it stays 0.99.
 PROFILES: dict[str, dict[str, Any]] = {
     "cpu": {"backbone": "resnet18", "steps": 400, "batch_size": 32, "crop": 24, "warmup_steps": 40,
             "ramp_steps": 200, "lr": 2e-3, "lr_schedule": "cosine", "ema": 0.99, "workers": 1,
