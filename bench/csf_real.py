@@ -121,10 +121,11 @@ VIEWS = {"sensor_dropout": 0.5, "noise_std": 0.1, "gain_jitter": 0.1, "p_max": 0
 #: pp on fold seeds 0-2 (the profile's 13, 14, 13 and +2.73, +3.26, +3.11), and through the product 12 cells and
 #: +2.38 pp (``bench/results/history/csf_real-cv-ema0.995-ef18c4e.json``) against 13 and +2.07: it stays 0.99.
 #: View noise 0.05 gave 12 cells and +2.12 pp, 300 steps 10 and +2.22, the loss on the last three stages 13 and
-#: +2.36, sensor dropout 0.4 13 and +2.46, batches of 24 11 and +2.12 (fold seed 0). resnet34 gave 14 cells and +2.71 pp against its own random init: the same mean gain as
-#: resnet18's +2.73, measured against other random spreads (the height model's k = 10 accuracy: 0.64 pp against
-#: 2.56, with gains of +1.49 and +1.39): the cells it met came mostly from the spread of three random seeds, not
-#: from CSF, and its jobs take about 2.5 times as long (past the cpu profile's 30 minutes).
+#: +2.36, sensor dropout 0.4 13 and +2.46, batches of 24 11 and +2.12 (fold seed 0). resnet34 gave 14 cells and
+#: +2.71 pp against its own random init: the same mean gain as resnet18's +2.73, measured against other random
+#: spreads (the height model's k = 10 accuracy: 0.64 pp against 2.56, with gains of +1.49 and +1.39): the cells it
+#: met came mostly from the spread of three random seeds, not from CSF, and its jobs take about 2.5 times as long
+#: (past the cpu profile's 30 minutes).
 PROFILES: dict[str, dict[str, Any]] = {
     "cpu": {"backbone": "resnet18", "steps": 400, "batch_size": 32, "crop": 24, "warmup_steps": 40,
             "ramp_steps": 200, "lr": 2e-3, "lr_schedule": "cosine", "ema": 0.99, "workers": 1,
